@@ -1,0 +1,216 @@
+"""Model metadata: every parameter the streamer needs, read from the model's JSON file.
+
+The same objects configure training (tools/) and streaming, so a feature parameter is written in
+exactly one place: the model's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from streamer.errors import ModelError
+
+__all__ = [
+    "FeatureConfig",
+    "GateConfig",
+    "NormConfig",
+    "ModelMeta",
+    "default_model_path",
+    "load_meta",
+]
+
+DEFAULT_LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Frame and window parameters of the MFCC-means features.
+
+    A frame is ``n_fft`` samples every ``hop_length`` samples (no centre padding, so a stream can be
+    framed block by block). A model step is the mean of ``sub_window_frames`` consecutive frames; a
+    window is ``window_s`` seconds of steps, one window every ``hop_s`` seconds.
+    """
+
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 320
+    n_mels: int = 64
+    n_mfcc: int = 40
+    fmin: float = 0.0
+    fmax: float | None = None
+    sub_window_frames: int = 1
+    window_s: float = 3.0
+    hop_s: float = 1.0
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second."""
+        return self.sample_rate / self.hop_length
+
+    @property
+    def window_frames(self) -> int:
+        """Frames in one window, rounded down to a whole number of sub-windows."""
+        k = self.sub_window_frames
+        return max(k, int(round(self.window_s * self.frame_rate)) // k * k)
+
+    @property
+    def hop_frames(self) -> int:
+        """Frames between window starts, a whole number of sub-windows (at least one)."""
+        k = self.sub_window_frames
+        return max(k, int(round(self.hop_s * self.frame_rate)) // k * k)
+
+    @property
+    def window_steps(self) -> int:
+        """Model time steps per window."""
+        return self.window_frames // self.sub_window_frames
+
+    def validate(self) -> None:
+        """Raise ModelError for parameters that cannot work together."""
+        if self.sample_rate < 4000 or self.n_fft < 16 or self.hop_length < 1:
+            raise ModelError(f"bad feature parameters: {self}")
+        if self.n_mfcc > self.n_mels:
+            raise ModelError("n_mfcc must not exceed n_mels")
+        if self.sub_window_frames < 1 or self.window_s <= 0 or self.hop_s <= 0:
+            raise ModelError("window_s, hop_s and sub_window_frames must be positive")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Energy speech gate: a frame is speech if its level is above both floors.
+
+    ``abs_db`` is an absolute floor in dBFS; ``rel_db`` is how far below the stream's recent peak a
+    frame may be and still count; a window is speech when at least ``min_fraction`` of its frames are.
+    """
+
+    abs_db: float = -50.0
+    rel_db: float = 35.0
+    peak_decay_db_per_s: float = 1.0
+    min_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class NormConfig:
+    """Per-band normalisation of frame features.
+
+    kind: ``none``; ``fixed`` (z-score with ``mean``/``std``); ``running`` (per stream: statistics
+    over the stream's speech frames so far, starting from ``mean``/``std`` weighted as
+    ``prior_frames`` frames).
+    """
+
+    kind: str = "none"
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    prior_frames: float = 100.0
+    min_std: float = 1e-3
+
+
+@dataclass
+class ModelMeta:
+    """Everything in ``emotion.json``: labels, features, gate, normalisation, provenance."""
+
+    name: str
+    version: str
+    labels: list[str]
+    features: FeatureConfig
+    gate: GateConfig = field(default_factory=GateConfig)
+    normalisation: NormConfig = field(default_factory=NormConfig)
+    input_layout: str = "steps"
+    model_path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_window(self, window_s: float | None = None, hop_s: float | None = None) -> "ModelMeta":
+        """A copy with the window length or hop overridden (None keeps the model's)."""
+        f = self.features
+        f = replace(f, window_s=window_s or f.window_s, hop_s=hop_s or f.hop_s)
+        f.validate()
+        return replace(self, features=f)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metadata as it is written to ``emotion.json``."""
+        d = dict(self.extra)
+        d.update(
+            name=self.name,
+            version=self.version,
+            labels=list(self.labels),
+            features=asdict(self.features),
+            gate=asdict(self.gate),
+            normalisation=asdict(self.normalisation),
+            input_layout=self.input_layout,
+        )
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], model_path: Path | None = None) -> "ModelMeta":
+        """Build from a parsed ``emotion.json``; unknown keys are kept in ``extra``."""
+        try:
+            feats = _pick(FeatureConfig, d.get("features", {}))
+            feats.validate()
+            meta = cls(
+                name=str(d.get("name", "model")),
+                version=str(d.get("version", "0")),
+                labels=list(d.get("labels") or DEFAULT_LABELS),
+                features=feats,
+                gate=_pick(GateConfig, d.get("gate", {})),
+                normalisation=_pick(NormConfig, d.get("normalisation", {})),
+                input_layout=str(d.get("input_layout", "steps")),
+                model_path=model_path,
+                extra={k: v for k, v in d.items() if k not in _KNOWN},
+            )
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"bad model metadata: {exc}") from None
+        if meta.normalisation.kind not in ("none", "fixed", "running"):
+            raise ModelError(f"unknown normalisation kind {meta.normalisation.kind!r}")
+        if meta.input_layout not in ("steps", "coefficients"):
+            raise ModelError(f"unknown input_layout {meta.input_layout!r}")
+        return meta
+
+
+_KNOWN = {"name", "version", "labels", "features", "gate", "normalisation", "input_layout"}
+
+
+def _pick(cls: type, d: dict[str, Any]) -> Any:
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def default_model_path() -> Path:
+    """The shipped model: ``$EMOSTREAM_MODEL``, else the installed package data, else ``model/``."""
+    env = os.environ.get("EMOSTREAM_MODEL")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for cand in (here / "_model" / "emotion.tflite", here.parent / "model" / "emotion.tflite"):
+        if cand.exists():
+            return cand
+    try:
+        from importlib.resources import files
+
+        cand = Path(str(files("streamer._model") / "emotion.tflite"))
+        if cand.exists():
+            return cand
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return here.parent / "model" / "emotion.tflite"
+
+
+def load_meta(model_path: str | os.PathLike[str] | None = None) -> ModelMeta:
+    """Read the metadata that sits beside a ``.tflite`` file (same stem, ``.json``)."""
+    path = Path(model_path) if model_path else default_model_path()
+    if path.suffix == ".json":
+        path = path.with_suffix(".tflite")
+    meta_path = path.with_suffix(".json")
+    if not path.exists():
+        raise ModelError(f"model not found: {path}")
+    if not meta_path.exists():
+        raise ModelError(f"model metadata not found: {meta_path}")
+    try:
+        d = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read model metadata {meta_path}: {exc}") from None
+    if not isinstance(d, dict):
+        raise ModelError(f"model metadata {meta_path} is not a JSON object")
+    return ModelMeta.from_dict(d, model_path=path)
