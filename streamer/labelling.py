@@ -1,0 +1,125 @@
+"""Labelling a recording: the pipeline run over a file source, feeding any sinks. Shared by the
+`classify` and `label` commands and the server's `POST /label`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from streamer.classifier import Classifier
+from streamer.config import ModelMeta
+from streamer.pipeline import Pipeline, RunStats, run
+from streamer.sources import Source, open_source
+
+__all__ = ["Analysis", "analyse", "load_model", "header_info", "overall", "strip_internal"]
+
+Events = list[dict[str, Any]]
+
+
+def load_model(model: str | None = None, window: float | None = None, hop: float | None = None) -> tuple[ModelMeta, Classifier]:
+    """Metadata (with any window/hop override) and a classifier for a model path (None: the shipped one)."""
+    from streamer.config import load_meta
+
+    meta = load_meta(model)
+    if window or hop:
+        meta = meta.with_window(window, hop)
+    return meta, Classifier(meta=meta)
+
+
+@dataclass
+class Analysis:
+    """The outcome of analysing one source: its format, the events' raw window probabilities, stats."""
+
+    source: str
+    duration: float
+    sample_rate: int
+    channel_names: list[str]
+    stats: RunStats
+    raw: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (channel, probs) of speech windows
+
+
+def strip_internal(ev: dict[str, Any]) -> dict[str, Any]:
+    """The event as it goes on the wire and into files (no in-process fields)."""
+    if "raw" in ev:
+        ev = {k: v for k, v in ev.items() if k != "raw"}
+    return ev
+
+
+def header_info(meta: ModelMeta, source: str, sample_rate: int, channel_names: list[str],
+                duration: float | None) -> dict[str, Any]:
+    """What a writer's header gets: source, duration, sample rate, model and channels."""
+    return {"source": source, "duration": duration, "sample_rate": sample_rate,
+            "model": {"name": meta.name, "version": meta.version, "labels": list(meta.labels)},
+            "channels": list(channel_names)}
+
+
+def analyse(src: Source | str | os.PathLike[str], meta: ModelMeta, classifier: Classifier, *,
+            channels: str = "mix", channel_names: list[str] | None = None, alert_rules: list | None = None,
+            on_header: Callable[[dict[str, Any]], None] | None = None,
+            on_event: Callable[[dict[str, Any]], None] | None = None,
+            progress: bool = False) -> Analysis:
+    """Run a file (or any source) through the pipeline as fast as it goes.
+
+    ``on_header`` is called once before any event with :func:`header_info`; ``on_event`` with each
+    wire event as it is produced (so a jsonl sink writes as it goes).
+    """
+    source = open_source(src) if not isinstance(src, Source) else src
+    with source:
+        pipe = Pipeline(meta, classifier, in_rate=source.sample_rate, in_channels=source.channels,
+                        channels=channels, channel_names=channel_names, alert_rules=alert_rules)
+        result = Analysis(source=source.uri, duration=0.0, sample_rate=source.sample_rate,
+                          channel_names=pipe.channel_names, stats=RunStats())
+        if on_header is not None:
+            on_header(header_info(meta, source.uri, source.sample_rate, pipe.channel_names, source.duration))
+
+        def sink(events: Events) -> None:
+            for ev in events:
+                raw = ev.get("raw")
+                if raw is not None:
+                    result.raw.append((ev["channel"], raw))
+                if on_event is not None:
+                    on_event(strip_internal(ev))
+
+        bar = _Progress(source.duration) if progress else None
+        result.stats = run(source, pipe, sink, progress=bar)
+        if bar is not None:
+            bar.done()
+        result.duration = round(pipe.seconds, 3)
+    return result
+
+
+def overall(analysis: Analysis, labels: list[str], channel: int | None = None) -> tuple[str | None, float, dict[str, float]]:
+    """One label for a recording: the mean of its speech windows' raw probabilities."""
+    probs = [p for ch, p in analysis.raw if channel is None or ch == channel]
+    if not probs:
+        return None, 0.0, {}
+    mean = np.mean(probs, axis=0)
+    k = int(np.argmax(mean))
+    return labels[k], float(mean[k]), {lab: round(float(v), 4) for lab, v in zip(labels, mean)}
+
+
+class _Progress:
+    """A one-line progress bar on stderr, only for a terminal and a file longer than a minute."""
+
+    def __init__(self, total: float | None):
+        self.total = total
+        self.on = bool(total and total > 60 and sys.stderr.isatty())
+        self._last = -1
+
+    def __call__(self, seconds: float) -> None:
+        if not self.on or not self.total:
+            return
+        pct = int(100 * min(1.0, seconds / self.total))
+        if pct != self._last:
+            self._last = pct
+            bar = "#" * (pct // 4)
+            sys.stderr.write(f"\r[{bar:<25}] {pct:3d}% {seconds:8.0f}/{self.total:.0f} s")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.on:
+            sys.stderr.write("\n")

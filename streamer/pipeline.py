@@ -1,0 +1,308 @@
+"""The one pipeline: any audio source to an emotion timeline.
+
+    source -> Conditioner (channel policy, resample) -> RingBuffer -> per-channel frame MFCC
+           -> speech gate -> running normaliser -> window means -> TFLite classifier -> Timeline
+
+A file is a source that runs as fast as the machine allows; a microphone or a network stream
+cannot run faster than real time. ``run`` drives a pull source through a ring buffer with a
+producer thread (decode and resample overlap with features and inference); a push source such as
+network ingest calls :meth:`Pipeline.feed` directly.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from streamer.classifier import Classifier
+from streamer.config import ModelMeta
+from streamer.errors import UsageError
+from streamer.features import FrameFeaturizer, WindowAssembler
+from streamer.gate import SpeechGate
+from streamer.normalise import Normaliser
+from streamer.ringbuffer import RingBuffer
+from streamer.sources import Source
+from streamer.timeline import Timeline, TimelineConfig
+
+__all__ = ["Conditioner", "ChannelAnalyzer", "Pipeline", "RunStats", "run"]
+
+Events = list[dict[str, Any]]
+
+
+class Conditioner:
+    """Channel policy and resampling to the model's rate, streaming (soxr keeps filter state).
+
+    ``mix`` averages the channels into one; ``split`` keeps each channel as its own stream.
+    """
+
+    def __init__(self, in_rate: int, in_channels: int, out_rate: int, channels: str = "mix"):
+        if channels not in ("mix", "split"):
+            raise UsageError(f"unknown channel policy {channels!r} (mix or split)")
+        if not 1 <= in_channels <= 64:
+            raise UsageError(f"unsupported channel count {in_channels}")
+        if not 1000 <= in_rate <= 384000:
+            raise UsageError(f"unsupported sample rate {in_rate} Hz")
+        self.in_rate, self.in_channels, self.out_rate, self.policy = in_rate, in_channels, out_rate, channels
+        self.out_channels = 1 if channels == "mix" else in_channels
+        self._rs = None
+        self.finished = False  # the resampler's tail has been taken
+        if in_rate != out_rate:
+            import soxr
+
+            self._rs = soxr.ResampleStream(in_rate, out_rate, self.out_channels, dtype="float32", quality="HQ")
+
+    def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        """Convert a block [n, in_channels] at ``in_rate`` to [m, out_channels] at ``out_rate``."""
+        x = np.asarray(block, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[:, None]
+        if x.shape[1] != self.in_channels:
+            raise UsageError(f"expected {self.in_channels} channels, got {x.shape[1]}")
+        if self.policy == "mix" and self.in_channels > 1:
+            x = x.mean(axis=1, keepdims=True)
+        if last:
+            if self.finished:
+                return np.zeros((0, self.out_channels), np.float32)
+            self.finished = True
+        if self._rs is None:
+            return np.ascontiguousarray(x)
+        return self._rs.resample_chunk(np.ascontiguousarray(x), last=last).reshape(-1, self.out_channels)
+
+
+class ChannelAnalyzer:
+    """One channel's frame features, speech gate, normaliser and windows (bounded state)."""
+
+    def __init__(self, meta: ModelMeta):
+        f = meta.features
+        self.cfg = f
+        self.featurizer = FrameFeaturizer(f)
+        self.gate = SpeechGate(meta.gate, f)
+        self.norm = Normaliser(meta.normalisation, f.n_mfcc)
+        # one extra column carries each frame's speech flag, so a window's speech fraction comes
+        # out of the same running-sum means as its features
+        self.windows = WindowAssembler(f, f.n_mfcc + 1)
+        self._last_stats = None
+
+    def push(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Mono samples at the model's rate -> (start frames, normalised windows, speech fraction, frames per window)."""
+        mfcc, level = self.featurizer.push(y)
+        speech = self.gate(level)
+        stats = self.norm.push(mfcc, speech)
+        first = self.windows.frames_in
+        rows = np.concatenate([mfcc, speech[:, None].astype(np.float32)], axis=1) if len(mfcc) else \
+            np.zeros((0, self.cfg.n_mfcc + 1), np.float32)
+        starts, means = self.windows.push(rows)
+        wf = self.cfg.window_frames
+        if len(starts):
+            mean, std = stats.at(starts + wf - 1 - first)
+            feats = self.norm.apply(means[:, :, :-1], mean, std)
+            return starts, feats, means[:, :, -1].mean(axis=1), wf
+        return starts, means[:, :, :-1], np.zeros(0), wf
+
+    def flush(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """The final (possibly short) window over the uncovered tail."""
+        starts, means, wf = self.windows.flush()
+        if len(starts) == 0:
+            return starts, means[:, :, :-1] if means.ndim == 3 and means.shape[2] else np.zeros((0, 0, 0)), np.zeros(0), 0
+        mean, std = self.norm.current()
+        feats = self.norm.apply(means[:, :, :-1], np.repeat(mean, len(starts), 0), np.repeat(std, len(starts), 0))
+        return starts, feats, means[:, :, -1].mean(axis=1), wf
+
+
+class Pipeline:
+    """Audio blocks in, timeline events out (see docs/INTERNALS.md for the event dicts).
+
+    Args:
+        meta: the model's metadata (features, gate, normalisation, labels).
+        classifier: the TFLite classifier (shared between pipelines is fine).
+        in_rate, in_channels: the source's format.
+        channels: ``mix`` or ``split``.
+        channel_names: names of the output channels (split) or of the mix.
+        alert_rules: alert rules for the timeline.
+        timeline: smoothing and segmentation parameters.
+    """
+
+    def __init__(self, meta: ModelMeta, classifier: Classifier, *, in_rate: int, in_channels: int,
+                 channels: str = "mix", channel_names: list[str] | None = None,
+                 alert_rules: list | None = None, timeline: TimelineConfig | None = None):
+        self.meta = meta
+        self.classifier = classifier
+        self.conditioner = Conditioner(in_rate, in_channels, meta.features.sample_rate, channels)
+        n = self.conditioner.out_channels
+        if channel_names:
+            if len(channel_names) != n:
+                raise UsageError(f"{len(channel_names)} channel names given for {n} channel(s)")
+            names = list(channel_names)
+        else:
+            names = ["mix"] if channels == "mix" else [f"ch{i + 1}" for i in range(n)]
+        self.channel_names = names
+        self.analyzers = [ChannelAnalyzer(meta) for _ in range(n)]
+        f = meta.features
+        self.timeline = Timeline(meta.labels, names, f.window_frames * f.hop_length / f.sample_rate,
+                                 f.hop_frames * f.hop_length / f.sample_rate, timeline, alert_rules)
+        self.samples_in = 0  # at the model's rate, per channel
+        self.windows_out = 0
+        self._finished = False
+
+    @property
+    def seconds(self) -> float:
+        """Audio analysed so far, in seconds."""
+        return self.samples_in / self.meta.features.sample_rate
+
+    def hello(self, source: str) -> dict[str, Any]:
+        """The stream's hello message (without seq)."""
+        f = self.meta.features
+        return {"type": "hello", "labels": list(self.meta.labels), "sample_rate": f.sample_rate,
+                "window": self.timeline.window_s, "hop": self.timeline.hop_s, "source": source,
+                "channels": list(self.channel_names),
+                "model": {"name": self.meta.name, "version": self.meta.version}}
+
+    def condition(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        """Source-format block -> model-rate block [m, out_channels]."""
+        return self.conditioner(block, last=last)
+
+    def feed(self, block: np.ndarray) -> Events:
+        """Source-format block [n, in_channels] -> events."""
+        return self.analyse(self.condition(block))
+
+    def analyse(self, block: np.ndarray) -> Events:
+        """Model-rate block [m, out_channels] -> events."""
+        self.samples_in += len(block)
+        parts = [a.push(block[:, i]) for i, a in enumerate(self.analyzers)]
+        return self._classify(parts)
+
+    def finish(self) -> Events:
+        """End of stream: the resampler's tail, a final window over the tail, closing segments."""
+        if self._finished:
+            return []
+        self._finished = True
+        out: Events = []
+        if not self.conditioner.finished:
+            out.extend(self.analyse(self.conditioner(np.zeros((0, self.conditioner.in_channels), np.float32), last=True)))
+        out.extend(self._classify([a.flush() for a in self.analyzers]))
+        out.extend(self.timeline.finish())
+        return out
+
+    def _classify(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]) -> Events:
+        f = self.meta.features
+        min_frac = self.meta.gate.min_fraction
+        sec = f.hop_length / f.sample_rate
+        todo = []
+        for ch, (starts, feats, frac, wf) in enumerate(parts):
+            if len(starts) == 0:
+                continue
+            speech = frac >= min_frac
+            probs = np.full((len(starts), len(self.meta.labels)), np.nan, np.float32)
+            todo.append((ch, starts, feats, speech, probs, wf))
+        # one batched interpreter call per window length for every channel's speech windows
+        by_len: dict[int, list] = {}
+        for item in todo:
+            by_len.setdefault(item[2].shape[1], []).append(item)
+        for items in by_len.values():
+            batch = [it[2][it[3]] for it in items]
+            if sum(len(b) for b in batch):
+                p = self.classifier(np.concatenate(batch))
+                a = 0
+                for it, b in zip(items, batch):
+                    it[4][it[3]] = p[a : a + len(b)]
+                    a += len(b)
+        events: list[tuple[float, int, Events]] = []
+        for ch, starts, _, speech, probs, wf in todo:
+            for i, s in enumerate(starts):
+                t0 = float(s) * sec
+                evs = self.timeline.add(ch, t0, t0 + wf * sec, bool(speech[i]), probs[i] if speech[i] else None)
+                events.append((t0, ch, evs))
+                self.windows_out += 1
+        events.sort(key=lambda e: (e[0], e[1]))
+        return [ev for _, _, evs in events for ev in evs]
+
+
+@dataclass
+class RunStats:
+    """What a run did: audio seconds, wall seconds, overruns, warnings."""
+
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+    windows: int = 0
+    overruns: int = 0
+    dropped_frames: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def realtime_factor(self) -> float:
+        """Audio seconds per wall second (x real time)."""
+        return self.audio_s / self.wall_s if self.wall_s > 0 else float("inf")
+
+
+def run(source: Source, pipeline: Pipeline, on_events: Callable[[Events], None], *,
+        realtime: bool = False, stop: threading.Event | None = None, block_s: float | None = None,
+        ring_s: float = 60.0, progress: Callable[[float], None] | None = None) -> RunStats:
+    """Drive a pull source through the pipeline; blocks until the source ends or ``stop`` is set.
+
+    A producer thread reads and conditions audio into a fixed ring buffer; this thread analyses
+    it. A file waits for room in the ring (nothing lost); a live source overwrites and the ring
+    counts the overrun. ``realtime`` paces a file as if it were live. ``on_events`` gets each batch
+    of events, in order, including the final segments (but no ``end`` message).
+    """
+    stop = stop or threading.Event()
+    sr = pipeline.meta.features.sample_rate
+    live = source.live or realtime
+    if block_s is None:
+        block_s = 0.1 if live else 10.0
+    in_block = max(1, int(block_s * source.sample_rate))
+    ring = RingBuffer(int(ring_s * sr), pipeline.conditioner.out_channels, overwrite=live)
+    errors: list[BaseException] = []
+    t_start = time.perf_counter()
+
+    def produce() -> None:
+        sent = 0
+        try:
+            while not stop.is_set():
+                blk = source.read(in_block)
+                if len(blk) == 0:
+                    tail = pipeline.condition(np.zeros((0, source.channels), np.float32), last=True)
+                    if len(tail):
+                        ring.write(tail)
+                    break
+                if realtime and not source.live:
+                    sent += len(blk)
+                    ahead = sent / source.sample_rate - (time.perf_counter() - t_start)
+                    if ahead > 0:
+                        stop.wait(ahead)
+                if not ring.write(pipeline.condition(blk)):
+                    break
+        except BaseException as exc:  # handed to the consumer, which raises it in the caller
+            errors.append(exc)
+        finally:
+            ring.close()
+
+    producer = threading.Thread(target=produce, name=f"emostream-read-{source.uri}", daemon=True)
+    producer.start()
+    read_n = max(1, int(block_s * sr))
+    try:
+        while not stop.is_set():
+            blk = ring.read(read_n, timeout=0.5, min_frames=min(read_n, int(0.05 * sr) if live else read_n))
+            if blk is None:
+                break
+            if len(blk) == 0:
+                continue
+            evs = pipeline.analyse(blk)
+            if evs:
+                on_events(evs)
+            if progress is not None:
+                progress(pipeline.seconds)
+    finally:
+        ring.close()
+        producer.join(timeout=5)
+    if errors:
+        raise errors[0]
+    evs = pipeline.finish()
+    if evs:
+        on_events(evs)
+    return RunStats(audio_s=pipeline.seconds, wall_s=time.perf_counter() - t_start,
+                    windows=pipeline.windows_out, overruns=ring.overruns,
+                    dropped_frames=ring.dropped_frames, warnings=list(source.warnings))
