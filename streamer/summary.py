@@ -95,6 +95,8 @@ class Summary:
             c.alerts.append({"rule": ev.get("rule"), "start": _r(ev["start"]),
                              "end": _r(ev.get("end", ev["start"])), "label": ev.get("label")})
 
+    add = event  # the name a plain observer list might use
+
     def _segment(self, c: _Channel, ev: dict[str, Any]) -> None:
         label = ev.get("label")
         start, end = max(float(ev["start"]), c.last_end), float(ev["end"])
