@@ -275,10 +275,10 @@ class Hub:
             if s.kind == "ingest" and s.ended and s.ended_at is not None and now - s.ended_at > self.retain_s:
                 del self.streams[sid]
 
-    def list(self) -> list[dict[str, Any]]:
-        """Every stream's :meth:`Stream.info`."""
+    def list(self, include_ended: bool = False) -> list[dict[str, Any]]:
+        """:meth:`Stream.info` of each live stream (and of ended ones still kept, if asked)."""
         self.expire()
-        return [s.info() for s in self.streams.values()]
+        return [s.info() for s in self.streams.values() if include_ended or not s.ended]
 
     def close(self) -> None:
         """Close every subscriber and the record file."""

@@ -109,7 +109,7 @@ def test_hub_reserve_record_and_expiry(tmp_path):
         [("x", "hello", None), ("x", "window", 1), ("x", "end", 2)]
     assert hub.reserve("x")  # an ended stream's ID can be used again
     hub.release("x")
-    assert hub.list() == []  # expired (retain_s=0)
+    assert hub.list(include_ended=True) == []  # expired (retain_s=0)
     hub.close()
 
 
