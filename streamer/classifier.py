@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -35,6 +39,24 @@ def load_interpreter_class() -> tuple[type, str]:
         raise ModelError(
             "no TensorFlow Lite runtime installed: pip install ai-edge-litert"
         ) from None
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence the runtime's C++ INFO line ("Created TensorFlow Lite XNNPACK delegate") on fd 2."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def runtime_name() -> str:
@@ -112,7 +134,11 @@ class Classifier:
         if shape != self._shape:
             try:
                 self._interp.resize_tensor_input(self._in, list(shape), strict=False)
-                self._interp.allocate_tensors()
+                if self._shape is None:
+                    with _quiet_stderr():
+                        self._interp.allocate_tensors()
+                else:
+                    self._interp.allocate_tensors()
             except (ValueError, RuntimeError) as exc:
                 raise ModelError(f"model cannot take input of shape {shape}: {exc}") from None
             self._shape = shape

@@ -59,9 +59,8 @@ class FeatureConfig:
 
     @property
     def hop_frames(self) -> int:
-        """Frames between window starts, a whole number of sub-windows (at least one)."""
-        k = self.sub_window_frames
-        return max(k, int(round(self.hop_s * self.frame_rate)) // k * k)
+        """Frames between window starts (at least one)."""
+        return max(1, int(round(self.hop_s * self.frame_rate)))
 
     @property
     def window_steps(self) -> int:

@@ -89,6 +89,11 @@ def analyse(src: Source | str | os.PathLike[str], meta: ModelMeta, classifier: C
         if bar is not None:
             bar.done()
         result.duration = round(pipe.seconds, 3)
+        if pipe.samples_in == 0:
+            from streamer.errors import InputError
+
+            detail = f" ({result.stats.warnings[0]})" if result.stats.warnings else ""
+            raise InputError(f"{source.uri}: no audio could be decoded{detail}", source.uri)
     return result
 
 

@@ -97,29 +97,67 @@ class SoundFileSource(Source):
         self.duration = frames / self.sample_rate if frames and frames > 0 else None
         self._done = False
         self._read_frames = 0
+        if self._f.format in ("WAV", "WAVEX"):
+            missing = _wav_missing_bytes(path)
+            if missing > 0:
+                # libsndfile quietly shortens a WAV whose data chunk is cut off; say so
+                self.warnings.append(f"{path}: file is cut off ({missing} bytes of audio missing, "
+                                     f"{self.duration or 0:.1f} s left); labelled what decoded")
+
+    _STEP = 16384  # frames per libsndfile call: a corrupt frame then costs at most this much audio
 
     def read(self, max_frames: int) -> np.ndarray:
         if self._done:
             return np.zeros((0, self.channels), np.float32)
-        try:
-            out = self._f.read(max_frames, dtype="float32", always_2d=True)
-        except Exception as exc:  # libsndfile raises plain RuntimeErrors mid-stream on corrupt data
-            self._done = True
-            at = self._read_frames / self.sample_rate
-            self.warnings.append(f"{self.uri}: decoding stopped at {at:.1f} s ({_first_line(exc)}); "
-                                 "labelled what decoded")
-            return np.zeros((0, self.channels), np.float32)
-        self._read_frames += len(out)
-        if len(out) == 0:
-            self._done = True
-            if self.duration and self._read_frames < self.duration * self.sample_rate - 1:
-                self.warnings.append(
-                    f"{self.uri}: file is cut off at {self._read_frames / self.sample_rate:.1f} s "
-                    f"of {self.duration:.1f} s; labelled what decoded")
-        return out
+        out = np.empty((max_frames, self.channels), dtype=np.float32)
+        n = 0
+        while n < max_frames:
+            want = min(self._STEP, max_frames - n)
+            try:
+                got = self._f.read(want, dtype="float32", always_2d=True, out=out[n : n + want])
+            except Exception as exc:  # libsndfile raises plain RuntimeErrors mid-stream on corrupt data
+                self._done = True
+                at = (self._read_frames + n) / self.sample_rate
+                self.warnings.append(f"{self.uri}: decoding stopped at {at:.1f} s ({_first_line(exc)}); "
+                                     "labelled what decoded")
+                break
+            n += len(got)
+            if len(got) < want:
+                self._done = True
+                break
+        self._read_frames += n
+        if self._done and self.duration and self._read_frames < self.duration * self.sample_rate - 1 \
+                and not self.warnings:
+            self.warnings.append(
+                f"{self.uri}: file is cut off at {self._read_frames / self.sample_rate:.1f} s "
+                f"of {self.duration:.1f} s; labelled what decoded")
+        return out[:n]
 
     def close(self) -> None:
         self._f.close()
+
+
+def _wav_missing_bytes(path: str) -> int:
+    """Bytes the WAV header's data chunk promises beyond the end of the file (0 if none)."""
+    import struct
+
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+                return 0
+            fmt = "<I" if head[:4] == b"RIFF" else ">I"
+            pos = 12
+            while pos + 8 <= size:
+                fh.seek(pos)
+                cid, n = fh.read(4), struct.unpack(fmt, fh.read(4))[0]
+                if cid == b"data":
+                    return max(0, pos + 8 + n - size) if n != 0xFFFFFFFF else 0
+                pos += 8 + n + (n & 1)
+    except (OSError, struct.error):
+        return 0
+    return 0
 
 
 def ffmpeg_exe() -> str:

@@ -58,7 +58,7 @@ def main() -> None:
     lead = np.zeros(int(0.5 * sr), np.float32)
     parts.append(lead)
     t += len(lead) / sr
-    for actor, emo, inten, stmt, rep in SCRIPT:
+    for i, (actor, emo, inten, stmt, rep) in enumerate(SCRIPT):
         p = clip_path(root, actor, emo, inten, stmt, rep)
         y, r = sf.read(p, dtype="float32")
         assert r == sr, p
@@ -67,7 +67,9 @@ def main() -> None:
                       "speaker": f"actor{actor:02d}", "clip": p.name})
         parts.append(y)
         t += len(y) / sr
-        gap = np.zeros(int(rng.uniform(0.4, 1.4) * sr), np.float32)
+        # mostly short turn-taking pauses; every fifth a long one, so silence shows on the timeline
+        gap_s = 4.0 if i % 5 == 4 else rng.uniform(0.3, 1.0)
+        gap = np.zeros(int(gap_s * sr), np.float32)
         parts.append(gap)
         t += len(gap) / sr
     y = np.concatenate(parts)

@@ -1,0 +1,216 @@
+"""The command line as a user runs it: contracts on success, one clear line on every bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import EXAMPLE, emostream, ffmpeg, read_mono
+
+
+def _fails_cleanly(proc, code=None, match=None):
+    err = proc.stderr.decode()
+    assert proc.returncode != 0, err
+    if code is not None:
+        assert proc.returncode == code, err
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("emostream: error:"), err
+    if match:
+        assert match in lines[0], err
+
+
+def test_classify_tsv_and_json(clips):
+    p = emostream("classify", str(clips["angry"]), str(clips["sad"]))
+    assert p.returncode == 0, p.stderr.decode()
+    rows = [ln.split("\t") for ln in p.stdout.decode().splitlines()]
+    assert [r[0] for r in rows] == [str(clips["angry"]), str(clips["sad"])]
+    from streamer.config import DEFAULT_LABELS
+
+    for path, label, conf in rows:
+        assert label in DEFAULT_LABELS and 0 < float(conf) <= 1
+    p = emostream("classify", "--json", str(clips["angry"]))
+    obj = json.loads(p.stdout)
+    assert set(obj) == {"path", "label", "confidence", "probs"}
+    assert abs(sum(obj["probs"].values()) - 1) < 1e-2 and obj["label"] == max(obj["probs"], key=obj["probs"].get)
+
+
+def test_label_json_contract():
+    p = emostream("label", str(EXAMPLE), "-f", "json")
+    assert p.returncode == 0, p.stderr.decode()
+    obj = json.loads(p.stdout)
+    assert {"source", "duration", "sample_rate", "model", "windows", "segments"} <= set(obj)
+    assert obj["sample_rate"] == 16000 and 60 < obj["duration"] < 65
+    assert {"name", "version", "labels"} <= set(obj["model"])
+    w = obj["windows"]
+    assert len(w) >= 50
+    for win in w:
+        assert {"start", "end", "channel", "speech", "label", "confidence", "probs"} <= set(win)
+        assert (win["label"] is None) == (not win["speech"])
+    assert any(not x["speech"] for x in w) and sum(x["speech"] for x in w) > len(w) / 2  # pauses show as silence
+    starts = [x["start"] for x in w]
+    assert starts == sorted(starts)
+    for s in obj["segments"]:
+        assert {"start", "end", "channel", "label", "confidence"} <= set(s) and s["end"] > s["start"]
+
+
+def test_label_window_and_hop_options():
+    p = emostream("label", str(EXAMPLE), "-f", "jsonl", "--window", "2", "--hop", "0.5")
+    assert p.returncode == 0, p.stderr.decode()
+    wins = [json.loads(ln) for ln in p.stdout.decode().splitlines() if '"window"' in ln]
+    assert len(wins) > 100
+    assert abs(wins[1]["start"] - wins[0]["start"] - 0.5) < 1e-6 and abs(wins[0]["end"] - wins[0]["start"] - 2) < 1e-6
+
+
+def test_split_channels_with_names(tmp_path, clips):
+    a, sr = read_mono(clips["angry"])
+    b, _ = read_mono(clips["neutral"])
+    n = max(len(a), len(b)) + sr
+    st = np.zeros((n * 2, 2), np.float32)
+    st[: len(a), 0] = a  # agent speaks first, customer answers
+    st[n : n + len(b), 1] = b
+    p = tmp_path / "call.wav"
+    sf.write(p, st, sr)
+    r = emostream("label", str(p), "-f", "json", "--channels", "split", "--channel-names", "agent,customer")
+    assert r.returncode == 0, r.stderr.decode()
+    obj = json.loads(r.stdout)
+    names = {w["channel_name"] for w in obj["windows"]}
+    assert names == {"agent", "customer"}
+    for ch, name, (lo, hi) in [(0, "agent", (0, len(a) / sr)), (1, "customer", (n / sr, (n + len(b)) / sr))]:
+        speech = [w for w in obj["windows"] if w["channel"] == ch and w["speech"]]
+        assert speech, name
+        # each channel's speech windows overlap that channel's clip and nothing else
+        assert all(w["end"] > lo and w["start"] < hi for w in speech), name
+    r = emostream("classify", "--json", "--channels", "split", "--channel-names", "agent,customer", str(p))
+    rows = [json.loads(ln) for ln in r.stdout.splitlines()]
+    assert [x["channel_name"] for x in rows] == ["agent", "customer"]
+
+
+def test_mulaw_8k_telephone_input(tmp_path, clips):
+    import soxr
+
+    y, sr = read_mono(clips["angry"])
+    p = tmp_path / "tel.wav"
+    sf.write(p, soxr.resample(y, sr, 8000), 8000, subtype="ULAW")
+    r = emostream("label", str(p), "-f", "json")
+    assert r.returncode == 0, r.stderr.decode()
+    obj = json.loads(r.stdout)
+    ref = json.loads(emostream("label", str(clips["angry"]), "-f", "json").stdout)
+    assert obj["sample_rate"] == 8000 and abs(obj["duration"] - ref["duration"]) < 0.05
+    assert len(obj["windows"]) == len(ref["windows"])
+    assert any(w["speech"] for w in obj["windows"])
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv", "vtt", "srt", "audacity", "textgrid"])
+def test_every_format_writes_a_file(tmp_path, fmt):
+    out = tmp_path / f"out.{fmt}"
+    r = emostream("label", str(EXAMPLE), "-f", fmt, "-o", str(out))
+    assert r.returncode == 0, r.stderr.decode()
+    assert out.stat().st_size > 100 and r.stdout == b""
+
+
+def test_info():
+    r = emostream("info", "--json")
+    assert r.returncode == 0, r.stderr.decode()
+    info = json.loads(r.stdout)
+    assert len(info["labels"]) == 8 and info["runtime"] in ("ai_edge_litert", "tflite_runtime", "tensorflow.lite")
+    assert info["features"]["sample_rate"] == 16000
+
+
+# ---- bad input: one line, non-zero, no traceback ------------------------------------------------
+
+def test_missing_file():
+    _fails_cleanly(emostream("label", "/no/such/file.wav"), 2, "no such file")
+
+
+def test_directory(tmp_path):
+    _fails_cleanly(emostream("classify", str(tmp_path)), 2, "is a directory")
+
+
+def test_empty_file(tmp_path):
+    p = tmp_path / "empty.wav"
+    p.write_bytes(b"")
+    _fails_cleanly(emostream("label", str(p)), 2, "empty")
+
+
+def test_text_named_wav(tmp_path):
+    p = tmp_path / "notes.wav"
+    p.write_text("this is not audio\n" * 20)
+    _fails_cleanly(emostream("label", str(p)), 2)
+
+
+def test_unknown_format(tmp_path):
+    p = tmp_path / "data.xyz"
+    p.write_bytes(np.random.default_rng(0).bytes(5000))
+    _fails_cleanly(emostream("classify", str(p)), 2)
+
+
+def test_file_with_no_audio_stream(tmp_path):
+    p = tmp_path / "video.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=red:s=64x64:d=1:r=10", "-c:v", "mpeg4", str(p))
+    _fails_cleanly(emostream("label", str(p)), 2, "no audio stream")
+
+
+def test_corrupt_file(tmp_path, clips):
+    data = bytearray(clips["angry"].read_bytes())
+    data[100:] = np.random.default_rng(3).bytes(len(data) - 100)
+    p = tmp_path / "corrupt.flac"
+    p.write_bytes(bytes(data))
+    r = emostream("label", str(p))
+    assert "Traceback" not in r.stderr.decode()
+    if r.returncode == 0:  # decoders may salvage a frame or two; then they must say so
+        assert "warning" in r.stderr.decode()
+    else:
+        _fails_cleanly(r, 2)
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac", "mp3"])
+def test_truncated_file_labels_what_decodes_and_warns(tmp_path, ext):
+    y, sr = read_mono(EXAMPLE)
+    full = tmp_path / f"full.{ext}"
+    if ext == "mp3":
+        wav = tmp_path / "full.wav"
+        sf.write(wav, y[: sr * 20], sr)
+        ffmpeg("-i", str(wav), str(full))
+    else:
+        sf.write(full, y[: sr * 20], sr)
+    data = full.read_bytes()
+    cut = tmp_path / f"cut.{ext}"
+    cut.write_bytes(data[: len(data) // 2])
+    r = emostream("label", str(cut), "-f", "json")
+    err = r.stderr.decode()
+    assert r.returncode == 0 and "Traceback" not in err, err
+    obj = json.loads(r.stdout)
+    assert 5 < obj["duration"] < 15 and len(obj["windows"]) > 3
+    if ext != "mp3":  # an MP3 has no length in its header to compare with
+        assert "warning" in err and "cut off" in err or "stopped" in err, err
+
+
+@pytest.mark.parametrize("argv", [
+    ["label"], ["label", "x.wav", "-f", "xml"], ["label", "x.wav", "--window", "-1"],
+    ["classify", "--bogus", "x.wav"], ["frobnicate"],
+])
+def test_bad_options(argv):
+    _fails_cleanly(emostream(*argv), 64)
+
+
+def test_bad_channel_names(clips):
+    _fails_cleanly(emostream("label", str(clips["sad"]), "--channels", "split", "--channel-names", "a,b,c"), 64)
+
+
+def test_missing_model(tmp_path, clips):
+    _fails_cleanly(emostream("classify", "--model", str(tmp_path / "none.tflite"), str(clips["sad"])), 3, "model not found")
+
+
+def test_corrupt_model(tmp_path, clips):
+    import shutil
+
+    from streamer.config import default_model_path
+
+    m = tmp_path / "bad.tflite"
+    m.write_bytes(b"not a flatbuffer" * 100)
+    shutil.copy(default_model_path().with_suffix(".json"), tmp_path / "bad.json")
+    _fails_cleanly(emostream("classify", "--model", str(m), str(clips["sad"])), 3)

@@ -1,0 +1,91 @@
+"""Feature parity: streamed in random blocks == processed at once == librosa."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+
+from streamer.config import FeatureConfig, NormConfig, GateConfig, ModelMeta
+from streamer.features import FrameFeaturizer, WindowAssembler, frame_features, window_means, window_starts
+from streamer.gate import SpeechGate
+from streamer.normalise import Normaliser
+from tests.conftest import read_mono
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 150])
+def test_blocks_give_the_same_windows_as_the_whole_clip(clips, k):
+    cfg = FeatureConfig(sub_window_frames=k, hop_s=0.5)
+    y, sr = read_mono(clips["angry"])
+    y = np.concatenate([y, y])  # long enough for several windows
+    frames, _ = frame_features(y, cfg)
+    whole = window_means(frames, window_starts(len(frames), cfg), cfg)
+
+    rng = np.random.default_rng(k)
+    feat, asm = FrameFeaturizer(cfg), WindowAssembler(cfg, cfg.n_mfcc)
+    got, i = [], 0
+    while i < len(y):
+        n = int(rng.integers(1, 4000))
+        m, _ = feat.push(y[i : i + n])
+        got.append(asm.push(m)[1])
+        i += n
+    streamed = np.concatenate(got)
+    assert streamed.shape == whole.shape and len(whole) >= 4
+    np.testing.assert_allclose(streamed, whole, atol=1e-4)
+
+
+def test_frame_mfcc_matches_librosa(clips):
+    cfg = FeatureConfig(n_mfcc=40, n_mels=64, n_fft=1024, hop_length=320)
+    y, sr = read_mono(clips["sad"])
+    ours, level = frame_features(y, cfg)
+    # librosa's mfcc with the same frames (center=False) and no top_db clamp (a stream cannot know
+    # its loudest frame in advance, so the model's features never clamp)
+    S = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=1024, hop_length=320, n_mels=64, center=False, power=2.0)
+    ref = librosa.feature.mfcc(S=librosa.power_to_db(S, ref=1.0, amin=1e-10, top_db=None), n_mfcc=40).T
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, atol=2e-3 * np.abs(ref).max())
+    rms = librosa.feature.rms(y=y, frame_length=1024, hop_length=320, center=False)[0]
+    np.testing.assert_allclose(level, 10 * np.log10(rms**2 + 1e-12), atol=1e-2)
+
+
+def test_window_means_equal_plain_means():
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(400, 3)).astype(np.float32)
+    cfg = FeatureConfig(sub_window_frames=4, window_s=1.0, hop_s=0.3, hop_length=160, sample_rate=16000)
+    starts = window_starts(len(frames), cfg)
+    got = window_means(frames, starts, cfg)
+    for w, s in enumerate(starts):
+        block = frames[s : s + cfg.window_frames].reshape(-1, 4, 3).mean(axis=1)
+        np.testing.assert_allclose(got[w], block, atol=1e-5)
+
+
+def test_short_stream_gets_one_short_window():
+    cfg = FeatureConfig()
+    asm = WindowAssembler(cfg, 2)
+    starts, _ = asm.push(np.ones((60, 2), np.float32))
+    assert len(starts) == 0
+    starts, feats, n = asm.flush()
+    assert list(starts) == [0] and feats.shape == (1, 60, 2) and n == 60
+
+
+def test_gate_marks_silence_and_speech(clips):
+    cfg = FeatureConfig()
+    y, sr = read_mono(clips["angry"])
+    y = np.concatenate([np.zeros(sr * 2, np.float32), y])
+    _, level = frame_features(y, cfg)
+    flags = SpeechGate(GateConfig(), cfg)(level)
+    lead = int(2 * cfg.frame_rate) - 5
+    assert not flags[:lead].any()
+    assert flags[lead:].mean() > 0.3
+
+
+def test_running_normaliser_blends_prior_and_stream():
+    norm = Normaliser(NormConfig(kind="running", mean=[0.0, 0.0], std=[1.0, 1.0], prior_frames=10), 2)
+    x = np.full((30, 2), 4.0)
+    st = norm.push(x, np.ones(30, bool))
+    mean, std = st.at(np.array([9, 29]))
+    np.testing.assert_allclose(mean[:, 0], [2.0, 3.0])
+    # with all-silent frames the statistics stay at the prior
+    norm.reset()
+    mean, _ = norm.push(x, np.zeros(30, bool)).at(np.array([29]))
+    np.testing.assert_allclose(mean, 0.0)
