@@ -7,7 +7,9 @@ events of a timeline and returns an ``alert`` event the moment a stretch becomes
 Stretch semantics (per rule and per channel, so a channel-less rule watches every channel apart):
 
 * a speech window whose label is in the rule's labels starts or extends the stretch; the stretch
-  runs from the first such window's start to the last one's end;
+  runs from the first such window's start to the last one's end (with ``hop_s`` given, each window
+  counts as the hop-long span at its centre, as the timeline's segments do, so alert times line up
+  with segment times and N matching windows make N hops);
 * a silent window (``speech`` false or no label) does not end it, unless the silence lasts longer
   than ``max_gap_s``; the silence is measured from the start of the first silent window to the
   start of the next matching window, i.e. silent hops times the hop, whether windows overlap or not;
@@ -230,15 +232,33 @@ class AlertTracker:
     """Turns window events into alert events, once per qualifying stretch.
 
     Keeps one open stretch per (rule, channel): memory does not grow with the stream.
+
+    Args:
+        rules: the rules to watch.
+        hop_s: the windows' spacing; when given, a window stands for the hop-long span at its
+            centre (the first window of a channel also owns everything before its centre), as in
+            `streamer.timeline.Timeline`. None: a window stands for its whole extent.
     """
 
-    def __init__(self, rules: Iterable[AlertRule]):
+    def __init__(self, rules: Iterable[AlertRule], hop_s: float | None = None):
         self.rules: list[AlertRule] = list(rules)
+        self.hop_s = hop_s
         self._open: dict[tuple[int, int], _Stretch] = {}
+        self._seen: set[int] = set()
 
     def reset(self) -> None:
         """Forget every open stretch (a new stream)."""
         self._open.clear()
+        self._seen.clear()
+
+    def _span(self, ch: int, start: float, end: float) -> tuple[float, float]:
+        first = ch not in self._seen
+        self._seen.add(ch)
+        if self.hop_s is None:
+            return start, end
+        half = min(self.hop_s, end - start) / 2.0
+        mid = (start + end) / 2.0
+        return (start if first else max(start, mid - half)), min(end, mid + half)
 
     def update(self, ev: dict[str, Any]) -> list[dict[str, Any]]:
         """Observe one event; returns the alerts it raises (usually none).
@@ -252,7 +272,7 @@ class AlertTracker:
         ch_name = ev.get("channel_name")
         label = ev.get("label")
         silent = not ev.get("speech", label is not None) or label is None
-        start, end = float(ev["start"]), float(ev["end"])
+        start, end = self._span(ch, float(ev["start"]), float(ev["end"]))
         out: list[dict[str, Any]] = []
         for ri, rule in enumerate(self.rules):
             if not rule.matches_channel(ch, ch_name):

@@ -214,3 +214,15 @@ def test_timeline_emits_alerts_after_their_window():
         [("customer", 0.0, 4.0, "angry")]
     i = events.index(alerts[0])
     assert events[i - 1]["type"] == "window" and events[i - 1]["end"] == 4.0
+
+
+def test_hop_spans_line_up_with_segments():
+    # 3 s windows every 1 s: with hop_s each window stands for the 1 s at its centre, so five
+    # angry windows after a silent one make 2-7 s (5 hops), where a segment would put them.
+    tracker = AlertTracker([parse_rule("angry>5")], hop_s=1.0)
+    alerts = [a for ev in windows("_aaaaa", window=3.0) for a in tracker.update(ev)]
+    assert [(a["start"], a["end"]) for a in alerts] == [(2.0, 7.0)]
+    # The first window of a channel owns everything before its centre, as in the timeline.
+    tracker = AlertTracker([parse_rule("angry>3")], hop_s=1.0)
+    alerts = [a for ev in windows("aa", window=3.0) for a in tracker.update(ev)]
+    assert [(a["start"], a["end"]) for a in alerts] == [(0.0, 3.0)]
