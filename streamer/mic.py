@@ -119,6 +119,8 @@ class MicSource(Source):
         channels: channels to capture (at most the device's); None takes 1 (mono).
         buffer_s: seconds of audio the ring holds.
         blocksize: frames per PortAudio callback; 0 lets PortAudio choose.
+        start: start capturing now; with False, the device is opened (so errors show at once) and
+            capture begins at :meth:`start` (or the first :meth:`read`).
 
     Attributes:
         overflows: callbacks that PortAudio flagged with an input overflow (audio lost before it
@@ -134,7 +136,8 @@ class MicSource(Source):
     live = True
 
     def __init__(self, device: int | str | None = None, sample_rate: int | None = None,
-                 channels: int | None = None, buffer_s: float = 10.0, blocksize: int = 0):
+                 channels: int | None = None, buffer_s: float = 10.0, blocksize: int = 0,
+                 start: bool = True):
         super().__init__()
         sd = _sounddevice()
         self.device = find_device(device)
@@ -151,15 +154,27 @@ class MicSource(Source):
         self._lock = threading.Lock()
         self._closed = False
         self._stream_error: str | None = None
+        self._sd = sd
         try:
             self._stream = sd.InputStream(device=self.device["index"], samplerate=self.sample_rate,
                                           channels=self.channels, dtype="float32", blocksize=blocksize,
                                           callback=self._callback, finished_callback=self._finished)
-            self._stream.start()
         except (sd.PortAudioError, ValueError) as exc:
             self._ring.close()
             raise DeviceError(f"cannot open input device {self.device['name']!r} at "
                               f"{self.sample_rate} Hz: {exc}") from None
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Begin capturing (done by the constructor unless ``start=False``); safe to call twice."""
+        with self._lock:
+            if self._closed or self._stream.active:
+                return
+            try:
+                self._stream.start()
+            except self._sd.PortAudioError as exc:
+                raise DeviceError(f"cannot start input device {self.device['name']!r}: {exc}") from None
 
     def _callback(self, indata: np.ndarray, frames: int, time: Any, status: Any) -> None:
         # The audio thread: copy and count, nothing else (no waiting, no I/O, no logging).
@@ -197,6 +212,8 @@ class MicSource(Source):
         (or the device stopped) and the ring is drained.
         """
         max_frames = max(1, int(max_frames))
+        if not self._closed and not self._stream.active and not self._ring.closed:
+            self.start()
         if min_frames is None:
             min_frames = min(max_frames, max(1, self.sample_rate // 20))
         while True:
