@@ -72,7 +72,7 @@ class Timeline:
         if alert_rules:
             from streamer.alerts import AlertTracker
 
-            self._alerts = AlertTracker(alert_rules)
+            self._alerts = AlertTracker(alert_rules, hop_s=hop_s)
 
     def _owned(self, start: float, end: float) -> tuple[float, float]:
         half = min(self.hop_s, end - start) / 2.0
