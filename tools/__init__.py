@@ -1,0 +1,1 @@
+"""Offline tools: dataset readers, augmentation, feature cache, training, conversion, evaluation."""

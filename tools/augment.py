@@ -1,0 +1,100 @@
+"""Audio augmentation for the real world: gain, noise, reverberation, speed/pitch, telephone, codec.
+
+Every function takes mono float32 audio and a ``numpy.random.Generator`` where it draws anything,
+so a seeded generator gives the same augmented clip every time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["gain", "add_noise", "reverb", "speed", "telephone", "mulaw_encode", "mulaw_decode", "noisy", "VERSIONS", "make_version"]
+
+
+def gain(y: np.ndarray, db: float) -> np.ndarray:
+    """Scale by ``db`` decibels (clipped to [-1, 1])."""
+    return np.clip(y * np.float32(10 ** (db / 20)), -1.0, 1.0).astype(np.float32)
+
+
+def add_noise(y: np.ndarray, snr_db: float, rng: np.random.Generator, colour: str = "white") -> np.ndarray:
+    """Add white (or pink) noise at ``snr_db`` relative to the clip's mean power."""
+    p = float(np.mean(y.astype(np.float64) ** 2)) + 1e-12
+    n = rng.standard_normal(len(y))
+    if colour == "pink":
+        spec = np.fft.rfft(n)
+        spec /= np.sqrt(np.maximum(np.arange(len(spec)), 1))
+        n = np.fft.irfft(spec, len(y))
+    n *= np.sqrt(p / (np.mean(n**2) + 1e-12) / 10 ** (snr_db / 10))
+    return np.clip(y + n, -1.0, 1.0).astype(np.float32)
+
+
+def reverb(y: np.ndarray, sr: int, rng: np.random.Generator, rt60: float | None = None, wet: float | None = None) -> np.ndarray:
+    """Convolve with a synthetic room response: exponentially decaying noise (RT60 0.2-0.8 s)."""
+    from scipy.signal import fftconvolve
+
+    rt60 = float(rng.uniform(0.2, 0.8)) if rt60 is None else rt60
+    wet = float(rng.uniform(0.2, 0.6)) if wet is None else wet
+    n = int(sr * rt60)
+    t = np.arange(n) / sr
+    ir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
+    ir /= np.sqrt(np.sum(ir**2)) + 1e-12
+    wet_sig = fftconvolve(y, ir)[: len(y)]
+    out = (1 - wet) * y + wet * wet_sig
+    peak = np.max(np.abs(out)) + 1e-9
+    ref = np.max(np.abs(y)) + 1e-9
+    return np.clip(out * min(1.0, ref / peak * 1.0), -1, 1).astype(np.float32)
+
+
+def speed(y: np.ndarray, factor: float, sr: int = 16000) -> np.ndarray:
+    """Play ``factor`` times faster (tempo and pitch together, as a tape), by resampling with soxr."""
+    import soxr
+
+    return soxr.resample(y, sr * factor, sr, quality="HQ").astype(np.float32)
+
+
+def mulaw_encode(y: np.ndarray, mu: int = 255) -> np.ndarray:
+    """8-bit mu-law codes (0..255) of audio in [-1, 1]."""
+    y = np.clip(y, -1.0, 1.0)
+    c = np.sign(y) * np.log1p(mu * np.abs(y)) / np.log1p(mu)
+    return np.round((c + 1) / 2 * mu).astype(np.uint8)
+
+
+def mulaw_decode(codes: np.ndarray, mu: int = 255) -> np.ndarray:
+    """Audio in [-1, 1] from 8-bit mu-law codes."""
+    c = codes.astype(np.float32) / mu * 2 - 1
+    return (np.sign(c) * ((1 + mu) ** np.abs(c) - 1) / mu).astype(np.float32)
+
+
+def telephone(y: np.ndarray, sr: int = 16000, narrow_sr: int = 8000) -> np.ndarray:
+    """Telephone channel: resample to 8 kHz (soxr), 8-bit mu-law, decode, resample back to ``sr``."""
+    import soxr
+
+    lo = soxr.resample(y, sr, narrow_sr, quality="HQ")
+    lo = mulaw_decode(mulaw_encode(lo))
+    return soxr.resample(lo, narrow_sr, sr, quality="HQ").astype(np.float32)
+
+
+def noisy(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gain +-6 dB, then white noise at 10-30 dB SNR."""
+    return add_noise(gain(y, rng.uniform(-6, 6)), rng.uniform(10, 30), rng)
+
+
+#: the versions of a clip a training epoch draws from, by name
+VERSIONS = ("clean", "noisy", "noisy2", "tel", "tel_noisy", "reverb", "speed")
+
+
+def make_version(y: np.ndarray, name: str, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """One named augmented version of a clip."""
+    if name == "clean":
+        return y
+    if name in ("noisy", "noisy2"):
+        return noisy(y, rng)
+    if name == "tel":
+        return telephone(y, sr)
+    if name == "tel_noisy":
+        return telephone(noisy(y, rng), sr)
+    if name == "reverb":
+        return add_noise(reverb(gain(y, rng.uniform(-6, 6)), sr, rng), rng.uniform(20, 40), rng)
+    if name == "speed":
+        return speed(y, float(rng.choice([0.9, 0.95, 1.05, 1.1])), sr)
+    raise ValueError(f"unknown version {name!r}")

@@ -1,0 +1,678 @@
+"""Train, cross-validate and ship emostream's models.
+
+    python tools/train.py --model default            # final fit on actors 01-20 -> model/emotion.tflite/.json
+    python tools/train.py --model default --cv       # 5-fold actor-grouped CV (4 actors a fold), 16 kHz + 8 kHz mu-law
+    python tools/train.py --model seed               # the seed baseline -> model/seed.tflite/.json
+    python tools/train.py --model seed --cv          # the seed under the same CV protocol
+    python tools/train.py --model seed --random-split  # the seed's random file split (inflated; for comparison only)
+
+Features are the streamer's own: ``streamer.features.frame_features`` per frame, the energy gate
+``streamer.gate.SpeechGate``, the running normaliser ``streamer.normalise.Normaliser`` (prior from the
+training actors, plus the clip's own speech frames, as if the clip were streamed alone) and
+``streamer.features.window_means``/``WindowAssembler`` for windows cut exactly as the streamer cuts them.
+Training windows are placed at random in the clip (time-shift augmentation); evaluation uses the
+windows the streamer produces, and a clip's prediction is the mean of its speech windows'
+probabilities (as ``emostream classify``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from streamer.config import FeatureConfig, GateConfig, ModelMeta, NormConfig  # noqa: E402
+from streamer.features import WindowAssembler, window_means  # noqa: E402
+from streamer.gate import SpeechGate  # noqa: E402
+from streamer.normalise import Normaliser, stats_from_frames  # noqa: E402
+from tools import featcache  # noqa: E402
+from tools.datasets import LABELS, ravdess_items  # noqa: E402
+
+DEFAULT_DATA = "/work/shared/data/ravdess-speech-16k"
+RAVDESS_CITATION = (
+    "Livingstone SR, Russo FA (2018) The Ryerson Audio-Visual Database of Emotional Speech and Song "
+    "(RAVDESS). PLoS ONE 13(5): e0196391. https://doi.org/10.1371/journal.pone.0196391"
+)
+FOLDS = [list(range(a, a + 4)) for a in (1, 5, 9, 13, 17)]
+
+# ---------------------------------------------------------------------------------------------
+# recipes
+
+
+def recipe(name: str, **over) -> dict:
+    """The training recipe of a model, with overrides."""
+    if name == "seed":
+        r = dict(
+            name="seed",
+            features=FeatureConfig(sample_rate=16000, n_fft=2048, hop_length=512, n_mels=128, n_mfcc=40,
+                                   sub_window_frames=94, window_s=3.0, hop_s=1.0),
+            norm="fixed",
+            versions=["clean", "tel"],
+            train_versions=["clean"],
+            arch="seed",
+            optimizer="rmsprop",
+            lr=5e-5,
+            batch=16,
+            epochs=400,  # at most; early stopping on held-out actors (patience below)
+            patience=30,
+            early_stopping=True,
+            spec_mask=False,
+            seeds=1,
+            input_layout="coefficients",
+        )
+    elif name == "default":
+        r = dict(
+            name="default",
+            features=FeatureConfig(sample_rate=16000, n_fft=1024, hop_length=320, n_mels=64, n_mfcc=40,
+                                   sub_window_frames=1, window_s=3.0, hop_s=1.0),
+            norm="running",
+            prior_frames=100.0,
+            versions=["clean", "noisy", "noisy2", "tel"],
+            train_versions=["clean", "noisy", "noisy2", "tel"],
+            arch="cnn",
+            optimizer="adam",
+            lr=1e-3,
+            batch=32,
+            epochs=70,  # fixed; cosine-decayed learning rate; no early stopping
+            early_stopping=False,
+            spec_mask=True,
+            seeds=3,
+            input_layout="steps",
+        )
+    else:
+        raise SystemExit(f"unknown model {name!r}")
+    for k, v in over.items():
+        if v is None:
+            continue
+        if k in asdict(r["features"]):
+            r["features"] = replace(r["features"], **{k: v})
+        else:
+            r[k] = v
+    return r
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+class Data:
+    """Clips, labels, actors and their cached frame features + speech flags."""
+
+    def __init__(self, data_dir: str, rcp: dict, seed: int = 0, cache_dir=None, log=print):
+        self.items = ravdess_items(data_dir)
+        if not self.items:
+            raise SystemExit(f"no RAVDESS clips under {data_dir}")
+        self.y = np.array([LABELS.index(it.label) for it in self.items])
+        self.actor = np.array([it.get("actor") for it in self.items])
+        self.cfg: FeatureConfig = rcp["features"]
+        self.gate = GateConfig()
+        self.cf = featcache.build(self.items, self.cfg, rcp["versions"], seed=seed, cache_dir=cache_dir, log=log)
+        self.speech = [
+            [SpeechGate(self.gate, self.cfg)(self.cf.level(i, v)) for v in range(len(rcp["versions"]))]
+            for i in range(len(self.items))
+        ]
+
+    def prior(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Band mean/std over the clean speech frames of clips ``idx``."""
+        fr = np.concatenate([self.cf.mfcc(i, 0) for i in idx])
+        sp = np.concatenate([self.speech[i][0] for i in idx])
+        m, s, _ = stats_from_frames(fr, sp)
+        return m.astype(np.float64), s.astype(np.float64)
+
+
+def norm_config(rcp: dict, mean, std) -> NormConfig:
+    if rcp["norm"] == "running":
+        return NormConfig(kind="running", mean=[float(v) for v in mean], std=[float(v) for v in std],
+                          prior_frames=float(rcp.get("prior_frames", 100.0)))
+    if rcp["norm"] == "fixed":
+        return NormConfig(kind="fixed", mean=[float(v) for v in mean], std=[float(v) for v in std])
+    return NormConfig(kind="none")
+
+
+def sample_window(mfcc, speech, cfg: FeatureConfig, ncfg: NormConfig, rng, ctx=None) -> np.ndarray:
+    """One training window at a random place in the clip, normalised as the streamer would.
+
+    ``ctx``: optional (frames, speech) streamed before the clip (the same speaker's earlier speech),
+    so the running statistics are those of a longer stream.
+    """
+    wf = cfg.window_frames
+    n = len(mfcc)
+    if n < wf:  # a clip shorter than a window: pad with its last (silent) frame
+        pad = wf - n
+        mfcc = np.concatenate([mfcc, np.repeat(mfcc[-1:], pad, 0)])
+        speech = np.concatenate([speech, np.zeros(pad, bool)])
+        n = wf
+    s = int(rng.integers(0, n - wf + 1))
+    w = window_means(mfcc, np.array([s]), cfg)
+    norm = Normaliser(ncfg, cfg.n_mfcc)
+    if ctx is not None:
+        norm.push(*ctx)
+    st = norm.push(mfcc, speech)
+    m, sd = st.at(np.array([s + wf - 1]))
+    return norm.apply(w, m, sd)[0]
+
+
+def stream_windows(mfcc, speech, cfg: FeatureConfig, ncfg: NormConfig, ctx=None):
+    """The windows the streamer makes of one clip streamed alone: (list of [steps, C], speech fraction).
+
+    ``ctx``: optional (frames, speech) pushed into the normaliser first (the per-speaker variant).
+    """
+    C = cfg.n_mfcc
+    asm = WindowAssembler(cfg, C + 1)
+    rows = np.concatenate([mfcc, speech[:, None].astype(np.float32)], axis=1)
+    starts, feats = asm.push(rows)
+    wins = [(int(s), f, cfg.window_frames) for s, f in zip(starts, feats)]
+    fs, ff, nf = asm.flush()
+    for s, f in zip(fs, ff):
+        if f.shape[0] == 0:  # shorter than one sub-window (seed layout): one mean over all frames
+            f = rows[int(s): int(s) + nf].mean(axis=0, keepdims=True) if nf else rows.mean(0, keepdims=True)
+            nf = nf or len(rows)
+        wins.append((int(s), f, nf))
+    norm = Normaliser(ncfg, C)
+    if ctx is not None:
+        norm.push(*ctx)
+    st = norm.push(mfcc, speech)
+    out, frac = [], []
+    for s, f, nf in wins:
+        m, sd = st.at(np.array([min(s + nf, len(mfcc)) - 1]))
+        out.append(norm.apply(f[None, :, :C], m, sd)[0])
+        frac.append(float(f[:, C].mean()))
+    return out, np.array(frac)
+
+
+def to_layout(x: np.ndarray, layout: str) -> np.ndarray:
+    """[B, steps, C] -> the model's input layout."""
+    if layout == "coefficients":
+        return x.reshape(len(x), -1, 1)
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+def build_model(rcp: dict, seed: int):
+    import tensorflow as tf
+    from tensorflow import keras
+    from tensorflow.keras import layers as L
+
+    keras.utils.set_random_seed(seed)
+    cfg = rcp["features"]
+    n_out = len(LABELS)
+    if rcp["arch"] == "seed":
+        inp = keras.Input((cfg.n_mfcc * cfg.window_steps, 1))
+        x = L.Conv1D(128, 5, padding="same")(inp)
+        x = L.Activation("relu")(x)
+        x = L.Dropout(0.1)(x)
+        x = L.MaxPooling1D(8)(x)
+        x = L.Conv1D(128, 5, padding="same")(x)
+        x = L.Activation("relu")(x)
+        x = L.Dropout(0.1)(x)
+        x = L.Flatten()(x)
+        out = L.Dense(n_out, activation="softmax")(x)
+        return keras.Model(inp, out, name="seed")
+    inp = keras.Input((None, cfg.n_mfcc))
+    x = inp
+    for f, k in rcp.get("blocks", [(96, 5), (128, 5), (128, 3), (160, 3)]):
+        x = L.Conv1D(f, k, padding="same", use_bias=False)(x)
+        x = L.BatchNormalization()(x)
+        x = L.Activation("relu")(x)
+        x = L.MaxPooling1D(2, padding="same")(x)
+    x = L.Dropout(0.3)(x)
+    x = L.Concatenate()([L.GlobalAveragePooling1D()(x), L.GlobalMaxPooling1D()(x)])
+    x = L.Dense(64, activation="relu")(x)
+    x = L.Dropout(0.3)(x)
+    out = L.Dense(n_out, activation="softmax")(x)
+    return keras.Model(inp, out, name="cnn")
+
+
+def ensemble(models):
+    """One Keras model averaging the members' probabilities (so one .tflite holds the ensemble)."""
+    from tensorflow import keras
+    from tensorflow.keras import layers as L
+
+    if len(models) == 1:
+        return models[0]
+    for k, m in enumerate(models):
+        m.name = f"{m.name}_{k}"  # member names must be unique inside one model
+    inp = keras.Input(models[0].inputs[0].shape[1:])
+    outs = [m(inp) for m in models]
+    return keras.Model(inp, L.Average()(outs), name="ensemble")
+
+
+def _optimizer(rcp: dict, steps_total: int):
+    from tensorflow import keras
+
+    if rcp["optimizer"] == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=rcp["lr"])
+    lr = keras.optimizers.schedules.CosineDecay(rcp["lr"], decay_steps=max(1, steps_total), alpha=0.02)
+    return keras.optimizers.Adam(learning_rate=lr)
+
+
+def _spec_mask(X: np.ndarray, rng) -> np.ndarray:
+    B, T, C = X.shape
+    for b in range(B):
+        w = int(rng.integers(0, 16))
+        if w and T > w:
+            t0 = int(rng.integers(0, T - w))
+            X[b, t0 : t0 + w] = 0.0
+        w = int(rng.integers(0, 9))
+        if w and C > w:
+            c0 = int(rng.integers(0, C - w))
+            X[b, :, c0 : c0 + w] = 0.0
+    return X
+
+
+def epoch_set(data: Data, idx, rcp, ncfg, rng):
+    """One epoch: one randomly chosen version and random window placement per clip."""
+    cfg = rcp["features"]
+    tv = [data.cf.vindex(v) for v in rcp["train_versions"]]
+    X = np.empty((len(idx), cfg.window_steps, cfg.n_mfcc), np.float32)
+    p_ctx = float(rcp.get("context", 0.0))
+    by_actor = {}
+    if p_ctx:
+        for i in idx:
+            by_actor.setdefault(int(data.actor[i]), []).append(i)
+    for j, i in enumerate(idx):
+        v = tv[int(rng.integers(len(tv)))]
+        ctx = None
+        if p_ctx and rng.random() < p_ctx:
+            # as if the speaker had been talking before this clip in the same stream (same channel)
+            others = [o for o in by_actor[int(data.actor[i])] if o != i]
+            pick = rng.choice(others, size=min(len(others), int(rng.integers(1, 9))), replace=False)
+            ctx = (np.concatenate([data.cf.mfcc(o, v) for o in pick]),
+                   np.concatenate([data.speech[o][v] for o in pick]))
+        X[j] = sample_window(data.cf.mfcc(i, v), data.speech[i][v], cfg, ncfg, rng, ctx)
+    if rcp.get("spec_mask"):
+        X = _spec_mask(X, rng)
+    return to_layout(X, rcp["input_layout"]), data.y[idx]
+
+
+def eval_windows(data: Data, idx, version: str, rcp, ncfg, speaker: bool = False):
+    """Streamer windows of clips ``idx`` in ``version``: (X list per clip, speech fractions per clip).
+
+    Each clip is streamed alone (the default), or with ``speaker=True`` after all the same actor's
+    other clips in ``idx`` (the per-speaker variant: statistics of a long stream of that speaker).
+    """
+    v = data.cf.vindex(version)
+    out = []
+    for i in idx:
+        ctx = None
+        if speaker:
+            others = [o for o in idx if data.actor[o] == data.actor[i] and o != i]
+            ctx = (np.concatenate([data.cf.mfcc(o, v) for o in others]),
+                   np.concatenate([data.speech[o][v] for o in others])) if others else None
+        out.append(stream_windows(data.cf.mfcc(i, v), data.speech[i][v], rcp["features"], ncfg, ctx))
+    return out
+
+
+def predict_clips(predict, wins, layout: str, min_fraction: float) -> np.ndarray:
+    """Clip probabilities: mean over the clip's speech windows (all windows if none is speech)."""
+    groups: dict[int, list] = {}
+    for c, (ws, _fr) in enumerate(wins):
+        for k, w in enumerate(ws):
+            groups.setdefault(w.shape[0], []).append((c, k, w))
+    probs = [[None] * len(ws) for ws, _ in wins]
+    for _T, g in groups.items():
+        X = to_layout(np.stack([w for _, _, w in g]), layout)
+        P = predict(X)
+        for (c, k, _), p in zip(g, P):
+            probs[c][k] = p
+    out = []
+    for (ws, fr), ps in zip(wins, probs):
+        ps = np.array(ps)
+        keep = fr >= min_fraction
+        out.append(ps[keep].mean(0) if keep.any() else ps.mean(0))
+    return np.array(out)
+
+
+def metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    n = len(LABELS)
+    cm = np.zeros((n, n), dtype=int)
+    for t, p in zip(y_true, y_pred):
+        cm[t, p] += 1
+    rec = np.diag(cm) / np.maximum(cm.sum(1), 1)
+    prec = np.diag(cm) / np.maximum(cm.sum(0), 1)
+    f1 = np.where(rec + prec > 0, 2 * rec * prec / np.maximum(rec + prec, 1e-12), 0.0)
+    return {
+        "accuracy": round(float(np.mean(y_true == y_pred)), 4),
+        "macro_f1": round(float(f1.mean()), 4),
+        "recall": {LABELS[k]: round(float(rec[k]), 4) for k in range(n)},
+        "confusion": cm.tolist(),
+        "n": int(len(y_true)),
+    }
+
+
+def keras_predict(model):
+    def f(X):
+        return np.asarray(model(X, training=False))
+
+    return f
+
+
+def fit(data: Data, tr, rcp, ncfg, seed: int, val=None, curve_sets=None, log=print):
+    """Train one model on clips ``tr``; early stopping on clips ``val`` when the recipe says so.
+
+    Returns (model, info) where info has the epochs run, the best epoch, and the curve (clip accuracy
+    on ``curve_sets`` every 5 epochs, for choosing the epoch count by CV).
+    """
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    model = build_model(rcp, seed)
+    steps = int(np.ceil(len(tr) / rcp["batch"])) * rcp["epochs"]
+    model.compile(optimizer=_optimizer(rcp, steps), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    g = data.gate.min_fraction
+    best, best_ep, best_w, wait = -1.0, 0, None, 0
+    curve = []
+    vwins = eval_windows(data, val, "clean", rcp, ncfg) if val is not None and len(val) else None
+    t0 = time.time()
+    for ep in range(rcp["epochs"]):
+        X, y = epoch_set(data, tr, rcp, ncfg, rng)
+        h = model.fit(X, y, batch_size=rcp["batch"], epochs=1, verbose=0, shuffle=True)
+        if vwins is not None and rcp.get("early_stopping"):
+            acc = float(np.mean(predict_clips(keras_predict(model), vwins, rcp["input_layout"], g).argmax(1) == data.y[val]))
+            if acc > best:
+                best, best_ep, best_w, wait = acc, ep + 1, model.get_weights(), 0
+            else:
+                wait += 1
+                if wait >= rcp["patience"]:
+                    break
+        if curve_sets and ((ep + 1) % 5 == 0 or ep + 1 == rcp["epochs"]):
+            point = {"epoch": ep + 1, "loss": round(float(h.history["loss"][-1]), 4)}
+            for name, (wins, yy) in curve_sets.items():
+                p = predict_clips(keras_predict(model), wins, rcp["input_layout"], g)
+                point[name] = round(float(np.mean(p.argmax(1) == yy)), 4)
+            curve.append(point)
+            log(f"    epoch {ep + 1}: {point} ({time.time() - t0:.0f} s)")
+    if best_w is not None:
+        model.set_weights(best_w)
+    return model, {"epochs_run": ep + 1, "best_epoch": best_ep or ep + 1, "best_val": best, "curve": curve,
+                   "seconds": round(time.time() - t0, 1)}
+
+
+# ---------------------------------------------------------------------------------------------
+# protocols
+
+
+def run_cv(data: Data, rcp: dict, args, log=print) -> dict:
+    """5-fold actor-grouped CV on actors 01-20 (4 actors a fold), clean and 8 kHz mu-law test sets."""
+    g = data.gate.min_fraction
+    folds = [f for f in FOLDS if np.isin(data.actor, f).any()]
+    res = {"folds": [], "protocol": "5-fold actor-grouped CV, 4 actors a fold: " + str(folds)}
+    preds = {"clean": [], "tel": [], "clean_spk": [], "tel_spk": []}
+    ytrue = []
+    for fi, test_actors in enumerate(folds):
+        te = np.where(np.isin(data.actor, test_actors))[0]
+        tr_all = np.where(~np.isin(data.actor, test_actors))[0]
+        val = None
+        tr = tr_all
+        if rcp.get("early_stopping"):  # early stopping on the next fold's actors, never on the test actors
+            va_actors = folds[(fi + 1) % len(folds)]
+            val = np.where(np.isin(data.actor, va_actors))[0]
+            tr = np.where(~np.isin(data.actor, test_actors + va_actors))[0]
+        m0, s0 = data.prior(tr)
+        ncfg = norm_config(rcp, m0, s0)
+        sets = {v: (eval_windows(data, te, v, rcp, ncfg), data.y[te]) for v in ("clean", "tel")}
+        if rcp["norm"] == "running":
+            for v in ("clean", "tel"):
+                sets[v + "_spk"] = (eval_windows(data, te, v, rcp, ncfg, speaker=True), data.y[te])
+        log(f"fold {fi + 1}/{len(folds)}: test actors {test_actors}, {len(tr)} train clips")
+        P = {k: 0 for k in sets}
+        infos = []
+        for s in range(args.seeds_cv):
+            model, info = fit(data, tr, rcp, ncfg, seed=args.seed + 1000 * fi + s, val=val,
+                              curve_sets=sets if not rcp.get("early_stopping") else None, log=log)
+            infos.append(info)
+            for v in P:
+                P[v] = P[v] + predict_clips(keras_predict(model), sets[v][0], rcp["input_layout"], g)
+        fold = {"test_actors": test_actors, "train": infos}
+        for v in P:
+            fold[v] = metrics(data.y[te], P[v].argmax(1))
+            preds[v].append(P[v].argmax(1))
+        ytrue.append(data.y[te])
+        log(f"  fold {fi + 1}: clean {fold['clean']['accuracy']}, 8 kHz mu-law {fold['tel']['accuracy']}")
+        res["folds"].append(fold)
+    yt = np.concatenate(ytrue)
+    for v, name in (("clean", "clean_16k"), ("tel", "mulaw_8k"), ("clean_spk", "speaker_clean_16k"),
+                    ("tel_spk", "speaker_mulaw_8k")):
+        if not preds[v]:
+            continue
+        res[name] = metrics(yt, np.concatenate(preds[v]))
+        accs = [f[v]["accuracy"] for f in res["folds"]]
+        res[name]["fold_accuracy"] = accs
+        res[name]["fold_std"] = round(float(np.std(accs)), 4)
+    if not rcp.get("early_stopping"):
+        # mean curve over folds (first seed): the epoch count for the final fit is chosen from it
+        cs = [f["train"][0]["curve"] for f in res["folds"]]
+        res["curve"] = [
+            {"epoch": c[0]["epoch"], **{k: round(float(np.mean([cc[j][k] for cc in cs])), 4) for k in c[0] if k not in ("epoch", "loss")}}
+            for j, c in enumerate(zip(*cs))
+        ]
+    else:
+        res["best_epochs"] = [f["train"][0]["best_epoch"] for f in res["folds"]]
+    return res
+
+
+def run_random_split(data: Data, rcp: dict, args, log=print) -> dict:
+    """The seed's protocol: a random 80/20 file split (same actors in train and test). Inflated."""
+    rng = np.random.default_rng(args.seed)
+    perm = rng.permutation(len(data.items))
+    n_te = len(perm) // 5
+    te, rest = perm[:n_te], perm[n_te:]
+    n_va = len(rest) // 8
+    val, tr = rest[:n_va], rest[n_va:]
+    m0, s0 = data.prior(tr)
+    ncfg = norm_config(rcp, m0, s0)
+    model, info = fit(data, tr, rcp, ncfg, seed=args.seed, val=val, log=log)
+    wins = eval_windows(data, te, "clean", rcp, ncfg)
+    P = predict_clips(keras_predict(model), wins, rcp["input_layout"], data.gate.min_fraction)
+    out = {"protocol": "random 80/20 file split (actors shared by train and test), early stopping on a random 1/8 of train",
+           "clean_16k": metrics(data.y[te], P.argmax(1)), "train": info}
+    log(f"random split: {out['clean_16k']['accuracy']}")
+    return out
+
+
+def plot_confusion(cm, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm, dtype=float)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=90)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(cm)):
+        for j in range(len(cm)):
+            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(LABELS)), LABELS, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(LABELS)), LABELS, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def final_fit(data: Data, rcp: dict, args, log=print):
+    """Fit on every clip (seed: actors 1-16 with early stopping on 17-20) and write .tflite + .json."""
+    from tools.convert import agreement, latency_ms, to_tflite
+
+    g = data.gate.min_fraction
+    all_idx = np.arange(len(data.items))
+    val = None
+    tr = all_idx
+    if rcp.get("early_stopping"):
+        hold = [a for a in np.unique(data.actor)][-4:]
+        val = np.where(np.isin(data.actor, hold))[0]
+        tr = np.where(~np.isin(data.actor, hold))[0]
+    m0, s0 = data.prior(tr)
+    ncfg = norm_config(rcp, m0, s0)
+    models, infos = [], []
+    n_seeds = args.seeds or rcp["seeds"]
+    for s in range(n_seeds):
+        log(f"final fit, seed {args.seed + s}")
+        m, info = fit(data, tr, rcp, ncfg, seed=args.seed + s, val=val, log=log)
+        models.append(m)
+        infos.append(info)
+    model = ensemble(models)
+    cfg = rcp["features"]
+    time_steps = cfg.n_mfcc * cfg.window_steps if rcp["input_layout"] == "coefficients" else None
+    content = to_tflite(model, quant=args.quant, time_steps=None)
+    # agreement on real windows (first 200 clips' streamer windows)
+    wins = eval_windows(data, all_idx[:: max(1, len(all_idx) // 200)], "clean", rcp, ncfg)
+    full = [w for ws, _ in wins for w in ws if w.shape[0] == cfg.window_steps]
+    X = to_layout(np.stack(full), rcp["input_layout"])
+    agree = agreement(model, content, X)
+    shape = (1, cfg.window_steps, cfg.n_mfcc) if rcp["input_layout"] == "steps" else (1, time_steps, 1)
+    lat = latency_ms(content, shape)
+    log(f"tflite: {len(content)} bytes, {lat:.3f} ms/window, agreement {agree}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "emotion" if rcp["name"] == "default" else rcp["name"]
+    tfl = out / f"{stem}.tflite"
+    tfl.write_bytes(content)
+    cv = None
+    cv_path = Path(args.reports) / f"cv_{rcp['name']}.json"
+    if cv_path.exists():
+        cv = json.loads(cv_path.read_text())
+    meta = ModelMeta(
+        name=f"emostream-{rcp['name']}",
+        version=args.version,
+        labels=list(LABELS),
+        features=cfg,
+        gate=data.gate,
+        normalisation=ncfg,
+        input_layout=rcp["input_layout"],
+        extra={
+            "description": _describe(rcp),
+            "training": {
+                "data": "RAVDESS speech, audio-only, actors " + _actors(data.actor[tr]) + f" ({len(tr)} clips)",
+                "attribution": RAVDESS_CITATION,
+                "license": "CC BY-NC-SA 4.0",
+                "command": f"python tools/train.py --model {rcp['name']}",
+                "recipe": {k: (v if not isinstance(v, FeatureConfig) else asdict(v)) for k, v in rcp.items()},
+                "seeds": [args.seed + s for s in range(n_seeds)],
+                "runs": [{k: v for k, v in i.items() if k != "curve"} for i in infos],
+                "early_stopping_actors": sorted(set(int(a) for a in data.actor[val])) if val is not None else None,
+                "quantisation": "int8 dynamic-range weights" if args.quant == "dynamic" else "float32",
+            },
+            "evaluation": _eval_summary(cv, rcp),
+            "tflite": {"bytes": len(content), "ms_per_window_1_thread": round(lat, 4),
+                       "keras_agreement": agree, "input": "[batch, steps, n_mfcc], steps dynamic"
+                       if rcp["input_layout"] == "steps" else "[batch, n_mfcc*steps, 1]"},
+        },
+    )
+    (out / f"{stem}.json").write_text(json.dumps(meta.to_dict(), indent=1) + "\n")
+    log(f"wrote {tfl} and {out / (stem + '.json')}")
+    return model
+
+
+def _actors(a) -> str:
+    u = sorted(set(int(x) for x in a))
+    return f"{u[0]:02d}-{u[-1]:02d}" if u == list(range(u[0], u[-1] + 1)) else ",".join(f"{x:02d}" for x in u)
+
+
+def _describe(rcp: dict) -> str:
+    if rcp["name"] == "seed":
+        return ("Seed baseline: 40 MFCC means of the whole 3 s window, Conv1D 128/5 -> ReLU -> Dropout .1 -> "
+                "MaxPool 8 -> Conv1D 128/5 -> ReLU -> Dropout .1 -> Flatten -> Dense 8 softmax; RMSprop 5e-5, batch 16.")
+    return ("1-D CNN over per-frame MFCCs (20 ms steps, 3 s windows, dynamic time axis): four Conv1D blocks "
+            "(96x5,128x5,128x3,160x3) + BatchNorm + ReLU + MaxPool 2, average+max pooling, Dense 64, Dense 8 softmax; "
+            "running per-stream band z-score; trained with noise, gain, 8 kHz mu-law telephone, time shift and masks; "
+            "average of %d seeds." % rcp["seeds"])
+
+
+def _eval_summary(cv, rcp) -> dict:
+    if not cv:
+        return {"protocol": "none recorded: run tools/train.py --model %s --cv" % rcp["name"]}
+    out = {"protocol": cv.get("protocol"), "command": cv.get("command")}
+    for k in ("clean_16k", "mulaw_8k"):
+        if k in cv:
+            out[k] = {kk: cv[k][kk] for kk in ("accuracy", "macro_f1", "recall", "fold_accuracy", "fold_std")}
+    if "random_split" in cv:
+        out["random_split_accuracy"] = cv["random_split"]["clean_16k"]["accuracy"]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=["seed", "default"], default="default")
+    ap.add_argument("--data", default=DEFAULT_DATA, help="RAVDESS folder (Actor_XX/...), 16 kHz FLAC or 48 kHz WAV")
+    ap.add_argument("--cv", action="store_true", help="5-fold actor-grouped CV instead of the final fit")
+    ap.add_argument("--random-split", action="store_true", help="the seed's random file split (inflated)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seeds", type=int, default=None, help="ensemble size of the final fit (recipe's default)")
+    ap.add_argument("--seeds-cv", type=int, default=1, help="models averaged per CV fold")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--n-mfcc", type=int, default=None)
+    ap.add_argument("--n-mels", type=int, default=None)
+    ap.add_argument("--prior-frames", type=float, default=None, help="weight of the prior in the running normaliser")
+    ap.add_argument("--context", type=float, default=None, help="probability of streaming the speaker's other clips first (training)")
+    ap.add_argument("--versions", default=None, help="comma-separated augmented versions drawn per epoch")
+    ap.add_argument("--out", default=str(ROOT / "model"))
+    ap.add_argument("--reports", default=str(ROOT / "model" / "reports"))
+    ap.add_argument("--tag", default="", help="suffix for the CV report name (variants)")
+    ap.add_argument("--cache", default=None, help="feature cache folder (default cache/)")
+    ap.add_argument("--quant", choices=["dynamic", "none"], default="dynamic")
+    ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    over = dict(epochs=args.epochs, n_mfcc=args.n_mfcc, n_mels=args.n_mels, prior_frames=args.prior_frames,
+                context=args.context)
+    if args.versions:
+        vs = args.versions.split(",")
+        over["train_versions"] = vs
+        over["versions"] = list(dict.fromkeys(["clean", "tel"] + vs))
+    rcp = recipe(args.model, **over)
+    t0 = time.time()
+    data = Data(args.data, rcp, seed=0, cache_dir=args.cache)
+    print(f"{len(data.items)} clips, features ready in {time.time() - t0:.0f} s", flush=True)
+    reports = Path(args.reports)
+    reports.mkdir(parents=True, exist_ok=True)
+    name = rcp["name"] + (f"_{args.tag}" if args.tag else "")
+    cmd = "python tools/train.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.cv or args.random_split:
+        path = reports / f"cv_{name}.json"
+        res = json.loads(path.read_text()) if path.exists() else {}
+        if args.cv:
+            res.update(run_cv(data, rcp, args))
+            res["command"] = cmd
+            res["recipe"] = {k: (v if not isinstance(v, FeatureConfig) else asdict(v)) for k, v in rcp.items()}
+            res["seconds"] = round(time.time() - t0)
+            for v, key in (("16 kHz", "clean_16k"), ("8 kHz mu-law", "mulaw_8k")):
+                r = res[key]
+                plot_confusion(r["confusion"], f"{name}: CV {v}, acc {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f}",
+                               reports / f"confusion_{name}_{key}.png")
+            print(json.dumps({k: res[k]["accuracy"] for k in ("clean_16k", "mulaw_8k")}))
+        if args.random_split:
+            res["random_split"] = run_random_split(data, rcp, args)
+            res["random_split"]["command"] = cmd
+        path.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {path} ({time.time() - t0:.0f} s)")
+        return 0
+    final_fit(data, rcp, args)
+    print(f"done in {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
