@@ -52,20 +52,37 @@ def make_audio(path: Path, hours: float, fmt: str = "flac") -> Path:
     return path
 
 
+# The child reports its own peak (VmHWM belongs to the process's address space, which exec
+# replaces); getrusage's ru_maxrss would carry over the benchmark process's size from the fork.
+_PEAK = (
+    "import sys, atexit\n"
+    "def _peak():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'): sys.stderr.write('PEAK_KB ' + line.split()[1] + '\\n')\n"
+    "atexit.register(_peak)\n"
+    "from streamer.cli import main\n"
+    "rc = main(sys.argv[1:])\n"
+    "sys.stdout.flush()\n"
+    "_peak(); atexit.unregister(_peak)\n"
+    "raise SystemExit(rc)\n"
+)
+
+
 def run_child(argv: list[str]) -> tuple[float, float]:
-    """Run a command pinned to one core; return (wall seconds, peak RSS MB) of that child alone."""
+    """Run ``emostream ARGV`` in a child; return (wall seconds, the child's peak RSS in MB)."""
     t = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-    _, status, ru = os.wait4(p.pid, 0)
+    p = subprocess.run([sys.executable, "-c", _PEAK, *argv], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, cwd=ROOT)
     wall = time.perf_counter() - t
-    err = p.stderr.read().decode() if p.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"benchmark command failed: {' '.join(argv)}\n{err}")
-    return wall, ru.ru_maxrss / 1024.0
+    err = p.stderr.decode()
+    if p.returncode != 0:
+        raise SystemExit(f"benchmark command failed: emostream {' '.join(argv)}\n{err}")
+    peaks = [int(ln.split()[1]) for ln in err.splitlines() if ln.startswith("PEAK_KB ")]
+    return wall, (peaks[-1] / 1024.0 if peaks else float("nan"))
 
 
 def label_cmd(path: Path) -> list[str]:
-    return [sys.executable, "-m", "streamer", "label", str(path), "-f", "jsonl", "-o", os.devnull, "--quiet"]
+    return ["label", str(path), "-f", "jsonl", "-o", os.devnull, "--quiet"]
 
 
 def naive_loop(path: Path, max_windows: int | None = None) -> tuple[float, float]:
@@ -152,7 +169,11 @@ def main() -> None:
 
         short = ROOT / "tests" / "fixtures" / "03-01-05-02-01-01-01.flac"
         cls = [sys.executable, "-m", "streamer", "classify", str(short)]
-        walls = [run_child(cls)[0] for _ in range(max(3, args.runs))]
+        walls = []
+        for _ in range(max(3, args.runs)):
+            t = time.perf_counter()
+            subprocess.run(cls, check=True, capture_output=True, cwd=ROOT)
+            walls.append(time.perf_counter() - t)
         rows.append({"what": "start-up: emostream classify one 4 s file (wall)", "seconds": statistics.median(walls)})
 
     info = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
