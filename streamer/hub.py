@@ -42,10 +42,17 @@ class Subscriber:
         self.dropped: str | None = None  # why it was dropped, when it was
         self.on_drop = on_drop
         self.sent = 0
+        # Fast path: when nothing waits and the owner is not sending, ``direct(text)`` may write the
+        # frame at once without blocking (True) or decline (False: the frame is queued instead).
+        self.direct: Callable[[str], bool] | None = None
+        self.busy = False  # the owner is sending queued frames
 
     def push(self, text: str) -> None:
-        """Queue one frame; drop the subscriber when its queue is full."""
+        """Send one frame now if the fast path allows, else queue it; drop the subscriber when full."""
         if self.closed:
+            return
+        if self.direct is not None and not self.queue and not self.busy and self.direct(text):
+            self.sent += 1
             return
         if len(self.queue) >= self.max_queue:
             self.drop(f"subscriber too slow: more than {self.max_queue} messages waiting; "

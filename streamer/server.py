@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import OPEN
 
 from streamer import protocol
 from streamer.codecs import decode_pcm
@@ -89,6 +90,7 @@ class ServerConfig:
     idle_timeout: float = 30.0        # an ingest stream that sends nothing this long is closed
     open_timeout: float = 10.0        # to send a request head / finish the WebSocket handshake
     drop_grace: float = 2.0           # a dropped subscriber's connection is aborted after this
+    write_limit: int = 64 * 1024      # bytes buffered for a subscriber before its frames queue
     workers: int = 2                  # threads running ingest pipelines
     label_jobs: int = 1               # uploads labelled at once (others wait)
     web_dir: Path = WEB_DIR
@@ -356,15 +358,25 @@ class EmoServer:
         return dropped
 
     async def _pump(self, ws: ServerConnection, sub: Subscriber, replay: list[str]) -> None:
-        """Send the replay then every queued frame until the subscriber closes."""
+        """Send the replay then every queued frame until the subscriber closes.
+
+        Once the replay is out, live frames take a fast path: written straight to the connection
+        by the producer (``broadcast``) while nothing waits in the queue and the connection's write
+        buffer is small; otherwise they queue and this task sends them with flow control.
+        """
+        sub.busy = True
         for text in replay:
             if sub.dropped:
                 break
             await ws.send(text)
+        sub.busy = False
+        sub.direct = functools.partial(_send_now, ws, self.config.write_limit)
         while True:
             await sub.wait()
+            sub.busy = True
             for text in sub.take():
                 await ws.send(text)
+            sub.busy = False
             if sub.closed and not sub.queue:
                 break
         if sub.dropped:
@@ -564,6 +576,16 @@ class EmoServer:
                 os.unlink(path)
             except OSError:
                 pass
+
+
+def _send_now(ws: ServerConnection, limit: int, text: str) -> bool:
+    """Write a frame without waiting, when the connection is open and its buffer is small."""
+    transport = ws.transport
+    if (ws.protocol.state is not OPEN or getattr(ws, "send_in_progress", None) is not None or transport is None
+            or transport.is_closing() or transport.get_write_buffer_size() > limit):
+        return False
+    broadcast([ws], text)
+    return True
 
 
 def _abort_if_open(ws: ServerConnection) -> None:

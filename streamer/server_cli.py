@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -63,7 +64,8 @@ def _config(args: argparse.Namespace) -> Any:
 
     return ServerConfig(host=args.host, port=args.port, token=getattr(args, "token", None),
                         record=getattr(args, "record", None),
-                        idle_timeout=getattr(args, "idle_timeout", 30.0))
+                        idle_timeout=getattr(args, "idle_timeout", 30.0),
+                        workers=int(os.environ.get("EMOSTREAM_WORKERS") or 2))
 
 
 async def _serve(server: Any, source: Any, realtime: bool, linger: float | None, announce: Callable[[Any], None]) -> None:
