@@ -1,0 +1,346 @@
+"""The web page in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright.
+
+A real `emostream serve` plays a stereo recording (two fixture clips, agent and customer) in real
+time; the test subscribes to the same server over a WebSocket and compares what the page draws with
+the server's own messages: one row per channel, the segments with their labels, every window
+(also across a dropped connection, resumed with ``since``), the alerts, the current emotion.
+Then a file goes through the page's upload (file chooser and drag and drop) and is compared with
+``POST /label``; and the microphone button sends Chromium's fake capture (a WAV file) through
+``/ingest``. Every server here requires a token, so each test also proves that the page passes the
+``?token=`` of its own address on to /ws, /label, /streams and /ingest.
+
+Needs (Debian): chromium. Playwright for Python drives it through ``executable_path``; no browser
+is downloaded. Screenshots go to the test's tmp dir; set EMOSTREAM_UPDATE_SCREENSHOT=1 to also
+copy the desktop one to docs/screenshot.png.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+AGENT = FIXTURES / "03-01-03-02-02-01-05.flac"     # happy
+CUSTOMER = FIXTURES / "03-01-05-02-01-01-01.flac"  # angry
+UPLOAD = FIXTURES / "03-01-04-02-01-01-02.flac"    # sad
+CHROMIUM = os.environ.get("EMOSTREAM_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync",
+                 "--autoplay-policy=no-user-gesture-required"]
+TOKEN = "web-test-token"
+
+
+def _need_browser() -> None:
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium (or set EMOSTREAM_CHROMIUM)",
+                    pytrace=False)
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.fail("Playwright for Python is not installed: pip install playwright (no browser download "
+                    "needed: the system Chromium is used)", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    b = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield b
+    b.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stereo(path: Path) -> float:
+    """agent (left) and customer (right): the clips one after the other with pauses, 16 kHz."""
+    a, sr = sf.read(AGENT, dtype="float32")
+    c, sr2 = sf.read(CUSTOMER, dtype="float32")
+    assert sr == sr2 == 16000
+    pause = np.zeros(sr, np.float32)
+    n = len(a) + len(c) + 3 * len(pause)
+    y = np.zeros((n, 2), np.float32)
+    y[sr : sr + len(a), 0] = a
+    y[2 * sr + len(a) : 2 * sr + len(a) + len(c), 1] = c
+    sf.write(path, y, sr, subtype="PCM_16")
+    return n / sr
+
+
+class Server:
+    """`emostream serve` in a child process."""
+
+    def __init__(self, tmp: Path, *args: str):
+        self.port = _free_port()
+        self.log = open(tmp / f"server-{self.port}.log", "w+")
+        cmd = [sys.executable, "-m", "streamer", "serve", "--port", str(self.port), "--token", TOKEN, *args]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
+        self.http = f"http://127.0.0.1:{self.port}"
+        self.ws = f"ws://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.log.seek(0)
+                    pytest.fail(f"server did not start:\n{self.log.read()[-3000:]}", pytrace=False)
+                time.sleep(0.2)
+
+    def page_url(self, **query: str) -> str:
+        q = "&".join(f"{k}={v}" for k, v in {"token": TOKEN, **query}.items())
+        return f"{self.http}/?{q}"
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def _messages(url: str, timeout: float = 120) -> list[dict]:
+    """Every message of a stream, from its hello to its end, as the server sends them.
+
+    (The synchronous client: Playwright's sync API keeps an event loop in this thread.)
+    """
+    from websockets.sync.client import connect
+
+    out = []
+    deadline = time.monotonic() + timeout
+    with connect(url, max_size=None) as ws:
+        while True:
+            m = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            out.append(m)
+            if m["type"] in ("end", "error"):
+                return out
+
+
+@pytest.fixture(scope="module")
+def stereo_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("web")
+    wav = tmp / "call.wav"
+    _stereo(wav)
+    srv = Server(tmp, "--file", str(wav), "--realtime", "--channels", "split",
+                 "--channel-names", "agent,customer", "--alert", "customer:angry,fearful,disgust>1")
+    srv.tmp = tmp
+    yield srv
+    srv.close()
+
+
+def _shot(page, tmp: Path, name: str) -> Path:
+    path = tmp / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def _wait(page, expr: str, timeout: float = 60) -> None:
+    page.wait_for_function(expr, timeout=timeout * 1000)
+
+
+def test_live_timeline_matches_the_server_and_survives_a_dropped_connection(browser, stereo_server, tmp_path):
+    srv = stereo_server
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(srv.page_url())
+    _wait(page, "window.emostream && window.emostream.connection === 'live' && window.emostream.windows >= 2", 30)
+    _shot(page, tmp_path, "live-desktop-during")
+    # a dropped connection mid-stream: the page resumes with since=<last seq> and loses nothing
+    page.evaluate("window.emostream.dropConnection()")
+    _wait(page, "window.emostream.reconnects >= 1 && window.emostream.connection !== 'reconnecting'", 30)
+    # the reference: the server's own messages, from the start
+    ref = _messages(f"{srv.ws}/ws?token={TOKEN}")
+    _wait(page, "window.emostream.connection === 'ended'", 90)
+    page.wait_for_timeout(300)  # one animation frame to draw the last messages
+
+    state = page.evaluate("""() => { const s = window.emostream;
+        return {windows: s.windows, segments: s.segments, alerts: s.alerts, lastSeq: s.lastSeq, gaps: s.gaps,
+                channels: s.channels, reconnects: s.reconnects, errors: s.errors}; }""")
+    windows = [m for m in ref if m["type"] == "window"]
+    segments = [m for m in ref if m["type"] == "segment"]
+    alerts = [m for m in ref if m["type"] == "alert"]
+    assert ref[0]["type"] == "hello" and ref[-1]["type"] == "end"
+    assert state["reconnects"] >= 1 and state["gaps"] == 0 and state["errors"] == []
+    assert state["lastSeq"] == ref[-1]["seq"]
+    assert state["windows"] == len(windows) and state["segments"] == len(segments) and state["alerts"] == len(alerts)
+    assert state["channels"] == ["agent", "customer"]
+
+    # one row per channel, each with its own segments, drawn in the server's order with its labels
+    rows = page.locator("#live-timeline [data-testid=row]")
+    assert rows.count() == 2
+    assert [rows.nth(i).get_attribute("data-channel") for i in range(2)] == ["agent", "customer"]
+    drawn = page.eval_on_selector_all("#live-timeline [data-testid=segment]", """els => els.map(e => [
+        e.dataset.channel, e.dataset.label, Number(e.dataset.start), Number(e.dataset.end)])""")
+    assert len(segments) >= 2, "the recording should give each speaker at least one segment"
+    assert drawn == [[m["channel_name"], m["label"], m["start"], m["end"]] for m in segments]
+    assert {m["channel_name"] for m in segments} == {"agent", "customer"}
+    # segments sit inside their lane, left to right in time
+    for ch in ("agent", "customer"):
+        boxes = [page.locator(f"#live-timeline [data-testid=segment][data-channel={ch}]").nth(i).bounding_box()
+                 for i in range(sum(1 for d in drawn if d[0] == ch))]
+        assert all(b and b["width"] > 0 for b in boxes)
+        assert [b["x"] for b in boxes] == sorted(b["x"] for b in boxes)
+    # silence is drawn as silence: the pause before the agent speaks
+    assert page.locator("#live-timeline [data-testid=silence]").count() >= 1
+    # the alerts: listed, and marked on their channel's lane
+    assert page.locator("[data-testid=alerts] [data-testid=alert]").count() == len(alerts)
+    assert page.locator("#live-timeline [data-testid=alert-marker]").count() == len(alerts)
+    listed = page.eval_on_selector_all("[data-testid=alerts] [data-testid=alert]", "els => els.map(e => e.dataset.label)")
+    assert sorted(listed) == sorted(m["label"] for m in alerts)
+    # the current emotion of each channel is its last window's
+    for ch in ("agent", "customer"):
+        last = [m for m in windows if m["channel_name"] == ch][-1]
+        cur = page.locator(f"#live-now [data-testid=current][data-channel={ch}]")
+        want = last["label"] if last["speech"] else ""
+        assert (cur.get_attribute("data-label") or "") == want
+        assert cur.locator("[data-testid=current-label]").inner_text().lower() == (want or "silence")
+    assert page.locator("[data-testid=conn-state]").get_attribute("data-state") == "ended"
+    assert errors == []
+
+    desk = _shot(page, tmp_path, "live-desktop")
+    if os.environ.get("EMOSTREAM_UPDATE_SCREENSHOT"):
+        shutil.copy(desk, ROOT / "docs" / "screenshot.png")
+    # a phone screen: nothing wider than the screen, the timeline still there
+    phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                             has_touch=True)
+    phone.goto(srv.page_url())
+    _wait(phone, "window.emostream && window.emostream.connection === 'ended'", 30)
+    phone.wait_for_timeout(300)
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    assert phone.locator("#live-timeline [data-testid=segment]").count() == len(segments)
+    _shot(phone, tmp_path, "live-phone")
+    phone.close()
+    page.close()
+
+
+def _label_via_http(srv: Server, path: Path) -> dict:
+    req = urllib.request.Request(f"{srv.http}/label?token={TOKEN}&name={path.name}", data=path.read_bytes(),
+                                 method="POST", headers={"Content-Type": "application/octet-stream"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.loads(r.read())
+
+
+def _overall(res: dict) -> tuple[str | None, float]:
+    """What the page calls the overall emotion: the mean of the speech windows' probabilities."""
+    probs = [w["probs"] for w in res["windows"] if w["speech"] and w.get("probs")]
+    if not probs:
+        return None, 0.0
+    labels = list(probs[0])
+    mean = np.mean([[p[k] for k in labels] for p in probs], axis=0)
+    return labels[int(np.argmax(mean))], float(mean.max())
+
+
+def test_upload_shows_the_files_timeline_and_overall_emotion(browser, stereo_server, tmp_path):
+    srv = stereo_server
+    ref = _label_via_http(srv, UPLOAD)
+    label, conf = _overall(ref)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(srv.page_url())
+    page.set_input_files("[data-testid=upload-input]", str(UPLOAD))
+    page.wait_for_selector("[data-testid=upload-result]:not(.hidden)", timeout=60000)
+    page.wait_for_function("window.emostream.upload && window.emostream.upload.state === 'done'")
+    box = page.locator("[data-testid=upload-overall]")
+    assert box.get_attribute("data-label") == (label or "")
+    assert abs(float(box.get_attribute("data-confidence")) - conf) < 1e-3
+    assert page.locator("[data-testid=upload-name]").inner_text() == UPLOAD.name
+    segs = page.eval_on_selector_all("#upload-timeline [data-testid=segment]",
+                                     "els => els.map(e => [e.dataset.label, Number(e.dataset.start), Number(e.dataset.end)])")
+    assert segs == [[s["label"], s["start"], s["end"]] for s in ref["segments"]]
+    assert len(segs) >= 1
+    _shot(page, tmp_path, "upload")
+
+    # drag and drop: the same file dropped on the drop zone gives the same result
+    page.evaluate("() => { document.getElementById('upload-card').classList.add('hidden'); window.emostream.upload = null; }")
+    data = list(UPLOAD.read_bytes())
+    page.evaluate("""([bytes, name]) => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(bytes)], name, {type: 'audio/flac'}));
+        const zone = document.querySelector('[data-testid=drop-zone]');
+        for (const t of ['dragenter', 'dragover', 'drop'])
+            zone.dispatchEvent(new DragEvent(t, {dataTransfer: dt, bubbles: true, cancelable: true}));
+    }""", [data, UPLOAD.name])
+    page.wait_for_function("window.emostream.upload && window.emostream.upload.state === 'done'", timeout=60000)
+    assert box.get_attribute("data-label") == (label or "")
+
+    # not audio: the server's error is shown, nothing else changes
+    bad = tmp_path / "notes.txt"
+    bad.write_text("this is not a recording\n" * 20)
+    page.set_input_files("[data-testid=upload-input]", str(bad))
+    page.wait_for_function("window.emostream.upload && window.emostream.upload.state === 'error'", timeout=30000)
+    status = page.locator("[data-testid=upload-status]")
+    assert status.get_attribute("data-state") == "error"
+    assert status.inner_text().startswith("notes.txt:")
+    page.close()
+
+
+def test_microphone_button_streams_through_ingest(playwright, tmp_path_factory):
+    """Chromium's fake capture device plays a WAV; the page sends it to /ingest as 16 kHz PCM."""
+    tmp = tmp_path_factory.mktemp("mic")
+    y, sr = sf.read(CUSTOMER, dtype="float32")
+    wav = tmp / "fake-mic.wav"                       # Chromium wants 16-bit PCM WAV; it loops it
+    sf.write(wav, np.concatenate([y, np.zeros(sr // 2, np.float32)]), sr, subtype="PCM_16")
+    srv = Server(tmp)                                # ingest only
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.closing(srv))
+        b = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + [
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}"])
+        stack.callback(b.close)
+        page = b.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(srv.page_url())
+        page.click("[data-testid=mic-button]")
+        _wait(page, "window.emostream.mic.state === 'live'", 30)
+        stream = page.evaluate("window.emostream.mic.stream")
+        assert re.fullmatch(r"mic-[a-z0-9]+", stream)
+        # a live subscriber sees the browser's stream in the server's list
+        with urllib.request.urlopen(f"{srv.http}/streams?token={TOKEN}", timeout=10) as r:
+            listed = json.loads(r.read())
+        assert stream in json.dumps(listed)
+        _wait(page, "window.emostream.mic.windows >= 3", 60)
+        page.click("[data-testid=mic-button]")   # stop: the server finishes the timeline
+        _wait(page, "window.emostream.mic.state === 'ended'", 30)
+        page.wait_for_timeout(300)
+        mic = page.evaluate("({...window.emostream.mic})")
+        assert mic["sampleRate"] and mic["sent"] > 3 * 16000
+        # what the page drew is what the server says about that stream
+        ref = _messages(f"{srv.ws}/ws?stream={stream}&token={TOKEN}", timeout=30)
+        windows = [m for m in ref if m["type"] == "window"]
+        assert ref[-1]["type"] == "end" and len(windows) == mic["windows"]
+        assert page.locator("#mic-timeline [data-testid=segment]").count() == \
+            sum(1 for m in ref if m["type"] == "segment")
+        assert any(w["speech"] for w in windows), "the fake microphone's speech was not heard"
+        # the stream carried ~16 kHz audio for as long as it ran: window ends follow the samples sent
+        assert abs(windows[-1]["end"] - mic["sent"] / 16000) < 3.5
+        _shot(page, tmp, "microphone")
+        assert errors == []
