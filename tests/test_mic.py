@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -365,3 +366,65 @@ def _locate(y: np.ndarray, ref: np.ndarray) -> int:
     hits = np.flatnonzero(np.lib.stride_tricks.sliding_window_view(y, 64).__eq__(probe).all(axis=1))
     assert len(hits) == 1, f"clip found {len(hits)} times in the captured audio"
     return int(hits[0]) - loud
+
+
+def test_serve_mic_streams_the_devices_timeline(tmp_path, pulse):
+    """`emostream serve --mic --device NAME` on the paced device: a subscriber gets the clip's timeline.
+
+    PortAudio opens the pulse device at its own default rate (not 16 kHz), so this also runs the
+    pipeline's resampling of live input.
+    """
+    _need_portaudio()
+    from websockets.sync.client import connect
+
+    wav, ref, sr = _known_wav(tmp_path)
+    conf = tmp_path / "asound-pulse.conf"
+    conf.write_text(PULSE_ALSA_CONF.format(sock=pulse))
+    env = {**os.environ, "ALSA_CONFIG_PATH": f"{SYSTEM_ALSA_CONF}:{conf}", "PULSE_SERVER": f"unix:{pulse}",
+           "PYTHONPATH": str(ROOT)}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "serve.log", "w+")
+    srv = subprocess.Popen([sys.executable, "-m", "streamer", "serve", "--mic", "--device", "emostream_pulse",
+                            "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        msgs: list[dict] = []
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                ws = connect(f"ws://127.0.0.1:{port}/ws")
+                break
+            except OSError:
+                if srv.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    pytest.fail(f"serve --mic did not start:\n{log.read()[-3000:]}", pytrace=False)
+                time.sleep(0.2)
+        with ws:
+            hello = json.loads(ws.recv(timeout=30))
+            assert hello["type"] == "hello" and hello["source"] == "mic:emostream_pulse"
+            play = subprocess.run(["paplay", "--server", f"unix:{pulse}", "--device", "emostream_sink", str(wav)],
+                                  capture_output=True, text=True, timeout=60)
+            assert play.returncode == 0, play.stderr
+            t_end = time.monotonic() + 4.0  # a window and a hop after the clip
+            while time.monotonic() < t_end:
+                try:
+                    msgs.append(json.loads(ws.recv(timeout=max(0.05, t_end - time.monotonic()))))
+                except TimeoutError:
+                    break
+    finally:
+        srv.terminate()
+        try:
+            srv.wait(15)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            srv.wait()
+        log.close()
+    windows = [m for m in msgs if m["type"] == "window"]
+    assert [m["seq"] for m in msgs] == list(range(msgs[0]["seq"], msgs[0]["seq"] + len(msgs)))
+    speech = [w for w in windows if w["speech"]]
+    assert len(speech) >= 2, f"the clip was not heard: {windows}"
+    assert all(w["label"] in hello["labels"] and 0 < w["confidence"] <= 1 for w in speech)
+    # the live timeline covers the clip's length in audio time, no more than a window and a bit more
+    span = max(w["end"] for w in speech) - min(w["start"] for w in speech)
+    assert len(ref) / sr - 1.0 <= span <= len(ref) / sr + hello["window"] + 1.0
