@@ -170,7 +170,7 @@ for dev in ("no-such-device-xyz", 999, "999"):
     try:
         MicSource(dev)
     except DeviceError as exc:
-        out[str(dev)] = [str(exc), exc.exit_code]
+        out[repr(dev)] = [str(exc), exc.exit_code]
 d = find_device("EMOSTREAM_TEST")            # exact name, any case, wins over partial matches
 out["exact"] = d["name"]
 try:
@@ -180,9 +180,9 @@ except DeviceError as exc:
     out["partial"] = str(exc)
 print(json.dumps(out))
 """, env)
-    assert info["no-such-device-xyz"][1] == 4
-    assert "no audio input device matching 'no-such-device-xyz'" in info["no-such-device-xyz"][0]
-    assert "index 999" in info["999"][0] and "index 999" in info["999"][0]
+    assert info["'no-such-device-xyz'"][1] == 4
+    assert "no audio input device matching 'no-such-device-xyz'" in info["'no-such-device-xyz'"][0]
+    assert "index 999" in info["999"][0] and "index 999" in info["'999'"][0]  # an index, as int or text
     assert info["exact"] == "emostream_test"
     assert info["partial"] == "ok"
 
