@@ -94,8 +94,8 @@ def _stereo(path: Path) -> float:
 class Server:
     """`emostream serve` in a child process."""
 
-    def __init__(self, tmp: Path, *args: str):
-        self.port = _free_port()
+    def __init__(self, tmp: Path, *args: str, port: int | None = None):
+        self.port = port or _free_port()
         self.log = open(tmp / f"server-{self.port}.log", "w+")
         cmd = [sys.executable, "-m", "streamer", "serve", "--port", str(self.port), "--token", TOKEN, *args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
@@ -300,6 +300,34 @@ def test_upload_shows_the_files_timeline_and_overall_emotion(browser, stereo_ser
     assert status.get_attribute("data-state") == "error"
     assert status.inner_text().startswith("notes.txt:")
     page.close()
+
+
+def test_page_follows_a_restarted_server(browser, tmp_path):
+    """The server goes away after its file ended; a new one on the same port plays another file:
+    the page notices (new source), starts over and shows the new timeline whole."""
+    first = Server(tmp_path, "--file", str(AGENT))
+    port = first.port
+    page = browser.new_page()
+    try:
+        page.goto(first.page_url())
+        _wait(page, "window.emostream.connection === 'ended'", 60)
+        old = page.evaluate("window.emostream.windows")
+        first.close()
+        _wait(page, "window.emostream.connection === 'offline'", 30)
+        second = Server(tmp_path, "--file", str(UPLOAD), port=port)
+        try:
+            ref = _messages(f"{second.ws}/ws?token={TOKEN}")
+            _wait(page, "window.emostream.restarts >= 1 && window.emostream.connection === 'ended'", 60)
+            page.wait_for_timeout(300)
+            st = page.evaluate("({w: emostream.windows, s: emostream.segments, src: emostream.source, seq: emostream.lastSeq})")
+        finally:
+            second.close()
+    finally:
+        page.close()
+    assert old > 0
+    assert st["src"].endswith(UPLOAD.name) and st["seq"] == ref[-1]["seq"]
+    assert st["w"] == sum(1 for m in ref if m["type"] == "window")
+    assert st["s"] == sum(1 for m in ref if m["type"] == "segment")
 
 
 def test_microphone_button_streams_through_ingest(playwright, tmp_path_factory):
