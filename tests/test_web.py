@@ -330,8 +330,13 @@ def test_page_follows_a_restarted_server(browser, tmp_path):
     assert st["s"] == sum(1 for m in ref if m["type"] == "segment")
 
 
-def test_microphone_button_streams_through_ingest(playwright, tmp_path_factory):
-    """Chromium's fake capture device plays a WAV; the page sends it to /ingest as 16 kHz PCM."""
+@pytest.mark.parametrize("rate", ["16k", "native"])
+def test_microphone_button_streams_through_ingest(playwright, tmp_path_factory, rate):
+    """Chromium's fake capture device plays a WAV; the page sends it to /ingest as 16 kHz PCM.
+
+    ``16k``: the browser resamples (an AudioContext at 16 kHz); ``native``: the page's own
+    downsampler from the context's native rate (what browsers that refuse the first get).
+    """
     tmp = tmp_path_factory.mktemp("mic")
     y, sr = sf.read(CUSTOMER, dtype="float32")
     wav = tmp / "fake-mic.wav"                       # Chromium wants 16-bit PCM WAV; it loops it
@@ -346,7 +351,7 @@ def test_microphone_button_streams_through_ingest(playwright, tmp_path_factory):
         page = b.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(srv.page_url())
+        page.goto(srv.page_url(**({"mic_rate": "native"} if rate == "native" else {})))
         page.click("[data-testid=mic-button]")
         _wait(page, "window.emostream.mic.state === 'live'", 30)
         stream = page.evaluate("window.emostream.mic.stream")
@@ -360,7 +365,8 @@ def test_microphone_button_streams_through_ingest(playwright, tmp_path_factory):
         _wait(page, "window.emostream.mic.state === 'ended'", 30)
         page.wait_for_timeout(300)
         mic = page.evaluate("({...window.emostream.mic})")
-        assert mic["sampleRate"] and mic["sent"] > 3 * 16000
+        assert mic["sent"] > 3 * 16000
+        assert (mic["sampleRate"] == 16000) == (rate == "16k"), mic
         # what the page drew is what the server says about that stream
         ref = _messages(f"{srv.ws}/ws?stream={stream}&token={TOKEN}", timeout=30)
         windows = [m for m in ref if m["type"] == "window"]
@@ -370,5 +376,25 @@ def test_microphone_button_streams_through_ingest(playwright, tmp_path_factory):
         assert any(w["speech"] for w in windows), "the fake microphone's speech was not heard"
         # the stream carried ~16 kHz audio for as long as it ran: window ends follow the samples sent
         assert abs(windows[-1]["end"] - mic["sent"] / 16000) < 3.5
-        _shot(page, tmp, "microphone")
+        _shot(page, tmp, f"microphone-{rate}")
         assert errors == []
+
+
+def test_downsampler_keeps_speech_band_and_length(browser, stereo_server):
+    """The page's fallback downsampler: 48 kHz float -> 16 kHz int16, across block boundaries."""
+    page = browser.new_page()
+    page.goto(stereo_server.page_url())
+    out = page.evaluate("""() => {
+        const d = new window.emostream.Downsampler(48000, 16000), parts = [];
+        const x = new Float32Array(48000);
+        for (let i = 0; i < x.length; i++) x[i] = 0.5 * Math.sin(2 * Math.PI * 1000 * i / 48000);
+        for (let i = 0; i < x.length; i += 1000) parts.push(...d.push(x.subarray(i, i + 1000)));
+        return parts; }""")
+    page.close()
+    y = np.array(out, dtype=np.float64) / 32768
+    assert len(y) == 16000
+    t = np.arange(len(y)) / 16000
+    # a 1 kHz tone keeps its frequency and amplitude (3-tap box filter at 48 kHz: gain 0.9943)
+    fit = np.linalg.lstsq(np.c_[np.sin(2 * np.pi * 1000 * t), np.cos(2 * np.pi * 1000 * t)], y, rcond=None)[0]
+    assert abs(np.hypot(*fit) - 0.5 * 0.9943) < 0.002
+    assert np.max(np.abs(y - (fit[0] * np.sin(2 * np.pi * 1000 * t) + fit[1] * np.cos(2 * np.pi * 1000 * t)))) < 2e-3
