@@ -25,6 +25,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -268,12 +269,12 @@ print(json.dumps({{"events": events, "stats": stats, "overruns": analysis.stats.
 
 
 @pytest.fixture
-def pulse(tmp_path):
+def pulse():
     """A private PulseAudio daemon with a 16 kHz float null sink; yields its socket path."""
     for tool, pkg in (("pulseaudio", "pulseaudio"), ("paplay", "pulseaudio-utils")):
         _need(shutil.which(tool) is not None, f"{tool} not found -> apt-get install {pkg}")
-    run = tmp_path / "pa"
-    run.mkdir()
+    # a short path of its own: a unix socket's path must stay under 108 bytes
+    run = Path(tempfile.mkdtemp(prefix="emo-pa-"))
     sock = run / "native"
     conf = run / "default.pa"
     conf.write_text(
@@ -301,6 +302,7 @@ def pulse(tmp_path):
             proc.kill()
             proc.wait()
         log.close()
+        shutil.rmtree(run, ignore_errors=True)
 
 
 def _windows(events: list[dict]) -> list[tuple]:
