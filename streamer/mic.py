@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -119,6 +120,8 @@ class MicSource(Source):
         channels: channels to capture (at most the device's); None takes 1 (mono).
         buffer_s: seconds of audio the ring holds.
         blocksize: frames per PortAudio callback; 0 lets PortAudio choose.
+        stall_s: seconds without any audio from a started device after which :meth:`read` raises
+            DeviceError (a device that hangs instead of failing); None waits for ever.
         start: start capturing now; with False, the device is opened (so errors show at once) and
             capture begins at :meth:`start` (or the first :meth:`read`).
 
@@ -137,7 +140,7 @@ class MicSource(Source):
 
     def __init__(self, device: int | str | None = None, sample_rate: int | None = None,
                  channels: int | None = None, buffer_s: float = 10.0, blocksize: int = 0,
-                 start: bool = True):
+                 stall_s: float | None = 5.0, start: bool = True):
         super().__init__()
         sd = _sounddevice()
         self.device = find_device(device)
@@ -150,6 +153,7 @@ class MicSource(Source):
         self.duration = None
         self.overflows = 0
         self.frames_captured = 0
+        self.stall_s = stall_s
         self._ring = RingBuffer(max(1, int(buffer_s * self.sample_rate)), self.channels, overwrite=True)
         self._lock = threading.Lock()
         self._closed = False
@@ -216,12 +220,18 @@ class MicSource(Source):
             self.start()
         if min_frames is None:
             min_frames = min(max_frames, max(1, self.sample_rate // 20))
+        seen, since = self.frames_captured, time.monotonic()
         while True:
             blk = self._ring.read(max_frames, timeout=0.5, min_frames=min(min_frames, max_frames))
             if blk is None:
                 return np.zeros((0, self.channels), np.float32)
             if len(blk):
                 return blk
+            if self.frames_captured != seen:
+                seen, since = self.frames_captured, time.monotonic()
+            elif self.stall_s and time.monotonic() - since > self.stall_s:
+                raise DeviceError(f"{self.device['name']!r} delivered no audio for {self.stall_s:g} s "
+                                  "(device stalled or taken away)")
 
     def close(self) -> None:
         """Stop the stream and wake any reader; safe to call twice."""

@@ -188,6 +188,39 @@ print(json.dumps(out))
     assert info["partial"] == "ok"
 
 
+STALL = r"""
+import json, os, threading, time
+from streamer.errors import DeviceError
+from streamer.mic import MicSource
+fifo = {fifo!r}
+fds = []
+# the ALSA file plugin opens its infile (a FIFO) when PortAudio opens the device; give it a writer
+# that never writes, so the device hangs without failing, as a wedged driver does
+threading.Thread(target=lambda: fds.append(os.open(fifo, os.O_WRONLY)), daemon=True).start()
+m = MicSource("emostream_stall", sample_rate=16000, stall_s=1.0)
+t = time.monotonic()
+try:
+    m.read(1600)
+    out = {{"error": None}}
+except DeviceError as exc:
+    out = {{"error": str(exc), "after": time.monotonic() - t}}
+os.close(fds[0])   # end of file: PortAudio's thread wakes and the stream can close
+m.close()
+print(json.dumps(out))
+"""
+
+
+def test_a_stalled_device_is_an_error_not_a_hang(tmp_path):
+    _need_portaudio()
+    fifo = tmp_path / "stall.fifo"
+    os.mkfifo(fifo)
+    conf = tmp_path / "asound-stall.conf"
+    conf.write_text(f'pcm.emostream_stall {{ type file slave.pcm "null" file "/dev/null" infile "{fifo}" format "raw" }}\n')
+    info = _child(STALL.format(fifo=str(fifo)), {"ALSA_CONFIG_PATH": f"{SYSTEM_ALSA_CONF}:{conf}"}, timeout=60)
+    assert info["error"] and "delivered no audio for 1 s" in info["error"]
+    assert 0.9 < info["after"] < 5
+
+
 class _NoPortAudio:
     """A meta-path finder that makes `import sounddevice` fail as it does without libportaudio."""
 
