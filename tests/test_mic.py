@@ -19,6 +19,7 @@ Needs (Debian): libportaudio2, libasound2-plugins, pulseaudio, pulseaudio-utils.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -52,6 +53,12 @@ def _need_portaudio() -> None:
     _need(out.returncode == 0, f"PortAudio is not loadable: {out.stderr.strip().splitlines()[-1:]} "
           "-> apt-get install libportaudio2")
     _need(Path(SYSTEM_ALSA_CONF).exists(), f"{SYSTEM_ALSA_CONF} missing -> apt-get install libasound2")
+
+
+def _need_pulse_plugin() -> None:
+    found = glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so") + \
+        glob.glob("/usr/lib*/alsa-lib/libasound_module_pcm_pulse.so")
+    _need(bool(found), "ALSA's pulse plugin is missing -> apt-get install libasound2-plugins")
 
 
 def _known_wav(tmp_path: Path) -> tuple[Path, np.ndarray, int]:
@@ -347,10 +354,7 @@ def test_live_timeline_from_a_real_time_capture_device(tmp_path, pulse):
     live pipeline. The audio must arrive intact and the live timeline must be the timeline of that
     same audio labelled offline."""
     _need_portaudio()
-    _need(any(Path(p).exists() for p in (
-        "/usr/lib/x86_64-linux-gnu/alsa-lib/libasound_module_pcm_pulse.so",
-        "/usr/lib/aarch64-linux-gnu/alsa-lib/libasound_module_pcm_pulse.so")),
-        "ALSA's pulse plugin is missing -> apt-get install libasound2-plugins")
+    _need_pulse_plugin()
     wav, ref, sr = _known_wav(tmp_path)
     conf = tmp_path / "asound-pulse.conf"
     conf.write_text(PULSE_ALSA_CONF.format(sock=pulse))
@@ -410,6 +414,7 @@ def test_serve_mic_streams_the_devices_timeline(tmp_path, pulse):
     pipeline's resampling of live input.
     """
     _need_portaudio()
+    _need_pulse_plugin()
     from websockets.sync.client import connect
 
     wav, ref, sr = _known_wav(tmp_path)
