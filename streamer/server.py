@@ -480,28 +480,25 @@ class EmoServer:
             stream = self.hub.create(sid, hello, kind="ingest")
             sub, replay, _ = stream.subscribe(0, on_drop=self._on_drop(ws))
             pump = asyncio.ensure_future(self._pump(ws, sub, replay))
-            while True:
-                recv = asyncio.ensure_future(ws.recv())
-                done, _ = await asyncio.wait({recv, pump}, timeout=cfg.idle_timeout,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if recv not in done:
-                    recv.cancel()
-                    if pump in done:  # our sender died (dropped or the peer went)
+            feed = _Feeder(pipe, stream, self.pool)
+            last_rx = [loop.time()]
+            reader = asyncio.ensure_future(self._read_audio(ws, start, feed, last_rx))
+            try:
+                while not reader.done():
+                    await asyncio.wait({reader, pump, feed.task}, timeout=min(1.0, cfg.idle_timeout),
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    if reader.done():
+                        break
+                    if feed.task.done():
+                        feed.task.result()  # raises the pipeline's error
+                    if pump.done():  # our sender died (dropped, or the peer went)
                         return
-                    raise ProtocolError(f"no audio for {cfg.idle_timeout:g} s: stream closed")
-                msg = recv.result()
-                if isinstance(msg, bytes):
-                    if len(msg) > cfg.max_message:
-                        raise ProtocolError(f"frame of {len(msg)} bytes is larger than the limit ({cfg.max_message})")
-                    block = decode_pcm(msg, start.encoding, start.channels)
-                    if len(block):
-                        events = await loop.run_in_executor(self.pool, pipe.feed, block)
-                        stream.publish_many(events)
-                    continue
-                m = protocol.parse_client(msg)
-                if isinstance(m, protocol.Stop):
-                    break
-                raise ProtocolError("start sent twice")
+                    if loop.time() - last_rx[0] > cfg.idle_timeout:
+                        raise ProtocolError(f"no audio for {cfg.idle_timeout:g} s: stream closed")
+                reader.result()
+            finally:
+                reader.cancel()
+                await feed.drain()  # frames already read are analysed; never finish() beside a feed()
         except ProtocolError as exc:
             failure = str(exc)
         except ConnectionClosed:
@@ -531,6 +528,24 @@ class EmoServer:
             await ws.close(1008 if failure else 1000, (failure or "end of stream")[:120])
         except ConnectionClosed:
             pass
+
+    async def _read_audio(self, ws: ServerConnection, start: protocol.Start, feed: "_Feeder",
+                          last_rx: list[float]) -> None:
+        """Read binary frames into the feeder until ``stop`` (or the peer goes)."""
+        limit = self.config.max_message
+        async for msg in ws:
+            last_rx[0] = asyncio.get_running_loop().time()
+            if isinstance(msg, bytes):
+                if len(msg) > limit:
+                    raise ProtocolError(f"frame of {len(msg)} bytes is larger than the limit ({limit})")
+                block = decode_pcm(msg, start.encoding, start.channels)
+                if len(block):
+                    await feed.put(block)
+                continue
+            m = protocol.parse_client(msg)
+            if isinstance(m, protocol.Stop):
+                return
+            raise ProtocolError("start sent twice")
 
     # -- POST /label -----------------------------------------------------------------------
 
@@ -576,6 +591,57 @@ class EmoServer:
                 os.unlink(path)
             except OSError:
                 pass
+
+
+class _Feeder:
+    """Feeds one ingest stream's pipeline in the thread pool, one call at a time, in order.
+
+    Frames that arrive while a call runs are joined into the next call, so a busy server makes
+    fewer, larger calls instead of falling behind; past ``max_pending`` frames the reader waits
+    (and TCP pushes back on the sender).
+    """
+
+    def __init__(self, pipe: PipelineLike, stream: Stream, pool: concurrent.futures.Executor,
+                 max_pending: int = 64):
+        self.pipe, self.stream, self.pool = pipe, stream, pool
+        self.pending: list[Any] = []
+        self.max_pending = max_pending
+        self.have = asyncio.Event()
+        self.room = asyncio.Event()
+        self.room.set()
+        self.closing = False
+        self.task = asyncio.ensure_future(self._run())
+
+    async def put(self, block: Any) -> None:
+        self.pending.append(block)
+        self.have.set()
+        if len(self.pending) >= self.max_pending:
+            self.room.clear()
+            await self.room.wait()
+
+    async def _run(self) -> None:
+        import numpy as np
+
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.pending:
+                if self.closing:
+                    return
+                self.have.clear()
+                await self.have.wait()
+                continue
+            blocks, self.pending = self.pending, []
+            self.room.set()
+            block = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+            events = await loop.run_in_executor(self.pool, self.pipe.feed, block)
+            self.stream.publish_many(events)
+
+    async def drain(self) -> None:
+        """Analyse every frame put so far, then stop; raises the pipeline's error, if any."""
+        self.closing = True
+        self.have.set()
+        self.room.set()
+        await asyncio.shield(self.task)
 
 
 def _send_now(ws: ServerConnection, limit: int, text: str) -> bool:
