@@ -44,7 +44,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 
 from streamer import protocol
-from streamer.codecs import decode_pcm
+from streamer.codecs import bytes_per_sample, decode_pcm
 from streamer.errors import EmostreamError, InputError, ProtocolError, UsageError
 from streamer.hub import Hub, Stream, Subscriber
 
@@ -480,7 +480,7 @@ class EmoServer:
             stream = self.hub.create(sid, hello, kind="ingest")
             sub, replay, _ = stream.subscribe(0, on_drop=self._on_drop(ws))
             pump = asyncio.ensure_future(self._pump(ws, sub, replay))
-            feed = _Feeder(pipe, stream, self.pool)
+            feed = _Feeder(pipe, stream, self.pool, start)
             last_rx = [loop.time()]
             reader = asyncio.ensure_future(self._read_audio(ws, start, feed, last_rx))
             try:
@@ -533,14 +533,16 @@ class EmoServer:
                           last_rx: list[float]) -> None:
         """Read binary frames into the feeder until ``stop`` (or the peer goes)."""
         limit = self.config.max_message
+        frame = bytes_per_sample(start.encoding) * start.channels
         async for msg in ws:
             last_rx[0] = asyncio.get_running_loop().time()
             if isinstance(msg, bytes):
                 if len(msg) > limit:
                     raise ProtocolError(f"frame of {len(msg)} bytes is larger than the limit ({limit})")
-                block = decode_pcm(msg, start.encoding, start.channels)
-                if len(block):
-                    await feed.put(block)
+                if len(msg) % frame:
+                    decode_pcm(msg, start.encoding, start.channels)  # raises the size error
+                if msg:
+                    await feed.put(msg)
                 continue
             m = protocol.parse_client(msg)
             if isinstance(m, protocol.Stop):
@@ -594,16 +596,17 @@ class EmoServer:
 
 
 class _Feeder:
-    """Feeds one ingest stream's pipeline in the thread pool, one call at a time, in order.
+    """Decodes and feeds one ingest stream in the thread pool, one call at a time, in order.
 
-    Frames that arrive while a call runs are joined into the next call, so a busy server makes
-    fewer, larger calls instead of falling behind; past ``max_pending`` frames the reader waits
-    (and TCP pushes back on the sender).
+    Frames (raw payloads, sizes already checked) that arrive while a call runs are joined into the
+    next call, so a busy server makes fewer, larger calls instead of falling behind; past
+    ``max_pending`` frames the reader waits (and TCP pushes back on the sender).
     """
 
     def __init__(self, pipe: PipelineLike, stream: Stream, pool: concurrent.futures.Executor,
-                 max_pending: int = 64):
+                 start: protocol.Start, max_pending: int = 64):
         self.pipe, self.stream, self.pool = pipe, stream, pool
+        self.encoding, self.channels = start.encoding, start.channels
         self.pending: list[Any] = []
         self.max_pending = max_pending
         self.have = asyncio.Event()
@@ -612,16 +615,17 @@ class _Feeder:
         self.closing = False
         self.task = asyncio.ensure_future(self._run())
 
-    async def put(self, block: Any) -> None:
-        self.pending.append(block)
+    async def put(self, payload: bytes) -> None:
+        self.pending.append(payload)
         self.have.set()
         if len(self.pending) >= self.max_pending:
             self.room.clear()
             await self.room.wait()
 
-    async def _run(self) -> None:
-        import numpy as np
+    def _feed(self, payload: bytes) -> list[dict[str, Any]]:
+        return self.pipe.feed(decode_pcm(payload, self.encoding, self.channels))
 
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not self.pending:
@@ -632,8 +636,8 @@ class _Feeder:
                 continue
             blocks, self.pending = self.pending, []
             self.room.set()
-            block = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-            events = await loop.run_in_executor(self.pool, self.pipe.feed, block)
+            payload = blocks[0] if len(blocks) == 1 else b"".join(blocks)
+            events = await loop.run_in_executor(self.pool, self._feed, payload)
             self.stream.publish_many(events)
 
     async def drain(self) -> None:
