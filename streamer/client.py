@@ -89,6 +89,7 @@ async def listen(url: str, out: Any, fmt: str = "text", since: int | None = None
 
     last = since
     hello_seen = False
+    instance: tuple[Any, Any] | None = None  # (stream, started) of the stream being followed
     backoff = 0.25
     connected_once = False
     while True:
@@ -105,6 +106,14 @@ async def listen(url: str, out: Any, fmt: str = "text", since: int | None = None
                     kind = msg.get("type")
                     seq = msg.get("seq")
                     if kind == "hello":
+                        ident = (msg.get("stream"), msg.get("started"))
+                        if hello_seen and instance is not None and ident != instance and last is not None:
+                            # the server restarted: a new stream whose seq starts again from 1
+                            print("emostream: the stream restarted; reading it from the start",
+                                  file=sys.stderr, flush=True)
+                            instance, last = ident, None
+                            break
+                        instance = ident
                         if hello_seen:
                             continue
                         hello_seen = True

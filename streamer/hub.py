@@ -128,6 +128,7 @@ class Stream:
         msg = dict(hello)
         msg["type"] = "hello"
         msg.setdefault("stream", self.id)
+        msg.setdefault("started", round(self.started, 3))  # tells a resuming client it is the same stream
         self.hello = msg
         self.hello_text = protocol.encode(msg)
         self._record(self.hello_text)

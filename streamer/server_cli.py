@@ -100,7 +100,7 @@ async def _serve(server: Any, source: Any, realtime: bool, linger: float | None,
 def _announce(server: Any, extra: str = "") -> None:
     cfg = server.config
     ws = server.url.replace("http", "ws", 1)
-    tok = f"?token={cfg.token}" if cfg.token else ""
+    tok = "?token=TOKEN" if cfg.token else ""  # never print the secret itself
     print(f"emostream: serving {server.url}{tok}", flush=True)
     print(f"  timeline  {ws}ws{tok}\n  ingest    {ws}ingest?stream=ID{'&token=...' if tok else ''}\n"
           f"  streams   {server.url}streams{extra}", file=sys.stderr, flush=True)

@@ -309,3 +309,38 @@ def test_send_refused_without_token(tmp_path):
             msgs = await send_file(str(path), f"ws://127.0.0.1:{srv.port}/ingest?stream=x", token="t0k")
             assert msgs[-1]["type"] == "end"
     run(main())
+
+
+def test_listen_follows_a_restarted_server_from_the_start():
+    from streamer.client import listen
+
+    def window(i):
+        return {"type": "window", "start": float(i), "end": i + 1.0, "channel": 0, "speech": False,
+                "label": None, "confidence": None, "probs": None}
+
+    async def main():
+        first = make_server()
+        await first.start()
+        port = first.port
+        a = first.hub.create("main", {"labels": LABELS})
+        for i in range(5):
+            a.publish(window(i))
+        out = io.StringIO()
+        task = asyncio.ensure_future(listen(f"ws://127.0.0.1:{port}/ws", out, "jsonl"))
+        while out.getvalue().count("\n") < 6:
+            await asyncio.sleep(0.02)
+        await first.close()
+        second = EmoServer(ServerConfig(port=port), pipeline_factory=factory())
+        await second.start()
+        await asyncio.sleep(0.01)  # a new stream (its own start time), numbered from 1 again
+        b = second.hub.create("main", {"labels": LABELS})
+        for i in range(3):
+            b.publish(window(100 + i))
+        b.end()
+        assert await asyncio.wait_for(task, 20) == 0
+        await second.close()
+        msgs = [json.loads(s) for s in out.getvalue().splitlines()]
+        assert [(m["type"], m.get("seq")) for m in msgs] == \
+            [("hello", None)] + [("window", i) for i in range(1, 6)] + \
+            [("window", 1), ("window", 2), ("window", 3), ("end", 4)]
+    run(main())
