@@ -130,6 +130,8 @@ async def listen(url: str, out: Any, fmt: str = "text", since: int | None = None
                     out.flush()
                     if kind == "end":
                         return 0
+        except BrokenPipeError:  # our stdout went away (piped into head): not a network problem
+            raise
         except (ConnectionClosed, OSError, asyncio.TimeoutError) as exc:
             refused = _refused(exc)
             if refused or not reconnect or not connected_once:

@@ -125,8 +125,8 @@ class Stream:
 
     def set_hello(self, hello: dict[str, Any]) -> None:
         """The stream's hello (sent first to every subscriber, no seq)."""
-        msg = dict(hello)
-        msg["type"] = "hello"
+        msg = {**hello, "type": "hello"}
+        msg = {"type": "hello", **{k: v for k, v in msg.items() if k != "type"}}
         msg.setdefault("stream", self.id)
         msg.setdefault("started", round(self.started, 3))  # tells a resuming client it is the same stream
         self.hello = msg
@@ -308,8 +308,9 @@ class _Tagged:
     def write(self, line: str) -> None:
         if self.fh.closed:
             raise ValueError("record file closed")
-        # '{"type":...' -> '{"stream":"ID","type":...'
-        self.fh.write(self.prefix + line[1:] if line.startswith("{") else line)
+        # '{"type":...' -> '{"stream":"ID","type":...' (a hello names its stream already)
+        tagged = line.startswith("{") and not line.startswith('{"type":"hello"')
+        self.fh.write(self.prefix + line[1:] if tagged else line)
 
     def flush(self) -> None:
         self.fh.flush()

@@ -104,6 +104,7 @@ def test_hub_reserve_record_and_expiry(tmp_path):
     assert not hub.reserve("x")
     s.publish(win(0))
     s.end()
+    assert all(line.count('"stream":') == 1 for line in rec.read_text().splitlines())
     lines = [json.loads(line) for line in rec.read_text().splitlines()]
     assert [(m["stream"], m["type"], m.get("seq")) for m in lines] == \
         [("x", "hello", None), ("x", "window", 1), ("x", "end", 2)]
