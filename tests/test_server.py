@@ -486,3 +486,98 @@ def test_close_with_connected_clients_is_quick():
             await c.close()
         await srv.close()  # twice is fine
     run(main())
+
+
+# -- the command line, end to end with the shipped model -------------------------------------
+
+def _shipped_model_or_skip():
+    from streamer.config import load_meta
+    from streamer.errors import ModelError
+    try:
+        load_meta()
+    except ModelError as exc:
+        pytest.skip(f"no shipped model: {exc}")
+
+
+def _start_cli(*argv):
+    import os
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "streamer", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        raise AssertionError(proc.stderr.read())
+    return proc, line
+
+
+def test_cli_serve_ingest_send_listen_label_and_ctrl_c(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    _shipped_model_or_skip()
+    rec = tmp_path / "rec.jsonl"
+    proc, line = _start_cli("serve", "--port", "0", "--record", str(rec), "--channels", "split",
+                            "--channel-names", "agent,customer")
+    try:
+        assert line.startswith("emostream: serving http://127.0.0.1:")
+        base = line.split()[-1].rstrip("/")
+        ws = base.replace("http", "ws", 1)
+        wav = tmp_path / "call.wav"
+        y, sr = sf.read("streamer/examples/conversation.flac", dtype="float32", frames=16000 * 8)
+        sf.write(wav, np.stack([y, y[::-1]], axis=1), sr)
+        out = subprocess.run([sys.executable, "-m", "streamer", "send", str(wav), f"{ws}/ingest?stream=c1",
+                              "--rate", "8000", "--encoding", "mulaw"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert "agent,customer" in lines[0] and lines[-1] == "# end"
+        assert any(" agent " in s for s in lines) and any(" customer " in s for s in lines)
+        out = subprocess.run([sys.executable, "-m", "streamer", "listen", f"{ws}/ws?stream=c1", "-f", "jsonl"],
+                             capture_output=True, text=True, timeout=60)
+        msgs = [json.loads(s) for s in out.stdout.splitlines()]
+        assert out.returncode == 0 and msgs[0]["type"] == "hello" and msgs[-1]["type"] == "end"
+        assert [m["seq"] for m in msgs[1:]] == list(range(1, len(msgs)))
+        code, _, body = http(f"{base}/label?filename=clip.flac",
+                             _read_bytes("streamer/examples/conversation.flac"))
+        obj = json.loads(body)
+        assert code == 200 and obj["source"] == "clip.flac" and obj["windows"] and obj["segments"]
+        assert set(obj) >= {"source", "duration", "sample_rate", "model", "windows", "segments"}
+        code, _, body = http(f"{base}/label", b"definitely not audio" * 100)
+        assert code == 415 and "error" in json.loads(body)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+        assert len(rec.read_text().splitlines()) == len(msgs)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _read_bytes(p):
+    with open(p, "rb") as fh:
+        return fh.read()
+
+
+def test_cli_demo_prints_the_address_and_stops_after_seconds():
+    import subprocess
+    _shipped_model_or_skip()
+    proc, line = _start_cli("demo", "--port", "0", "--fast", "--seconds", "1")
+    try:
+        assert line.startswith("emostream demo: open http://127.0.0.1:") and line.rstrip().endswith("/ in a browser")
+        assert proc.wait(120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_cli_errors_are_one_line():
+    import subprocess
+    import sys
+    for argv, code in ((["serve", "--host", "0.0.0.0", "--port", "0"], 64),
+                       (["serve", "--file", "/nonexistent.wav"], 2),
+                       (["listen", "http://x/ws"], 64),
+                       (["send", "x.wav", "ws://127.0.0.1:1/ingest"], 64),
+                       (["listen", "ws://127.0.0.1:1/ws"], 5)):
+        out = subprocess.run([sys.executable, "-m", "streamer", *argv], capture_output=True, text=True, timeout=60)
+        assert out.returncode == code, (argv, out.stderr)
+        assert out.stderr.count("\n") == 1 and out.stderr.startswith("emostream: error:"), out.stderr
