@@ -148,6 +148,7 @@ class EmoServer:
         self._label_sem: asyncio.Semaphore | None = None
         self._stops: list[threading.Event] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._http_conns: set[_Connection] = set()
         self._closed = False
 
     # -- life cycle ------------------------------------------------------------------------
@@ -200,6 +201,8 @@ class EmoServer:
             stop.set()
         for t in list(self._tasks):
             t.cancel()
+        for conn in list(self._http_conns):  # uploads being read or labelled
+            conn.transport.abort()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -439,7 +442,8 @@ class EmoServer:
                 await self._fail(ws, reader.result())
             elif pump in done:
                 if pump.exception() is None and not sub.dropped:
-                    await reader  # stream over: stay open (history) until the peer goes
+                    # stream over: stay open (history) until the peer goes or misbehaves
+                    await self._fail(ws, await reader)
         except ConnectionClosed:
             pass
         finally:
@@ -779,16 +783,25 @@ class _Connection(ServerConnection):
             await asyncio.wait_for(super().handshake(*args, **kwargs), timeout)
             return
         if self._mode == "http":
+            self.app._http_conns.add(self)
+            task = asyncio.ensure_future(self._serve_http())
             try:
-                resp = await self._serve_http()
+                await asyncio.wait({task, self.connection_lost_waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if not task.done():  # the peer went away (or the server is closing): stop waiting
+                    task.cancel()
+                    return
+                resp = task.result()
             except asyncio.TimeoutError:
                 resp = _error_response(408, "request timed out")
             except asyncio.CancelledError:
+                task.cancel()
                 self.transport.abort()
                 raise
             except Exception as exc:
                 log.exception("HTTP request failed")
                 resp = _error_response(500, f"internal error: {type(exc).__name__}")
+            finally:
+                self.app._http_conns.discard(self)
             if resp is not None and not self.transport.is_closing():
                 self.transport.write(_serialize(resp))
                 self.transport.close()  # after the response is flushed

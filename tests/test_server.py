@@ -438,6 +438,26 @@ def test_upload_with_expect_continue_over_a_raw_socket(tmp_path):
     run(main())
 
 
+def test_close_during_an_upload_and_slow_upload_timeout():
+    async def main():
+        srv = make_server(idle_timeout=0.5)
+        await srv.start()
+        r, w = await asyncio.open_connection("127.0.0.1", srv.port)
+        w.write(b"POST /label HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+        await w.drain()
+        resp = await asyncio.wait_for(r.read(), 5)  # the body stalls: 408 after the idle timeout
+        assert resp.startswith(b"HTTP/1.1 408")
+        r, w = await asyncio.open_connection("127.0.0.1", srv.port)
+        w.write(b"POST /label HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123")
+        await w.drain()
+        await asyncio.sleep(0.1)
+        t0 = time.perf_counter()
+        await srv.close()
+        assert time.perf_counter() - t0 < 3
+        w.close()
+    run(main())
+
+
 # -- sources ---------------------------------------------------------------------------------
 
 def test_file_source_runs_in_a_thread_then_history_is_served():
