@@ -10,7 +10,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from streamer.errors import EmostreamError, InputError, ProtocolError, UsageError
+from streamer.errors import ProtocolError, UsageError
 
 __all__ = ["cmd_listen", "cmd_send", "format_text", "with_query", "listen", "send_file"]
 
@@ -250,10 +250,6 @@ def cmd_send(args: argparse.Namespace) -> int:
     _check_url(args.url, "/ingest?stream=ID")
     if "stream" not in dict(parse_qsl(urlsplit(args.url).query)):
         raise UsageError("the ingest address needs ?stream=ID")
-    try:
-        asyncio.run(send_file(args.file, args.url, realtime=args.realtime, rate=args.rate,
-                              encoding=args.encoding, token=args.token,
-                              out=None if args.quiet else sys.stdout))
-    except (EmostreamError, InputError):
-        raise
+    asyncio.run(send_file(args.file, args.url, realtime=args.realtime, rate=args.rate,
+                          encoding=args.encoding, token=args.token, out=None if args.quiet else sys.stdout))
     return 0
