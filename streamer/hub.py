@@ -119,6 +119,7 @@ class Stream:
         self.record = record
         self.subscribers: set[Subscriber] = set()
         self.current: dict[int, dict[str, Any]] = {}  # channel -> latest window summary
+        self.capture: dict[str, Any] | None = None     # a live source's capture health, if known
         self.ended = False
 
     # -- producing -------------------------------------------------------------------------
@@ -222,7 +223,8 @@ class Stream:
                 "started_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
                 "live": not self.ended, "seq": self.seq, "subscribers": len(self.subscribers),
                 "channels": channels,
-                "current": [self.current[k] for k in sorted(self.current)]}
+                "current": [self.current[k] for k in sorted(self.current)],
+                **({"capture": self.capture} if self.capture is not None else {})}
 
 
 class Hub:

@@ -91,6 +91,7 @@ class ServerConfig:
     open_timeout: float = 10.0        # to send a request head / finish the WebSocket handshake
     drop_grace: float = 2.0           # a dropped subscriber's connection is aborted after this
     write_limit: int = 64 * 1024      # bytes buffered for a subscriber before its frames queue
+    health_s: float = 5.0             # how often a live source's capture health is checked
     workers: int = 2                  # threads running ingest pipelines
     label_jobs: int = 1               # uploads labelled at once (others wait)
     web_dir: Path = WEB_DIR
@@ -255,6 +256,7 @@ class EmoServer:
             loop.call_soon_threadsafe(stream.publish_many, list(events))
 
         stats = None
+        health = self._spawn(self._watch_capture(source, stream)) if hasattr(source, "stats") else None
         try:
             stats = await asyncio.to_thread(runner, source, pipe, on_events, realtime=realtime, stop=stop)
             for w in getattr(stats, "warnings", []) or []:
@@ -267,6 +269,8 @@ class EmoServer:
             stream.error(str(exc))
         finally:
             stop.set()
+            if health is not None:
+                health.cancel()
             try:
                 source.close()
             except Exception:  # closing is best effort
@@ -274,6 +278,29 @@ class EmoServer:
             await asyncio.sleep(0)  # let queued call_soon_threadsafe batches land first
             stream.end()
         return stats
+
+    async def _watch_capture(self, source: Any, stream: Stream) -> None:
+        """Report a live source's lost audio (input overflows, ring overruns) in its stream.
+
+        ``source.stats()`` (e.g. MicSource) is polled every ``health_s``; any increase goes out as
+        an ``error`` message starting with ``warning:``, and ``GET /streams`` shows the totals.
+        """
+        keys = ("overflows", "overruns", "dropped_frames")
+        last = {k: 0 for k in keys}
+        while True:
+            await asyncio.sleep(self.config.health_s)
+            try:
+                st = dict(source.stats())
+            except Exception:  # a closing device: nothing to report
+                continue
+            stream.capture = st
+            grew = {k: int(st.get(k) or 0) - last[k] for k in keys}
+            if any(v > 0 for v in grew.values()):
+                last = {k: int(st.get(k) or 0) for k in keys}
+                stream.error(f"warning: {st.get('device', source.uri)}: audio lost in the last "
+                             f"{self.config.health_s:g} s: {grew['overflows']} input overflow(s), "
+                             f"{grew['overruns']} ring overrun(s), {grew['dropped_frames']} frames dropped "
+                             f"(totals {last['overflows']}, {last['overruns']}, {last['dropped_frames']})")
 
     # -- HTTP (GET) routing, authentication, origin ----------------------------------------
 

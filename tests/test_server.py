@@ -492,6 +492,38 @@ def test_file_source_runs_in_a_thread_then_history_is_served():
     run(main())
 
 
+def test_live_source_capture_losses_are_reported_in_the_stream():
+    from streamer.sources import ArraySource
+
+    class LossyMic(ArraySource):
+        live = True
+
+        def __init__(self):
+            super().__init__(np.zeros(8000 * 3, np.float32), 8000, uri="mic:test")
+            self.overflows = 0
+
+        def stats(self):
+            self.overflows += 2
+            return {"device": "test mic", "overflows": self.overflows, "overruns": 0, "dropped_frames": 0}
+
+    def runner(source, pipe, on_events, realtime=False, stop=None):
+        stop.wait(0.5)  # a live source that runs until stopped
+        on_events(pipe.finish())
+
+    async def main():
+        srv = EmoServer(ServerConfig(port=0, health_s=0.1), pipeline_factory=FakePipeline, runner=runner)
+        async with srv:
+            srv.start_source(LossyMic())
+            async with connect(f"ws://127.0.0.1:{srv.port}/ws") as ws:
+                assert json.loads(await ws.recv())["type"] == "hello"
+                warn = json.loads(await ws.recv())
+                assert warn["type"] == "error" and warn["message"].startswith("warning: test mic")
+                assert "2 input overflow(s)" in warn["message"]
+            rows = json.loads((await asyncio.to_thread(http, f"http://127.0.0.1:{srv.port}/streams"))[2])
+            assert rows[0]["capture"]["overflows"] >= 2
+    run(main())
+
+
 def test_close_with_connected_clients_is_quick():
     async def main():
         srv = make_server()
