@@ -55,6 +55,11 @@ class ClipFeatures:
 def _key(items: list[Item], cfg: FeatureConfig, versions: list[str], seed: int) -> str:
     h = hashlib.sha1()
     h.update(json.dumps([asdict(cfg), list(versions), seed, _CACHE_VERSION], sort_keys=True).encode())
+    # the feature and augmentation code itself: a change there recomputes
+    import streamer.features
+
+    for mod in (streamer.features, augment):
+        h.update(Path(mod.__file__).read_bytes())
     for it in items:
         st = os.stat(it.path)
         h.update(f"{it.path}|{st.st_size}|{int(st.st_mtime)}\n".encode())
