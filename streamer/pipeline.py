@@ -252,7 +252,9 @@ def run(source: Source, pipeline: Pipeline, on_events: Callable[[Events], None],
     sr = pipeline.meta.features.sample_rate
     live = source.live or realtime
     if block_s is None:
-        block_s = 0.1 if live else 10.0
+        # live: one feature hop per block, so a window is analysed as soon as its last frame is
+        # complete; files: large blocks amortise per-call overhead
+        block_s = pipeline.meta.features.hop_length / sr if live else 10.0
     in_block = max(1, int(block_s * source.sample_rate))
     ring = RingBuffer(int(ring_s * sr), pipeline.conditioner.out_channels, overwrite=live)
     errors: list[BaseException] = []
@@ -285,7 +287,8 @@ def run(source: Source, pipeline: Pipeline, on_events: Callable[[Events], None],
     read_n = max(1, int(block_s * sr))
     try:
         while not stop.is_set():
-            blk = ring.read(read_n, timeout=0.5, min_frames=min(read_n, int(0.05 * sr) if live else read_n))
+            # live: take whatever has arrived (never wait for more); files: wait for a full block
+            blk = ring.read(read_n if not live else 4 * read_n, timeout=0.5, min_frames=1 if live else read_n)
             if blk is None:
                 break
             if len(blk) == 0:
