@@ -107,7 +107,7 @@ class ChannelAnalyzer:
         """The final (possibly short) window over the uncovered tail."""
         starts, means, wf = self.windows.flush()
         if len(starts) == 0:
-            return starts, means[:, :, :-1] if means.ndim == 3 and means.shape[2] else np.zeros((0, 0, 0)), np.zeros(0), 0
+            return starts, np.zeros((0, 0, self.cfg.n_mfcc), np.float32), np.zeros(0), 0
         mean, std = self.norm.current()
         feats = self.norm.apply(means[:, :, :-1], np.repeat(mean, len(starts), 0), np.repeat(std, len(starts), 0))
         return starts, feats, means[:, :, -1].mean(axis=1), wf
