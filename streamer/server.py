@@ -10,7 +10,7 @@ Routes (one port):
 
 WebSockets and GET requests go through the ``websockets`` library. It parses only GET requests,
 so each connection's first bytes are sniffed: a request that does not start with ``GET `` is read
-and answered here by a small HTTP/1.1 reader (:class:`_Connection`) on the same port.
+and answered by a small HTTP/1.1 reader (:class:`streamer.httpio.SniffingConnection`) on the same port.
 
 CPU work never runs on the event loop: a file or microphone source runs the blocking
 ``pipeline.run`` in a thread and hands events over with ``call_soon_threadsafe``; ingest streams
@@ -24,9 +24,7 @@ import concurrent.futures
 import errno
 import functools
 import hmac
-import http
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -47,6 +45,12 @@ from streamer import protocol
 from streamer.codecs import bytes_per_sample, decode_pcm
 from streamer.errors import EmostreamError, InputError, ProtocolError, UsageError
 from streamer.hub import Hub, Stream, Subscriber
+from streamer.httpio import SniffingConnection as _Connection
+from streamer.httpio import error_response as _error_response
+from streamer.httpio import json_response as _json_response
+from streamer.httpio import response as _response
+from streamer.httpio import suffix_for as _suffix_for
+from streamer.httpio import upload_payload as _upload_payload
 
 __all__ = ["ServerConfig", "EmoServer", "PipelineLike", "is_loopback", "WEB_DIR"]
 
@@ -58,7 +62,6 @@ _STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")
 _STATIC = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
            ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
            ".ico": "image/x-icon", ".json": "application/json"}
-_MAX_HEAD = 16 * 1024
 
 
 class PipelineLike(Protocol):
@@ -105,26 +108,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _json_response(status: int, obj: Any) -> Response:
-    return _response(status, (json.dumps(obj) + "\n").encode(), "application/json")
-
-
-def _error_response(status: int, message: str) -> Response:
-    return _json_response(status, {"error": message, "status": status})
-
-
-def _response(status: int, body: bytes, content_type: str) -> Response:
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
-                       ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
-                       ("Connection", "close")])
-    return Response(status, http.HTTPStatus(status).phrase, headers, body)
-
-
-def _serialize(resp: Response) -> bytes:
-    head = f"HTTP/1.1 {resp.status_code} {resp.reason_phrase}\r\n".encode()
-    return head + resp.headers.serialize() + bytes(resp.body)
 
 
 class EmoServer:
@@ -692,201 +675,3 @@ def _send_now(ws: ServerConnection, limit: int, text: str) -> bool:
 def _abort_if_open(ws: ServerConnection) -> None:
     if ws.transport is not None and not ws.transport.is_closing():
         ws.transport.abort()
-
-
-_MAGIC = [(b"RIFF", ".wav"), (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"ID3", ".mp3"), (b"FORM", ".aiff")]
-
-
-def _suffix_for(name: str, data: bytes) -> str:
-    ext = Path(name).suffix.lower()
-    if re.fullmatch(r"\.[a-z0-9]{1,6}", ext):
-        return ext
-    for magic, suffix in _MAGIC:
-        if data.startswith(magic):
-            return suffix
-    if data[4:8] == b"ftyp":
-        return ".m4a"
-    return ""
-
-
-def _upload_payload(headers: Headers, body: bytes, query: str) -> tuple[bytes, str]:
-    """The uploaded file's bytes and name from a raw or multipart/form-data body."""
-    ctype = headers.get("Content-Type") or ""
-    name = (parse_qs(query).get("filename") or ["upload"])[-1]
-    if not ctype.lower().startswith("multipart/form-data"):
-        return body, os.path.basename(name) or "upload"
-    m = re.search(r'boundary="?([^";]+)"?', ctype)
-    if not m:
-        raise InputError("multipart upload without a boundary")
-    delim = b"--" + m.group(1).encode("latin-1")
-    fallback: tuple[bytes, str] | None = None
-    for part in body.split(delim)[1:]:
-        if part.startswith(b"--"):
-            break
-        head, sep, content = part.partition(b"\r\n\r\n")
-        if not sep:
-            continue
-        if content.endswith(b"\r\n"):
-            content = content[:-2]
-        disp = re.search(rb'(?i)content-disposition:[^\r\n]*', head)
-        dtext = disp.group(0).decode("latin-1") if disp else ""
-        fname = re.search(r'filename="([^"]*)"', dtext)
-        if fname:
-            return content, os.path.basename(fname.group(1)) or "upload"
-        if fallback is None and re.search(r'name="(file|audio)"', dtext):
-            fallback = (content, "upload")
-    if fallback is not None:
-        return fallback
-    raise InputError("multipart upload holds no file part")
-
-
-class _Connection(ServerConnection):
-    """A websockets connection that first sniffs the request method.
-
-    ``GET`` goes to websockets unchanged; anything else (``POST /label``) is read and answered
-    here, with a body limit and timeouts, and the connection is then closed.
-    """
-
-    def __init__(self, *args: Any, app: EmoServer, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.app = app
-        self._mode: str | None = None           # None (sniffing), "ws" or "http"
-        self._buf = bytearray()
-        self._decided: asyncio.Future[None] = self.loop.create_future()
-        self._more = asyncio.Event()
-        self._eof = False
-
-    # asyncio.Protocol callbacks
-
-    def data_received(self, data: bytes) -> None:
-        if self._mode == "ws":
-            return super().data_received(data)
-        self._buf += data
-        self._more.set()
-        if self._mode == "http":
-            if len(self._buf) > self.app.config.max_upload + _MAX_HEAD + 65536:
-                self.transport.pause_reading()  # the reader answers 413 and closes
-            return
-        sp = self._buf.find(b" ")
-        if sp < 0 and len(self._buf) < 8:
-            return
-        if self._buf[:sp] == b"GET":
-            self._mode = "ws"
-            buf, self._buf = bytes(self._buf), bytearray()
-            self._decide()
-            super().data_received(buf)
-        else:
-            self._mode = "http"
-            self._decide()
-
-    def eof_received(self) -> None:
-        if self._mode == "ws":
-            return super().eof_received()
-        self._eof = True
-        self._more.set()
-        self._decide()
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
-        self._more.set()
-        self._decide()
-        super().connection_lost(exc)
-
-    def _decide(self) -> None:
-        if not self._decided.done():
-            self._decided.set_result(None)
-
-    # websockets calls this first
-
-    async def handshake(self, *args: Any, **kwargs: Any) -> None:
-        timeout = self.app.config.open_timeout
-        try:
-            await asyncio.wait_for(asyncio.shield(self._decided), timeout)
-        except asyncio.TimeoutError:
-            self.transport.abort()
-            return
-        if self._mode == "ws":
-            await asyncio.wait_for(super().handshake(*args, **kwargs), timeout)
-            return
-        if self._mode == "http":
-            self.app._http_conns.add(self)
-            task = asyncio.ensure_future(self._serve_http())
-            try:
-                await asyncio.wait({task, self.connection_lost_waiter}, return_when=asyncio.FIRST_COMPLETED)
-                if not task.done():  # the peer went away (or the server is closing): stop waiting
-                    task.cancel()
-                    return
-                resp = task.result()
-            except asyncio.TimeoutError:
-                resp = _error_response(408, "request timed out")
-            except asyncio.CancelledError:
-                task.cancel()
-                self.transport.abort()
-                raise
-            except Exception as exc:
-                log.exception("HTTP request failed")
-                resp = _error_response(500, f"internal error: {type(exc).__name__}")
-            finally:
-                self.app._http_conns.discard(self)
-            if resp is not None and not self.transport.is_closing():
-                self.transport.write(_serialize(resp))
-                self.transport.close()  # after the response is flushed
-            await self.connection_lost_waiter  # wait for the flush; then websockets drops us
-        # peer went away before a request: nothing to answer
-
-    async def _read_more(self, timeout: float) -> None:
-        self._more.clear()
-        if self._eof:
-            raise ConnectionResetError("peer closed")
-        await asyncio.wait_for(self._more.wait(), timeout)
-
-    async def _serve_http(self) -> Response | None:
-        cfg = self.app.config
-        loop = self.loop
-        deadline = loop.time() + cfg.open_timeout
-        while (end := self._buf.find(b"\r\n\r\n")) < 0:
-            if len(self._buf) > _MAX_HEAD:
-                return _error_response(431, "request head too large")
-            try:
-                await self._read_more(max(0.0, deadline - loop.time()))
-            except ConnectionResetError:
-                return None
-        head = bytes(self._buf[:end]).decode("latin-1")
-        del self._buf[: end + 4]
-        lines = head.split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            return _error_response(400, "malformed request line")
-        method, target, _ = parts
-        headers = Headers()
-        for line in lines[1:]:
-            k, sep, v = line.partition(":")
-            if not sep or not k.strip():
-                return _error_response(400, "malformed header")
-            headers[k.strip()] = v.strip()
-        denied = self.app.check_request(method, target, headers)
-        if denied is not None:
-            return denied
-        if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
-            return _error_response(411, "send a Content-Length (chunked uploads are not supported)")
-        try:
-            length = int(headers.get("Content-Length") or "0")
-        except ValueError:
-            return _error_response(400, "bad Content-Length")
-        if length < 0:
-            return _error_response(400, "bad Content-Length")
-        if length > cfg.max_upload:
-            return _error_response(413, f"upload of {length} bytes is larger than the limit "
-                                        f"({cfg.max_upload // (1 << 20)} MB)")
-        if method == "POST" and "100-continue" in (headers.get("Expect") or "").lower():
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        while len(self._buf) < length:
-            self.transport.resume_reading()
-            try:
-                await self._read_more(cfg.idle_timeout)
-            except ConnectionResetError:
-                return None
-        body = bytes(self._buf[:length])
-        self._buf.clear()
-        return await self.app.handle_http(method, target, headers, body)
