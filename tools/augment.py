@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["gain", "add_noise", "reverb", "speed", "telephone", "mulaw_encode", "mulaw_decode", "noisy", "VERSIONS", "make_version"]
+__all__ = ["gain", "add_noise", "reverb", "speed", "telephone", "mulaw_encode", "mulaw_decode", "noisy", "codec", "CODECS", "VERSIONS", "make_version"]
 
 
 def gain(y: np.ndarray, db: float) -> np.ndarray:
@@ -79,8 +79,48 @@ def noisy(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return add_noise(gain(y, rng.uniform(-6, 6)), rng.uniform(10, 30), rng)
 
 
+#: lossy codecs of :func:`codec`: name -> (ffmpeg encoder, container, bitrates in kb/s)
+CODECS = {
+    "mp3": ("libmp3lame", "mp3", (24, 32)),
+    "opus": ("libopus", "ogg", (12, 16)),
+}
+
+
+def codec(y: np.ndarray, sr: int, name: str, kbps: int) -> np.ndarray:
+    """Compressed audio: encode with ffmpeg (``name`` in :data:`CODECS`, ``kbps`` kb/s), decode back to ``sr``.
+
+    The encoded stream goes through a temporary file (so the decoder sees the MP3 gapless header and
+    the Opus pre-skip: no encoder delay), and the result is cut or zero-padded to ``len(y)`` samples.
+    """
+    import os
+    import subprocess
+    import tempfile
+
+    from streamer.sources import ffmpeg_exe
+
+    enc, fmt, _ = CODECS[name]
+    n = len(y)
+    if n == 0:
+        return y.astype(np.float32)
+    pcm = np.clip(y, -1.0, 1.0).astype("<f4").tobytes()
+    ff = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+    with tempfile.TemporaryDirectory(prefix="emostream-codec-") as tmp:
+        path = os.path.join(tmp, f"clip.{fmt}")
+        subprocess.run(ff + ["-f", "f32le", "-ar", str(sr), "-ac", "1", "-i", "pipe:0",
+                             "-c:a", enc, "-b:a", f"{int(kbps)}k", path],
+                       input=pcm, check=True, capture_output=True, timeout=120)
+        out = subprocess.run(ff + ["-i", path, "-f", "f32le", "-ac", "1", "-ar", str(sr), "pipe:1"],
+                             check=True, capture_output=True, timeout=120).stdout
+    z = np.frombuffer(out, dtype="<f4")
+    if len(z) >= n:
+        z = z[:n]
+    else:
+        z = np.concatenate([z, np.zeros(n - len(z), np.float32)])
+    return np.clip(z, -1.0, 1.0).astype(np.float32)
+
+
 #: the versions of a clip a training epoch draws from, by name
-VERSIONS = ("clean", "noisy", "noisy2", "tel", "tel_noisy", "reverb", "speed")
+VERSIONS = ("clean", "noisy", "noisy2", "tel", "tel_noisy", "reverb", "speed", "codec")
 
 
 def make_version(y: np.ndarray, name: str, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -97,4 +137,7 @@ def make_version(y: np.ndarray, name: str, sr: int, rng: np.random.Generator) ->
         return add_noise(reverb(gain(y, rng.uniform(-6, 6)), sr, rng), rng.uniform(20, 40), rng)
     if name == "speed":
         return speed(y, float(rng.choice([0.9, 0.95, 1.05, 1.1])), sr)
+    if name == "codec":  # a random lossy codec and bitrate: MP3 24/32 kb/s or Opus 12/16 kb/s
+        cname = str(rng.choice(sorted(CODECS)))
+        return codec(y, sr, cname, int(rng.choice(CODECS[cname][2])))
     raise ValueError(f"unknown version {name!r}")

@@ -652,7 +652,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-early-stop", action="store_true", help="train the fixed epoch count (--epochs) without early stopping")
     ap.add_argument("--prior-frames", type=float, default=None, help="weight of the prior in the running normaliser")
     ap.add_argument("--context", type=float, default=None, help="probability of streaming the speaker's other clips first (training)")
-    ap.add_argument("--versions", default=None, help="comma-separated augmented versions drawn per epoch")
+    ap.add_argument("--versions", default=None,
+                    help="comma-separated augmented versions drawn per epoch, from tools/augment.py's VERSIONS: "
+                         "clean, noisy, noisy2, tel, tel_noisy, reverb, speed, codec (MP3 24/32 or Opus 12/16 kb/s)")
     ap.add_argument("--out", default=str(ROOT / "model"))
     ap.add_argument("--reports", default=str(ROOT / "model" / "reports"))
     ap.add_argument("--tag", default="", help="suffix for the CV report name (variants)")
