@@ -6,7 +6,7 @@ import librosa
 import numpy as np
 import pytest
 
-from streamer.config import FeatureConfig, NormConfig, GateConfig, ModelMeta
+from streamer.config import FeatureConfig, GateConfig, NormConfig
 from streamer.features import FrameFeaturizer, WindowAssembler, frame_features, window_means, window_starts
 from streamer.gate import SpeechGate
 from streamer.normalise import Normaliser

@@ -6,11 +6,10 @@ import threading
 import tracemalloc
 
 import numpy as np
-import pytest
 
 from streamer.pipeline import Pipeline, run
 from streamer.ringbuffer import RingBuffer
-from streamer.sources import ArraySource, Source, open_source
+from streamer.sources import Source, open_source
 from streamer.timeline import Timeline, TimelineConfig
 from tests.conftest import EXAMPLE, read_mono
 

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from streamer.plot import FALLBACK_COLOURS, LABEL_COLOURS, label_colours, plot_timeline
 
 LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
@@ -46,7 +44,7 @@ def test_colours_cover_the_labels():
 
 
 def test_plot_size_and_pixels(tmp_path):
-    image = pytest.importorskip("matplotlib.image")
+    import matplotlib.image as image
     path = tmp_path / "call.png"
     assert plot_timeline(EVENTS, 60.0, path, LABELS, title="call.wav") == str(path)
     assert png_size(path) == (1200, 140 + 90 * 2)

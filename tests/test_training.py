@@ -35,7 +35,7 @@ def _clip(emotion: int, actor: int, rng) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    sf = pytest.importorskip("soundfile")
+    import soundfile as sf
     root = tmp_path_factory.mktemp("ravdess")
     rng = np.random.default_rng(0)
     for actor in range(1, 6):
@@ -65,7 +65,6 @@ def _run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
 
 def test_default_trains_converts_and_runs(tmp_path, corpus):
     pytest.importorskip("tensorflow")
-    pytest.importorskip("ai_edge_litert")
     from streamer.config import load_meta
     from tools import train
 
@@ -84,7 +83,6 @@ def test_default_trains_converts_and_runs(tmp_path, corpus):
 
 def test_seed_trains_converts_and_runs(tmp_path, corpus):
     pytest.importorskip("tensorflow")
-    pytest.importorskip("ai_edge_litert")
     from streamer.config import load_meta
 
     from tools import train
