@@ -97,7 +97,8 @@ class NormConfig:
 
     kind: ``none``; ``fixed`` (z-score with ``mean``/``std``); ``running`` (per stream: statistics
     over the stream's speech frames so far, starting from ``mean``/``std`` weighted as
-    ``prior_frames`` frames).
+    ``prior_frames`` frames); ``running_mean`` (the running mean of ``running``, i.e. cepstral mean
+    normalisation per stream, divided by the fixed ``std``).
     """
 
     kind: str = "none"
@@ -161,7 +162,7 @@ class ModelMeta:
             )
         except (TypeError, ValueError) as exc:
             raise ModelError(f"bad model metadata: {exc}") from None
-        if meta.normalisation.kind not in ("none", "fixed", "running"):
+        if meta.normalisation.kind not in ("none", "fixed", "running", "running_mean"):
             raise ModelError(f"unknown normalisation kind {meta.normalisation.kind!r}")
         if meta.input_layout not in ("steps", "coefficients"):
             raise ModelError(f"unknown input_layout {meta.input_layout!r}")

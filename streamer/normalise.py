@@ -48,7 +48,7 @@ class Normaliser:
 
     def push(self, frames: np.ndarray, speech: np.ndarray) -> "BlockStats":
         """Add a block of frames; return cumulative statistics at each of its frames."""
-        if self.cfg.kind != "running" or len(frames) == 0:
+        if self.cfg.kind not in ("running", "running_mean") or len(frames) == 0:
             return BlockStats(self, None, None, None)
         w = np.asarray(speech, dtype=np.float64)
         x = np.asarray(frames, dtype=np.float64)
@@ -67,6 +67,10 @@ class Normaliser:
         tot = (n0 + n)[:, None]
         mean = (n0 * self._m0 + s) / tot
         ex2 = (n0 * (self._s0**2 + self._m0**2) + q) / tot
+        if self.cfg.kind == "running_mean":
+            # only the mean adapts: a short stream's variance estimate is noisy, and dividing by it
+            # amplifies the high-order coefficients
+            return mean, np.broadcast_to(self._s0, mean.shape).copy()
         std = np.sqrt(np.maximum(ex2 - mean**2, self.cfg.min_std**2))
         return mean, std
 

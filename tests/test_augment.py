@@ -69,7 +69,24 @@ def test_every_version_keeps_length_except_speed():
             continue  # ffmpeg: tested above
         z = augment.make_version(y, name, SR, np.random.default_rng(3))
         assert z.dtype == np.float32
-        if name == "speed":  # tape speed changes the duration by the factor
+        if name in ("speed", "tel_speed"):  # tape speed changes the duration by the factor
             assert 0.85 * len(y) < len(z) < 1.15 * len(y)
         else:
             assert len(z) == len(y)
+
+
+def test_numbered_version_is_another_draw_of_the_same_recipe():
+    from tools.featcache import version_rng
+
+    y = _voice()
+    a = augment.make_version(y, "noisy", SR, version_rng(0, 5, "noisy"))
+    b = augment.make_version(y, "noisy#2", SR, version_rng(0, 5, "noisy#2"))
+    again = augment.make_version(y, "noisy#2", SR, version_rng(0, 5, "noisy#2"))
+    assert np.array_equal(b, again)  # seeded by (seed, clip, full name)
+    assert not np.allclose(a, b)  # a different draw
+    # same recipe: similar SNR range (white noise of 10-30 dB)
+    for z in (a, b):
+        snr = 10 * np.log10(np.mean(y**2) / np.mean((z - y * (np.dot(z, y) / np.dot(y, y))) ** 2))
+        assert 5 < snr < 35
+    with pytest.raises(ValueError):
+        augment.make_version(y, "nonsense#2", SR, version_rng(0, 5, "x"))

@@ -92,6 +92,17 @@ def test_running_normaliser_blends_prior_and_stream():
     np.testing.assert_allclose(mean, 0.0)
 
 
+def test_running_mean_normaliser_adapts_mean_only():
+    norm = Normaliser(NormConfig(kind="running_mean", mean=[0.0, 0.0], std=[2.0, 0.5], prior_frames=10), 2)
+    x = np.random.default_rng(0).normal(4.0, 3.0, size=(30, 2))
+    st = norm.push(x, np.ones(30, bool))
+    mean, std = st.at(np.array([9, 29]))
+    np.testing.assert_allclose(mean[1], 30 * x.mean(0) / 40)
+    np.testing.assert_allclose(std, [[2.0, 0.5], [2.0, 0.5]])  # the prior's spread, whatever the stream's
+    w = norm.apply(x[None, :5], mean[1:], std[1:])
+    np.testing.assert_allclose(w[0], (x[:5] - mean[1]) / [2.0, 0.5], rtol=1e-5)
+
+
 @pytest.mark.parametrize("cfg", [FeatureConfig(), FeatureConfig(sample_rate=8000, n_fft=256, hop_length=80,
                                                                   n_mels=40, n_mfcc=20, fmin=50.0, fmax=3800.0)])
 def test_mel_basis_and_dct_match_librosa_and_scipy(cfg):

@@ -120,11 +120,16 @@ def codec(y: np.ndarray, sr: int, name: str, kbps: int) -> np.ndarray:
 
 
 #: the versions of a clip a training epoch draws from, by name
-VERSIONS = ("clean", "noisy", "noisy2", "tel", "tel_noisy", "reverb", "speed", "codec")
+VERSIONS = ("clean", "noisy", "noisy2", "tel", "tel_noisy", "reverb", "speed", "codec", "tel_speed", "pink")
 
 
 def make_version(y: np.ndarray, name: str, sr: int, rng: np.random.Generator) -> np.ndarray:
-    """One named augmented version of a clip."""
+    """One named augmented version of a clip.
+
+    ``name#k`` is another draw of version ``name`` (its generator is seeded by the full name), so a
+    training set can hold several different noisy, reverberant or sped-up copies of each clip.
+    """
+    name = name.split("#", 1)[0]
     if name == "clean":
         return y
     if name in ("noisy", "noisy2"):
@@ -137,6 +142,10 @@ def make_version(y: np.ndarray, name: str, sr: int, rng: np.random.Generator) ->
         return add_noise(reverb(gain(y, rng.uniform(-6, 6)), sr, rng), rng.uniform(20, 40), rng)
     if name == "speed":
         return speed(y, float(rng.choice([0.9, 0.95, 1.05, 1.1])), sr)
+    if name == "tel_speed":  # another talker over the phone: speed/pitch, then the telephone channel
+        return telephone(speed(gain(y, rng.uniform(-6, 6)), float(rng.uniform(0.88, 1.12)), sr), sr)
+    if name == "pink":  # gain, then pink noise at 5-25 dB SNR (closer to room and car noise than white)
+        return add_noise(gain(y, rng.uniform(-6, 6)), rng.uniform(5, 25), rng, colour="pink")
     if name == "codec":  # a random lossy codec and bitrate: MP3 24/32 kb/s or Opus 12/16 kb/s
         cname = str(rng.choice(sorted(CODECS)))
         return codec(y, sr, cname, int(rng.choice(CODECS[cname][2])))

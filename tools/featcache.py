@@ -1,8 +1,8 @@
 """On-disk cache of frame features (MFCC + level) for every clip and augmented version.
 
 Features come from :func:`streamer.features.frame_features` (the streamer's own code: train/serve
-parity). One ``.npz`` per (clip list, feature config, versions, seed) under ``cache/`` (git-ignored),
-keyed by a hash of all of them, so changing any feature parameter recomputes.
+parity). One ``.npz`` per (clip list, feature config, version, seed) under ``cache/`` (git-ignored),
+keyed by a hash of all of them (and of the feature and augmentation code), so changing any feature parameter recomputes.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import time
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,37 +25,35 @@ from tools.datasets import Item, load_audio
 __all__ = ["CACHE_DIR", "ClipFeatures", "build"]
 
 CACHE_DIR = Path(os.environ.get("EMOSTREAM_CACHE", Path(__file__).resolve().parent.parent / "cache"))
-_CACHE_VERSION = 2  # bump when augment.py changes what a version means
+_CACHE_VERSION = 3  # bump when augment.py changes what a version means
 
 
 class ClipFeatures:
     """Frame features of clips x versions: ``mfcc(i, v)`` [n, C] and ``level(i, v)`` [n]."""
 
-    def __init__(self, versions: list[str], offsets: np.ndarray, mfcc: np.ndarray, level: np.ndarray):
+    def __init__(self, versions: list[str], parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
         self.versions = list(versions)
-        self.offsets = offsets  # [n_clips, n_versions, 2] start, end rows
-        self._mfcc = mfcc
-        self._level = level
+        self._parts = parts  # per version: offsets [n_clips, 2], mfcc [rows, C], level [rows]
 
     @property
     def n_clips(self) -> int:
-        return self.offsets.shape[0]
+        return self._parts[0][0].shape[0] if self._parts else 0
 
     def vindex(self, name: str) -> int:
         return self.versions.index(name)
 
     def mfcc(self, i: int, v: int) -> np.ndarray:
-        a, b = self.offsets[i, v]
-        return self._mfcc[a:b]
+        off, mf, _ = self._parts[v]
+        return mf[off[i, 0] : off[i, 1]]
 
     def level(self, i: int, v: int) -> np.ndarray:
-        a, b = self.offsets[i, v]
-        return self._level[a:b]
+        off, _, lv = self._parts[v]
+        return lv[off[i, 0] : off[i, 1]]
 
 
-def _key(items: list[Item], cfg: FeatureConfig, versions: list[str], seed: int) -> str:
+def _key(items: list[Item], cfg: FeatureConfig, version: str, seed: int) -> str:
     h = hashlib.sha1()
-    h.update(json.dumps([asdict(cfg), list(versions), seed, _CACHE_VERSION], sort_keys=True).encode())
+    h.update(json.dumps([asdict(cfg), version, seed, _CACHE_VERSION], sort_keys=True).encode())
     # the feature and augmentation code itself: a change there recomputes
     import streamer.features
 
@@ -66,6 +65,11 @@ def _key(items: list[Item], cfg: FeatureConfig, versions: list[str], seed: int) 
     return h.hexdigest()[:16]
 
 
+def version_rng(seed: int, clip: int, version: str) -> np.random.Generator:
+    """The generator a clip's augmented version draws from: fixed by (seed, clip, version name)."""
+    return np.random.default_rng([seed, clip, zlib.crc32(version.encode())])
+
+
 def build(
     items: list[Item],
     cfg: FeatureConfig,
@@ -74,32 +78,36 @@ def build(
     cache_dir: str | os.PathLike[str] | None = None,
     log=print,
 ) -> ClipFeatures:
-    """Frame features of every item in every version, from the cache or computed (and cached)."""
+    """Frame features of every item in every version, from the cache or computed (one file a version)."""
     cache_dir = Path(cache_dir) if cache_dir else CACHE_DIR
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"feat-{_key(items, cfg, versions, seed)}.npz"
-    if path.exists():
-        z = np.load(path)
-        return ClipFeatures(list(z["versions"]), z["offsets"], z["mfcc"], z["level"])
-    t0 = time.time()
-    mf, lv = [], []
-    offsets = np.zeros((len(items), len(versions), 2), dtype=np.int64)
-    row = 0
-    for i, it in enumerate(items):
-        y = load_audio(it.path, cfg.sample_rate)
-        for v, name in enumerate(versions):
-            rng = np.random.default_rng([seed, i, v])
-            ya = augment.make_version(y, name, cfg.sample_rate, rng)
+    parts = []
+    audio: dict[int, np.ndarray] = {}
+    for name in versions:
+        path = cache_dir / f"feat-{_key(items, cfg, name, seed)}.npz"
+        if path.exists():
+            z = np.load(path)
+            parts.append((z["offsets"], z["mfcc"], z["level"]))
+            continue
+        t0 = time.time()
+        mf, lv = [], []
+        offsets = np.zeros((len(items), 2), dtype=np.int64)
+        row = 0
+        for i, it in enumerate(items):
+            if i not in audio:
+                audio[i] = load_audio(it.path, cfg.sample_rate)
+            ya = augment.make_version(audio[i], name, cfg.sample_rate, version_rng(seed, i, name))
             m, l = frame_features(ya, cfg)
             mf.append(m)
             lv.append(l)
-            offsets[i, v] = row, row + len(m)
+            offsets[i] = row, row + len(m)
             row += len(m)
-        if log and (i + 1) % 200 == 0:
-            log(f"  features {i + 1}/{len(items)} ({time.time() - t0:.0f} s)")
-    mfcc = np.concatenate(mf).astype(np.float32) if mf else np.zeros((0, cfg.n_mfcc), np.float32)
-    level = np.concatenate(lv).astype(np.float32) if lv else np.zeros(0, np.float32)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, versions=np.array(versions), offsets=offsets, mfcc=mfcc, level=level)
-    os.replace(tmp, path)
-    return ClipFeatures(list(versions), offsets, mfcc, level)
+        mfcc = np.concatenate(mf).astype(np.float32) if mf else np.zeros((0, cfg.n_mfcc), np.float32)
+        level = np.concatenate(lv).astype(np.float32) if lv else np.zeros(0, np.float32)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, offsets=offsets, mfcc=mfcc, level=level)
+        os.replace(tmp, path)
+        if log:
+            log(f"  features of version {name!r}: {len(items)} clips ({time.time() - t0:.0f} s)")
+        parts.append((offsets, mfcc, level))
+    return ClipFeatures(list(versions), parts)

@@ -142,8 +142,12 @@ class Data:
 
 
 def norm_config(rcp: dict, mean, std) -> NormConfig:
-    if rcp["norm"] == "running":
-        return NormConfig(kind="running", mean=[float(v) for v in mean], std=[float(v) for v in std],
+    if rcp.get("std_pool"):
+        # one spread for every coefficient (their RMS): the z-score then keeps the cepstrum's own
+        # shape, i.e. it is an orthogonal rotation of mean-normalised log-mel bands
+        std = np.full_like(np.asarray(std, dtype=np.float64), float(np.sqrt(np.mean(np.square(std)))))
+    if rcp["norm"] in ("running", "running_mean"):
+        return NormConfig(kind=rcp["norm"], mean=[float(v) for v in mean], std=[float(v) for v in std],
                           prior_frames=float(rcp.get("prior_frames", 100.0)))
     if rcp["norm"] == "fixed":
         return NormConfig(kind="fixed", mean=[float(v) for v in mean], std=[float(v) for v in std])
@@ -242,7 +246,7 @@ def build_model(rcp: dict, seed: int):
         x = L.MaxPooling1D(2, padding="same")(x)
     x = L.Dropout(0.3)(x)
     x = L.Concatenate()([L.GlobalAveragePooling1D()(x), L.GlobalMaxPooling1D()(x)])
-    x = L.Dense(64, activation="relu")(x)
+    x = L.Dense(int(rcp.get("dense", 64)), activation="relu")(x)
     x = L.Dropout(0.3)(x)
     out = L.Dense(n_out, activation="softmax")(x)
     return keras.Model(inp, out, name="cnn")
@@ -271,14 +275,35 @@ def _optimizer(rcp: dict, steps_total: int):
     return keras.optimizers.Adam(learning_rate=lr)
 
 
-def _spec_mask(X: np.ndarray, rng) -> np.ndarray:
+def _spec_mask(X: np.ndarray, rng, max_t: int = 15, max_c: int = 8, n_mels: int = 0) -> np.ndarray:
+    """Time mask (zeroed frames) and a coefficient mask; with ``n_mels`` the second masks mel bands.
+
+    A mel-band mask in the cepstral domain: the window's log-mel projection ``X @ D.T`` loses bands
+    ``c0..c0+w`` and is projected back (``D`` the DCT matrix of the features), so the mask is the
+    SpecAugment frequency mask whatever the number of coefficients kept.
+    """
     B, T, C = X.shape
+    if n_mels:
+        from streamer.features import dct_matrix
+
+        D = dct_matrix(n_mels, C)  # [n_mels, C]
+        for b in range(B):
+            w = int(rng.integers(0, max_t + 1))
+            if w and T > w:
+                t0 = int(rng.integers(0, T - w))
+                X[b, t0 : t0 + w] = 0.0
+            w = int(rng.integers(0, max_c + 1))
+            if w:
+                c0 = int(rng.integers(0, n_mels - w))
+                band = D[c0 : c0 + w]  # [w, C]
+                X[b] -= (X[b] @ band.T) @ band
+        return X
     for b in range(B):
-        w = int(rng.integers(0, 16))
+        w = int(rng.integers(0, max_t + 1))
         if w and T > w:
             t0 = int(rng.integers(0, T - w))
             X[b, t0 : t0 + w] = 0.0
-        w = int(rng.integers(0, 9))
+        w = int(rng.integers(0, max_c + 1))
         if w and C > w:
             c0 = int(rng.integers(0, C - w))
             X[b, :, c0 : c0 + w] = 0.0
@@ -306,7 +331,8 @@ def epoch_set(data: Data, idx, rcp, ncfg, rng):
                    np.concatenate([data.speech[o][v] for o in pick]))
         X[j] = sample_window(data.cf.mfcc(i, v), data.speech[i][v], cfg, ncfg, rng, ctx)
     if rcp.get("spec_mask"):
-        X = _spec_mask(X, rng)
+        X = _spec_mask(X, rng, int(rcp.get("mask_t", 15)), int(rcp.get("mask_c", 8)),
+                       cfg.n_mels if rcp.get("mask_domain") == "mel" else 0)
     return to_layout(X, rcp["input_layout"]), data.y[idx]
 
 
@@ -383,7 +409,12 @@ def fit(data: Data, tr, rcp, ncfg, seed: int, val=None, curve_sets=None, log=pri
     rng = np.random.default_rng(seed)
     model = build_model(rcp, seed)
     steps = int(np.ceil(len(tr) / rcp["batch"])) * rcp["epochs"]
-    model.compile(optimizer=_optimizer(rcp, steps), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    ls = float(rcp.get("label_smoothing", 0.0))
+    if ls:
+        loss = tf.keras.losses.CategoricalCrossentropy(label_smoothing=ls)
+    else:
+        loss = "sparse_categorical_crossentropy"
+    model.compile(optimizer=_optimizer(rcp, steps), loss=loss)
     g = data.gate.min_fraction
     best, best_ep, best_w, wait = -1.0, 0, None, 0
     curve = []
@@ -391,6 +422,8 @@ def fit(data: Data, tr, rcp, ncfg, seed: int, val=None, curve_sets=None, log=pri
     t0 = time.time()
     for ep in range(rcp["epochs"]):
         X, y = epoch_set(data, tr, rcp, ncfg, rng)
+        if ls:
+            y = np.eye(len(LABELS), dtype=np.float32)[y]
         h = model.fit(X, y, batch_size=rcp["batch"], epochs=1, verbose=0, shuffle=True)
         if vwins is not None and rcp.get("early_stopping"):
             acc = float(np.mean(predict_clips(keras_predict(model), vwins, rcp["input_layout"], g).argmax(1) == data.y[val]))
@@ -436,7 +469,7 @@ def run_cv(data: Data, rcp: dict, args, log=print) -> dict:
         m0, s0 = data.prior(tr)
         ncfg = norm_config(rcp, m0, s0)
         sets = {v: (eval_windows(data, te, v, rcp, ncfg), data.y[te]) for v in ("clean", "tel")}
-        if rcp["norm"] == "running":
+        if rcp["norm"] in ("running", "running_mean"):
             for v in ("clean", "tel"):
                 sets[v + "_spk"] = (eval_windows(data, te, v, rcp, ncfg, speaker=True), data.y[te])
         log(f"fold {fi + 1}/{len(folds)}: test actors {test_actors}, {len(tr)} train clips")
@@ -663,6 +696,18 @@ def main(argv=None) -> int:
     ap.add_argument("--reports", default=str(ROOT / "model" / "reports"))
     ap.add_argument("--tag", default="", help="suffix for the CV report name (variants)")
     ap.add_argument("--cache", default=None, help="feature cache folder (default cache/)")
+    ap.add_argument("--norm", choices=["running", "running_mean", "fixed", "none"], default=None,
+                    help="feature normalisation (recipe's default)")
+    ap.add_argument("--blocks", default=None, help="Conv1D blocks as filters:kernel,... (e.g. 96:5,128:5,128:3,160:3)")
+    ap.add_argument("--dense", type=int, default=None)
+    ap.add_argument("--label-smoothing", type=float, default=None)
+    ap.add_argument("--mask-t", type=int, default=None, help="longest time mask (frames)")
+    ap.add_argument("--mask-c", type=int, default=None, help="longest coefficient mask")
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--std-pool", action="store_true", help="one normalisation spread for all coefficients")
+    ap.add_argument("--mask-domain", choices=["coefficients", "mel"], default=None,
+                    help="frequency masks on coefficients or on mel bands (projected)")
+    ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--quant", choices=["dynamic", "none"], default="dynamic")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--threads", type=int, default=1)
@@ -677,7 +722,11 @@ def main(argv=None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     over = dict(epochs=args.epochs, n_mfcc=args.n_mfcc, n_mels=args.n_mels, prior_frames=args.prior_frames,
-                context=args.context)
+                context=args.context, norm=args.norm, dense=args.dense, label_smoothing=args.label_smoothing,
+                mask_t=args.mask_t, mask_c=args.mask_c, lr=args.lr, batch=args.batch,
+                std_pool=args.std_pool or None, mask_domain=args.mask_domain)
+    if args.blocks:
+        over["blocks"] = [tuple(int(v) for v in b.split(":")) for b in args.blocks.split(",")]
     if args.versions:
         vs = args.versions.split(",")
         over["train_versions"] = vs
