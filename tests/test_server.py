@@ -609,7 +609,6 @@ def _read_bytes(p):
 
 
 def test_cli_demo_prints_the_address_and_stops_after_seconds():
-    import subprocess
     _shipped_model_or_skip()
     proc, line = _start_cli("demo", "--port", "0", "--fast", "--seconds", "1")
     try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, replace
@@ -220,7 +219,6 @@ def to_layout(x: np.ndarray, layout: str) -> np.ndarray:
 
 
 def build_model(rcp: dict, seed: int):
-    import tensorflow as tf
     from tensorflow import keras
     from tensorflow.keras import layers as L
 
@@ -562,7 +560,6 @@ def final_fit(data: Data, rcp: dict, args, log=print):
     """Fit on every clip (seed: actors 1-16 with early stopping on 17-20) and write .tflite + .json."""
     from tools.convert import agreement, latency_ms, to_tflite
 
-    g = data.gate.min_fraction
     all_idx = np.arange(len(data.items))
     val = None
     tr = all_idx
