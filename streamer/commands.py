@@ -162,4 +162,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         for k, v in ev.items():
             if isinstance(v, (int, float, str)):
                 print(f"eval       {k}: {v}")
+            elif isinstance(v, dict) and "accuracy" in v:  # a test condition: its headline figures
+                f1 = f", macro-F1 {v['macro_f1']}" if "macro_f1" in v else ""
+                print(f"eval       {k}: accuracy {v['accuracy']}{f1}")
     return 0

@@ -118,6 +118,10 @@ def test_info():
     info = json.loads(r.stdout)
     assert len(info["labels"]) == 8 and info["runtime"] in ("ai_edge_litert", "tflite_runtime", "tensorflow.lite")
     assert info["features"]["sample_rate"] == 16000
+    # the text form names the shipped model's speaker-independent figures, as its metadata records them
+    text = emostream("info").stdout.decode()
+    acc = info["evaluation"]["clean_16k"]["accuracy"]
+    assert f"eval       clean_16k: accuracy {acc}, macro-F1 " in text
 
 
 # ---- bad input: one line, non-zero, no traceback ------------------------------------------------
