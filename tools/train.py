@@ -43,6 +43,7 @@ RAVDESS_CITATION = (
     "(RAVDESS). PLoS ONE 13(5): e0196391. https://doi.org/10.1371/journal.pone.0196391"
 )
 FOLDS = [list(range(a, a + 4)) for a in (1, 5, 9, 13, 17)]
+DEFAULT_BLOCKS = [(96, 5), (128, 5), (128, 3), (160, 3)]  # Conv1D (filters, kernel) of the CNN
 
 # RAVDESS is recorded quietly: 5 % of its clips peak below -45 dBFS (frame power) and 1 % below
 # -50, so the streamer's default absolute floor (-50 dBFS) left 7.6 % of the clips without a single
@@ -239,7 +240,7 @@ def build_model(rcp: dict, seed: int):
         return keras.Model(inp, out, name="seed")
     inp = keras.Input((None, cfg.n_mfcc))
     x = inp
-    for f, k in rcp.get("blocks", [(96, 5), (128, 5), (128, 3), (160, 3)]):
+    for f, k in rcp.get("blocks", DEFAULT_BLOCKS):
         x = L.Conv1D(f, k, padding="same", use_bias=False)(x)
         x = L.BatchNormalization()(x)
         x = L.Activation("relu")(x)
@@ -638,11 +639,13 @@ def _describe(rcp: dict) -> str:
     if rcp["name"] == "seed":
         return ("Seed baseline: 40 MFCC means of the whole 3 s window, Conv1D 128/5 -> ReLU -> Dropout .1 -> "
                 "MaxPool 8 -> Conv1D 128/5 -> ReLU -> Dropout .1 -> Flatten -> Dense 8 softmax; RMSprop 5e-5, batch 16.")
-    return ("1-D CNN over per-frame MFCCs (20 ms steps, 3 s windows, dynamic time axis): four Conv1D blocks "
-            "(96x5,128x5,128x3,160x3) + BatchNorm + ReLU + MaxPool 2, average+max pooling, Dense 64, Dense 8 softmax; "
-            "running per-stream band z-score; trained with noise, gain, 8 kHz mu-law telephone, reverberation, speed, "
-            "MP3/Opus codecs, time shift and masks; "
-            "average of %d seeds." % rcp["seeds"])
+    blocks = ",".join(f"{f}x{k}" for f, k in rcp.get("blocks", DEFAULT_BLOCKS))
+    return (f"1-D CNN over per-frame MFCCs (20 ms steps, 3 s windows, dynamic time axis): "
+            f"{len(rcp.get('blocks', DEFAULT_BLOCKS))} Conv1D blocks ({blocks}) + BatchNorm + ReLU + MaxPool 2, "
+            f"average+max pooling, Dense {rcp.get('dense', 64)}, Dense 8 softmax; {rcp['norm']} per-stream "
+            f"normalisation; trained on {len(rcp['train_versions'])} augmented copies of each clip (noise, gain, "
+            "8 kHz mu-law telephone, reverberation, speed, MP3/Opus codecs), time shift and masks; "
+            f"average of {rcp['seeds']} seeds.")
 
 
 def _eval_summary(cv, rcp) -> dict:
