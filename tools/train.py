@@ -458,7 +458,7 @@ def run_cv(data: Data, rcp: dict, args, log=print) -> dict:
     g = data.gate.min_fraction
     folds = [f for f in FOLDS if np.isin(data.actor, f).any()]
     res = {"folds": [], "protocol": "5-fold actor-grouped CV, 4 actors a fold: " + str(folds)}
-    preds = {"clean": [], "tel": [], "clean_spk": [], "tel_spk": []}
+    preds: dict[str, list] = {"clean": [], "tel": [], "clean_spk": [], "tel_spk": [], "codec": []}
     ytrue = []
     for fi, test_actors in enumerate(folds):
         te = np.where(np.isin(data.actor, test_actors))[0]
@@ -472,6 +472,8 @@ def run_cv(data: Data, rcp: dict, args, log=print) -> dict:
         m0, s0 = data.prior(tr)
         ncfg = norm_config(rcp, m0, s0)
         sets = {v: (eval_windows(data, te, v, rcp, ncfg), data.y[te]) for v in ("clean", "tel")}
+        if "codec" in data.cf.versions:  # the test actors' MP3/Opus copies (never trained on in this fold)
+            sets["codec"] = (eval_windows(data, te, "codec", rcp, ncfg), data.y[te])
         if rcp["norm"] in ("running", "running_mean"):
             for v in ("clean", "tel"):
                 sets[v + "_spk"] = (eval_windows(data, te, v, rcp, ncfg, speaker=True), data.y[te])
@@ -493,8 +495,8 @@ def run_cv(data: Data, rcp: dict, args, log=print) -> dict:
         res["folds"].append(fold)
     yt = np.concatenate(ytrue)
     for v, name in (("clean", "clean_16k"), ("tel", "mulaw_8k"), ("clean_spk", "speaker_clean_16k"),
-                    ("tel_spk", "speaker_mulaw_8k")):
-        if not preds[v]:
+                    ("tel_spk", "speaker_mulaw_8k"), ("codec", "codec_16k")):
+        if not preds.get(v):
             continue
         res[name] = metrics(yt, np.concatenate(preds[v]))
         accs = [f[v]["accuracy"] for f in res["folds"]]
@@ -654,7 +656,7 @@ def _eval_summary(cv, rcp) -> dict:
     if not cv:
         return {"protocol": "none recorded: run tools/train.py --model %s --cv" % rcp["name"]}
     out = {"protocol": cv.get("protocol"), "command": cv.get("command")}
-    for k in ("clean_16k", "mulaw_8k", "speaker_clean_16k", "speaker_mulaw_8k"):
+    for k in ("clean_16k", "mulaw_8k", "speaker_clean_16k", "speaker_mulaw_8k", "codec_16k"):
         if k in cv:
             out[k] = {kk: cv[k][kk] for kk in ("accuracy", "macro_f1", "recall", "fold_accuracy", "fold_std")}
     for k in ("random_split", "random_split_fixed_epochs"):
