@@ -154,3 +154,23 @@ def test_augmentations_shapes_and_telephone_band():
     assert spec[np.abs(freqs - 6000) < 5].max() < 0.01 * spec[np.abs(freqs - 500) < 5].max()
     codes = augment.mulaw_encode(np.linspace(-1, 1, 101))
     np.testing.assert_allclose(augment.mulaw_decode(codes), np.linspace(-1, 1, 101), atol=0.02)
+
+
+def test_mel_band_mask_removes_whole_mel_bands_from_cepstral_windows():
+    from streamer.features import dct_matrix
+    from tools.train import _spec_mask
+
+    X = np.random.default_rng(0).normal(size=(32, 150, 64)).astype(np.float32)
+    Y = _spec_mask(X.copy(), np.random.default_rng(1), max_t=0, max_c=8, n_mels=64)
+    M = Y @ dct_matrix(64, 64).T  # back to (z-scored) log-mel bands
+    zero_bands = np.all(np.abs(M) < 1e-4, axis=1)  # [32, 64]: bands silent over the whole window
+    widths = zero_bands.sum(1)
+    assert widths.max() > 0 and widths.max() <= 8
+    for b in range(32):  # each masked window loses one contiguous run of bands, and nothing else changes
+        k = np.flatnonzero(zero_bands[b])
+        if len(k):
+            assert np.array_equal(k, np.arange(k[0], k[0] + len(k)))
+            keep = np.setdiff1d(np.arange(64), k)
+            np.testing.assert_allclose(M[b][:, keep], (X[b] @ dct_matrix(64, 64).T)[:, keep], atol=1e-4)
+        else:
+            np.testing.assert_array_equal(Y[b], X[b])
