@@ -107,6 +107,32 @@ def test_cv_report(tmp_path, corpus):
     assert (tmp_path / "reports" / "confusion_default_clean_16k.png").exists()
 
 
+def test_cv_saved_members_merge_into_one_ensemble(tmp_path, corpus):
+    """Two CV runs with disjoint seeds merge into the CV of one ensemble of all their models."""
+    pytest.importorskip("tensorflow")
+    from tools import cv_members, train
+
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    assert train.main(_args(tmp_path, corpus, "--cv", "--seeds-cv", "2", "--seed", "1", "--tag", "a",
+                            "--save-probs", str(a))) == 0
+    assert train.main(_args(tmp_path, corpus, "--cv", "--seeds-cv", "1", "--seed", "2", "--tag", "b",
+                            "--save-probs", str(b))) == 0
+    probs, ys, seeds = cv_members.load([str(a)])
+    assert seeds == [1, 2] and probs["clean/0"].shape == (2, len(ys[0]), len(train.LABELS))
+    # the ensemble's CV from the saved models is the run's own report
+    rep = json.loads((tmp_path / "reports" / "cv_default_a.json").read_text())
+    full = cv_members.score(probs, ys, np.arange(2))
+    for key in ("clean_16k", "mulaw_8k", "codec_16k"):
+        assert full[key]["confusion"] == rep[key]["confusion"]
+    # seed 2 alone is the same model as the second model of the first run (seed = --seed + k)
+    pb, _, _ = cv_members.load([str(b)])
+    np.testing.assert_allclose(pb["clean/1"][0], probs["clean/1"][1], atol=1e-5)
+    with pytest.raises(SystemExit, match="repeats seeds"):
+        cv_members.load([str(a), str(b)])
+    assert cv_members.main([str(a), "--json", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["seeds"] == [1, 2]
+
+
 def test_keras_tflite_agreement_float32_and_int8():
     pytest.importorskip("tensorflow")
     from tools import train

@@ -469,6 +469,7 @@ def run_cv(data: Data, rcp: dict, args, log=print) -> dict:
     res = {"folds": [], "protocol": "5-fold actor-grouped CV, 4 actors a fold: " + str(folds)}
     preds: dict[str, list] = {"clean": [], "tel": [], "clean_spk": [], "tel_spk": [], "codec": []}
     ytrue = []
+    members: dict[str, list] = {}  # "set/fold" -> each model's clip probabilities (for --save-probs)
     for fi, test_actors in enumerate(folds):
         te = np.where(np.isin(data.actor, test_actors))[0]
         tr_all = np.where(~np.isin(data.actor, test_actors))[0]
@@ -490,11 +491,14 @@ def run_cv(data: Data, rcp: dict, args, log=print) -> dict:
         P = {k: 0 for k in sets}
         infos = []
         for s in range(args.seeds_cv):
-            model, info = fit(data, tr, rcp, ncfg, seed=args.seed + 1000 * fi + s, val=val,
-                              curve_sets=sets if not rcp.get("early_stopping") else None, log=log)
+            # the curve (for choosing the epoch count) is read from the first model of a fold only
+            curve = sets if not rcp.get("early_stopping") and s == 0 else None
+            model, info = fit(data, tr, rcp, ncfg, seed=args.seed + 1000 * fi + s, val=val, curve_sets=curve, log=log)
             infos.append(info)
             for v in P:
-                P[v] = P[v] + predict_clips(keras_predict(model), sets[v][0], rcp["input_layout"], g)
+                p = predict_clips(keras_predict(model), sets[v][0], rcp["input_layout"], g)
+                P[v] = P[v] + p
+                members.setdefault(f"{v}/{fi}", []).append(p)
         fold = {"test_actors": test_actors, "train": infos}
         for v in P:
             fold[v] = metrics(data.y[te], P[v].argmax(1))
@@ -503,6 +507,10 @@ def run_cv(data: Data, rcp: dict, args, log=print) -> dict:
         log(f"  fold {fi + 1}: clean {fold['clean']['accuracy']}, 8 kHz mu-law {fold['tel']['accuracy']}")
         res["folds"].append(fold)
     yt = np.concatenate(ytrue)
+    if getattr(args, "save_probs", None):
+        np.savez_compressed(args.save_probs, **{k: np.stack(v) for k, v in members.items()},
+                            **{f"y/{fi}": y for fi, y in enumerate(ytrue)},
+                            seeds=np.array([args.seed + s for s in range(args.seeds_cv)]))
     for v, name in (("clean", "clean_16k"), ("tel", "mulaw_8k"), ("clean_spk", "speaker_clean_16k"),
                     ("tel_spk", "speaker_mulaw_8k"), ("codec", "codec_16k")):
         if not preds.get(v):
@@ -726,6 +734,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quant", choices=["dynamic", "none"], default="dynamic")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--save-probs", default=None,
+                    help="CV: save every model's clip probabilities to this .npz (tools/cv_members.py merges runs)")
     ap.add_argument("--refresh-meta", action="store_true",
                     help="only rewrite the evaluation block of the shipped metadata from the CV report")
     args = ap.parse_args(argv)

@@ -1,0 +1,88 @@
+"""Merge the per-model clip probabilities of CV runs and score ensembles of every size.
+
+``tools/train.py --cv --seeds-cv N --save-probs F.npz`` keeps each model's clip probabilities per
+fold and test set. Runs with disjoint seeds (e.g. ``--seed 1`` and ``--seed 6`` with 5 models each)
+merge into the CV of one ensemble of all their models: the same seeds, folds and test clips as one
+run with ``--seeds-cv 10``, at half the wall time when the two halves run side by side.
+
+    python tools/cv_members.py runs/a.npz runs/b.npz [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tools.train import metrics  # noqa: E402
+
+SETS = {"clean": "clean_16k", "tel": "mulaw_8k", "codec": "codec_16k",
+        "clean_spk": "speaker_clean_16k", "tel_spk": "speaker_mulaw_8k"}
+
+
+def load(paths: list[str]) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray], list[int]]:
+    """Members stacked over runs: {"set/fold": (models, clips, classes)}, {fold: labels}, seeds."""
+    probs: dict[str, list] = {}
+    ys: dict[int, np.ndarray] = {}
+    seeds: list[int] = []
+    for p in paths:
+        z = np.load(p)
+        run_seeds = [int(s) for s in z["seeds"]]
+        if set(run_seeds) & set(seeds):
+            raise SystemExit(f"error: {p} repeats seeds {sorted(set(run_seeds) & set(seeds))}")
+        seeds += run_seeds
+        for k in z.files:
+            if k.startswith("y/"):
+                fi = int(k[2:])
+                if fi in ys and not np.array_equal(ys[fi], z[k]):
+                    raise SystemExit(f"error: {p} has other test clips in fold {fi}")
+                ys[fi] = z[k]
+            elif "/" in k:
+                probs.setdefault(k, []).append(z[k])
+    return {k: np.concatenate(v) for k, v in probs.items()}, ys, seeds
+
+
+def score(probs: dict[str, np.ndarray], ys: dict[int, np.ndarray], members: np.ndarray) -> dict:
+    """Pooled metrics per test set of the ensemble averaging ``members`` (indices into the models)."""
+    out = {}
+    folds = sorted(ys)
+    for v, name in SETS.items():
+        if f"{v}/0" not in probs:
+            continue
+        pred = np.concatenate([probs[f"{v}/{fi}"][members].mean(0).argmax(1) for fi in folds])
+        m = metrics(np.concatenate([ys[fi] for fi in folds]), pred)
+        m["fold_accuracy"] = [round(float(np.mean(probs[f"{v}/{fi}"][members].mean(0).argmax(1) == ys[fi])), 4)
+                              for fi in folds]
+        out[name] = m
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help=".npz files from train.py --save-probs")
+    ap.add_argument("--draws", type=int, default=20, help="random subsets averaged per ensemble size")
+    ap.add_argument("--json", default=None, help="write the full ensemble's metrics here")
+    args = ap.parse_args(argv)
+    probs, ys, seeds = load(args.runs)
+    n = len(seeds)
+    rng = np.random.default_rng(0)
+    print(f"{n} models (seeds {seeds}), {sum(len(y) for y in ys.values())} test clips")
+    print("size  clean_16k (mean of random subsets)  mulaw_8k")
+    for k in range(1, n + 1):
+        draws = [np.arange(n)] if k == n else [rng.choice(n, k, replace=False) for _ in range(args.draws)]
+        r = [score(probs, ys, d) for d in draws]
+        print(f"{k:4d}  {np.mean([x['clean_16k']['accuracy'] for x in r]):.4f}"
+              f"                              {np.mean([x['mulaw_8k']['accuracy'] for x in r]):.4f}")
+    full = score(probs, ys, np.arange(n))
+    print(json.dumps({k: {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"]} for k, v in full.items()}))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"seeds": seeds, "runs": args.runs, **full}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
