@@ -25,15 +25,22 @@ SETS = {"clean": "clean_16k", "tel": "mulaw_8k", "codec": "codec_16k",
 
 
 def load(paths: list[str]) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray], list[int]]:
-    """Members stacked over runs: {"set/fold": (models, clips, classes)}, {fold: labels}, seeds."""
+    """Members stacked over runs: {"set/fold": (models, clips, classes)}, {fold: labels}, seeds.
+
+    The same seed may come from runs of different recipes (other members), never twice from one.
+    """
     probs: dict[str, list] = {}
     ys: dict[int, np.ndarray] = {}
     seeds: list[int] = []
+    seen: set[tuple[str, int]] = set()
     for p in paths:
         z = np.load(p)
         run_seeds = [int(s) for s in z["seeds"]]
-        if set(run_seeds) & set(seeds):
-            raise SystemExit(f"error: {p} repeats seeds {sorted(set(run_seeds) & set(seeds))}")
+        rcp = str(z["recipe"]) if "recipe" in z.files else ""
+        again = sorted(s for s in run_seeds if (rcp, s) in seen)
+        if again:
+            raise SystemExit(f"error: {p} repeats seeds {again} of the same recipe")
+        seen |= {(rcp, s) for s in run_seeds}
         seeds += run_seeds
         for k in z.files:
             if k.startswith("y/"):
@@ -70,7 +77,7 @@ def main(argv=None) -> int:
     probs, ys, seeds = load(args.runs)
     n = len(seeds)
     rng = np.random.default_rng(0)
-    print(f"{n} models (seeds {seeds}), {sum(len(y) for y in ys.values())} test clips")
+    print(f"{n} models (seeds {seeds} of {len(args.runs)} runs), {sum(len(y) for y in ys.values())} test clips")
     print("size  clean_16k (mean of random subsets)  mulaw_8k")
     for k in range(1, n + 1):
         draws = [np.arange(n)] if k == n else [rng.choice(n, k, replace=False) for _ in range(args.draws)]

@@ -510,7 +510,8 @@ def run_cv(data: Data, rcp: dict, args, log=print) -> dict:
     if getattr(args, "save_probs", None):
         np.savez_compressed(args.save_probs, **{k: np.stack(v) for k, v in members.items()},
                             **{f"y/{fi}": y for fi, y in enumerate(ytrue)},
-                            seeds=np.array([args.seed + s for s in range(args.seeds_cv)]))
+                            seeds=np.array([args.seed + s for s in range(args.seeds_cv)]),
+                            recipe=json.dumps(_recipe_json(rcp), sort_keys=True))
     for v, name in (("clean", "clean_16k"), ("tel", "mulaw_8k"), ("clean_spk", "speaker_clean_16k"),
                     ("tel_spk", "speaker_mulaw_8k"), ("codec", "codec_16k")):
         if not preds.get(v):
@@ -651,6 +652,10 @@ def final_fit(data: Data, rcp: dict, args, log=print):
     return model
 
 
+def _recipe_json(rcp: dict) -> dict:
+    return {k: (v if not isinstance(v, FeatureConfig) else asdict(v)) for k, v in rcp.items()}
+
+
 def _actors(a) -> str:
     u = sorted(set(int(x) for x in a))
     return f"{u[0]:02d}-{u[-1]:02d}" if u == list(range(u[0], u[-1] + 1)) else ",".join(f"{x:02d}" for x in u)
@@ -773,7 +778,7 @@ def main(argv=None) -> int:
             res.update(run_cv(data, rcp, args))
             res["command"] = cmd
             res["seeds_cv"] = args.seeds_cv
-            res["recipe"] = {k: (v if not isinstance(v, FeatureConfig) else asdict(v)) for k, v in rcp.items()}
+            res["recipe"] = _recipe_json(rcp)
             res["seconds"] = round(time.time() - t0)
             for v, key in (("16 kHz", "clean_16k"), ("8 kHz mu-law", "mulaw_8k")):
                 r = res[key]
