@@ -310,16 +310,6 @@ def _spec_mask(X: np.ndarray, rng, max_t: int = 15, max_c: int = 8, n_mels: int 
             c0 = int(rng.integers(0, C - w))
             X[b, :, c0 : c0 + w] = 0.0
     return X
-    for b in range(B):
-        w = int(rng.integers(0, max_t + 1))
-        if w and T > w:
-            t0 = int(rng.integers(0, T - w))
-            X[b, t0 : t0 + w] = 0.0
-        w = int(rng.integers(0, max_c + 1))
-        if w and C > w:
-            c0 = int(rng.integers(0, C - w))
-            X[b, :, c0 : c0 + w] = 0.0
-    return X
 
 
 def epoch_set(data: Data, idx, rcp, ncfg, rng):
