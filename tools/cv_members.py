@@ -79,15 +79,19 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     print(f"{n} models (seeds {seeds} of {len(args.runs)} runs), {sum(len(y) for y in ys.values())} test clips")
     print("size  clean_16k (mean of random subsets)  mulaw_8k")
+    by_size = []
     for k in range(1, n + 1):
         draws = [np.arange(n)] if k == n else [rng.choice(n, k, replace=False) for _ in range(args.draws)]
         r = [score(probs, ys, d) for d in draws]
-        print(f"{k:4d}  {np.mean([x['clean_16k']['accuracy'] for x in r]):.4f}"
-              f"                              {np.mean([x['mulaw_8k']['accuracy'] for x in r]):.4f}")
+        by_size.append({"models": k, **{v: round(float(np.mean([x[v]["accuracy"] for x in r])), 4)
+                                        for v in ("clean_16k", "mulaw_8k")}})
+        print(f"{k:4d}  {by_size[-1]['clean_16k']:.4f}                              {by_size[-1]['mulaw_8k']:.4f}")
     full = score(probs, ys, np.arange(n))
     print(json.dumps({k: {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"]} for k, v in full.items()}))
     if args.json:
-        Path(args.json).write_text(json.dumps({"seeds": seeds, "runs": args.runs, **full}, indent=1) + "\n")
+        out = {"command": "python tools/cv_members.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "seeds": seeds, "accuracy_by_ensemble_size": by_size, **full}
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0
 
 
