@@ -18,10 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.train import metrics  # noqa: E402
-
-SETS = {"clean": "clean_16k", "tel": "mulaw_8k", "codec": "codec_16k",
-        "clean_spk": "speaker_clean_16k", "tel_spk": "speaker_mulaw_8k"}
+from tools.train import TEST_SETS, pooled_metrics  # noqa: E402
 
 
 def load(paths: list[str]) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray], list[int]]:
@@ -55,17 +52,10 @@ def load(paths: list[str]) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]
 
 def score(probs: dict[str, np.ndarray], ys: dict[int, np.ndarray], members: np.ndarray) -> dict:
     """Pooled metrics per test set of the ensemble averaging ``members`` (indices into the models)."""
-    out = {}
     folds = sorted(ys)
-    for v, name in SETS.items():
-        if f"{v}/0" not in probs:
-            continue
-        pred = np.concatenate([probs[f"{v}/{fi}"][members].mean(0).argmax(1) for fi in folds])
-        m = metrics(np.concatenate([ys[fi] for fi in folds]), pred)
-        m["fold_accuracy"] = [round(float(np.mean(probs[f"{v}/{fi}"][members].mean(0).argmax(1) == ys[fi])), 4)
-                              for fi in folds]
-        out[name] = m
-    return out
+    return {name: pooled_metrics([ys[fi] for fi in folds],
+                                 [probs[f"{v}/{fi}"][members].mean(0).argmax(1) for fi in folds])
+            for v, name in TEST_SETS.items() if f"{v}/0" in probs}
 
 
 def main(argv=None) -> int:

@@ -393,6 +393,20 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     }
 
 
+# CV test sets: the name a set has inside a fold -> its name in the report
+TEST_SETS = {"clean": "clean_16k", "tel": "mulaw_8k", "clean_spk": "speaker_clean_16k",
+             "tel_spk": "speaker_mulaw_8k", "codec": "codec_16k"}
+
+
+def pooled_metrics(ys: list[np.ndarray], preds: list[np.ndarray]) -> dict:
+    """Metrics over all folds' clips together, plus each fold's accuracy and their spread."""
+    out = metrics(np.concatenate(ys), np.concatenate(preds))
+    accs = [round(float(np.mean(p == y)), 4) for y, p in zip(ys, preds)]
+    out["fold_accuracy"] = accs
+    out["fold_std"] = round(float(np.std(accs)), 4)
+    return out
+
+
 def keras_predict(model):
     def f(X):
         return np.asarray(model(X, training=False))
@@ -457,7 +471,7 @@ def run_cv(data: Data, rcp: dict, args, log=print) -> dict:
     g = data.gate.min_fraction
     folds = [f for f in FOLDS if np.isin(data.actor, f).any()]
     res = {"folds": [], "protocol": "5-fold actor-grouped CV, 4 actors a fold: " + str(folds)}
-    preds: dict[str, list] = {"clean": [], "tel": [], "clean_spk": [], "tel_spk": [], "codec": []}
+    preds: dict[str, list] = {v: [] for v in TEST_SETS}
     ytrue = []
     members: dict[str, list] = {}  # "set/fold" -> each model's clip probabilities (for --save-probs)
     for fi, test_actors in enumerate(folds):
@@ -496,20 +510,14 @@ def run_cv(data: Data, rcp: dict, args, log=print) -> dict:
         ytrue.append(data.y[te])
         log(f"  fold {fi + 1}: clean {fold['clean']['accuracy']}, 8 kHz mu-law {fold['tel']['accuracy']}")
         res["folds"].append(fold)
-    yt = np.concatenate(ytrue)
     if getattr(args, "save_probs", None):
         np.savez_compressed(args.save_probs, **{k: np.stack(v) for k, v in members.items()},
                             **{f"y/{fi}": y for fi, y in enumerate(ytrue)},
                             seeds=np.array([args.seed + s for s in range(args.seeds_cv)]),
                             recipe=json.dumps(_recipe_json(rcp), sort_keys=True))
-    for v, name in (("clean", "clean_16k"), ("tel", "mulaw_8k"), ("clean_spk", "speaker_clean_16k"),
-                    ("tel_spk", "speaker_mulaw_8k"), ("codec", "codec_16k")):
-        if not preds.get(v):
-            continue
-        res[name] = metrics(yt, np.concatenate(preds[v]))
-        accs = [f[v]["accuracy"] for f in res["folds"]]
-        res[name]["fold_accuracy"] = accs
-        res[name]["fold_std"] = round(float(np.std(accs)), 4)
+    for v, name in TEST_SETS.items():
+        if preds[v]:
+            res[name] = pooled_metrics(ytrue, preds[v])
     if not rcp.get("early_stopping"):
         # mean curve over folds (first seed): the epoch count for the final fit is chosen from it
         cs = [f["train"][0]["curve"] for f in res["folds"]]
