@@ -200,3 +200,53 @@ def test_mel_band_mask_removes_whole_mel_bands_from_cepstral_windows():
             np.testing.assert_allclose(M[b][:, keep], (X[b] @ dct_matrix(64, 64).T)[:, keep], atol=1e-4)
         else:
             np.testing.assert_array_equal(Y[b], X[b])
+
+
+def test_mixup_keeps_each_window_dominant_and_labels_normalised():
+    from tools.train import _mixup
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 150, 40)).astype(np.float32)
+    y = np.eye(8, dtype=np.float32)[rng.integers(0, 8, 64)]
+    Xm, ym = _mixup(X.copy(), y.copy(), 0.4, rng)
+    np.testing.assert_allclose(ym.sum(1), 1.0, atol=1e-6)
+    lam = (ym * y).sum(1)  # the own label's share (>= 0.5; 1 where mixed with its own class)
+    assert lam.min() >= 0.5 and lam.max() <= 1.0 and np.any(lam < 0.9)
+    assert np.all(ym.argmax(1) == y.argmax(1)) or np.all(lam[ym.argmax(1) != y.argmax(1)] == 0.5)
+    # each mixed window is a convex mix of itself and exactly one other window
+    other = (Xm - lam[:, None, None] * X) / np.maximum(1 - lam, 1e-6)[:, None, None]
+    mixed = lam < 1 - 1e-3
+    dist = ((other[mixed][:, None] - X[None]) ** 2).mean((2, 3))
+    assert np.all(dist.min(1) < 1e-3)
+
+
+def test_weight_averaging_is_the_mean_of_the_last_epochs(tmp_path, corpus, monkeypatch):
+    """--swa 0.5 of 4 epochs: the final weights are the mean of epochs 3 and 4 (BatchNorm statistics too)."""
+    pytest.importorskip("tensorflow")
+    from tools import train
+
+    rcp = train.recipe("default", epochs=4, swa=0.5, mixup=0.4, pool="attention", weight_decay=1e-3)
+    data = train.Data(str(corpus), rcp, cache_dir=str(tmp_path / "cache"))
+    tr = np.arange(len(data.items))
+    ncfg = train.norm_config(rcp, *data.prior(tr))
+    snaps, build = [], train.build_model
+
+    def build_and_watch(r, seed):
+        m = build(r, seed)
+        fit_once = m.fit
+
+        def fit_and_snapshot(*a, **k):
+            h = fit_once(*a, **k)
+            snaps.append(m.get_weights())
+            return h
+
+        m.fit = fit_and_snapshot
+        return m
+
+    monkeypatch.setattr(train, "build_model", build_and_watch)
+    model, info = train.fit(data, tr, rcp, ncfg, seed=3)
+    assert info["epochs_run"] == 4 and len(snaps) == 4
+    final = model.get_weights()
+    for w, a, b in zip(final, snaps[2], snaps[3]):
+        np.testing.assert_allclose(w, (a + b) / 2, atol=1e-6)
+    assert max(float(np.abs(w - b).max()) for w, b in zip(final, snaps[3])) > 1e-5

@@ -253,7 +253,12 @@ def build_model(rcp: dict, seed: int):
         x = L.Activation("relu")(x)
         x = L.MaxPooling1D(2, padding="same")(x)
     x = L.Dropout(0.3)(x)
-    x = L.Concatenate()([L.GlobalAveragePooling1D()(x), L.GlobalMaxPooling1D()(x)])
+    pools = [L.GlobalAveragePooling1D()(x), L.GlobalMaxPooling1D()(x)]
+    if rcp.get("pool") == "attention":
+        # a learned weight per time step (softmax over the window), next to the average and maximum
+        w = L.Softmax(axis=1)(L.Dense(1)(x))
+        pools.append(L.Flatten()(L.Dot(axes=1)([w, x])))
+    x = L.Concatenate()(pools)
     x = L.Dense(int(rcp.get("dense", 64)), activation="relu")(x)
     x = L.Dropout(0.3)(x)
     out = L.Dense(n_out, activation="softmax")(x)
@@ -280,6 +285,8 @@ def _optimizer(rcp: dict, steps_total: int):
     if rcp["optimizer"] == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate=rcp["lr"])
     lr = keras.optimizers.schedules.CosineDecay(rcp["lr"], decay_steps=max(1, steps_total), alpha=0.02)
+    if rcp.get("weight_decay"):
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=float(rcp["weight_decay"]))
     return keras.optimizers.Adam(learning_rate=lr)
 
 
@@ -310,6 +317,15 @@ def _spec_mask(X: np.ndarray, rng, max_t: int = 15, max_c: int = 8, n_mels: int 
             c0 = int(rng.integers(0, C - w))
             X[b, :, c0 : c0 + w] = 0.0
     return X
+
+
+def _mixup(X: np.ndarray, y: np.ndarray, alpha: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Mixup of windows and their one-hot labels, the window's own share drawn from Beta(alpha, alpha)."""
+    lam = rng.beta(alpha, alpha, size=len(X)).astype(np.float32)
+    lam = np.maximum(lam, 1.0 - lam)  # the window keeps the larger share (its own label dominates)
+    perm = rng.permutation(len(X))
+    lx = lam.reshape((-1,) + (1,) * (X.ndim - 1))
+    return lx * X + (1 - lx) * X[perm], lam[:, None] * y + (1 - lam[:, None]) * y[perm]
 
 
 def epoch_set(data: Data, idx, rcp, ncfg, rng):
@@ -426,10 +442,14 @@ def fit(data: Data, tr, rcp, ncfg, seed: int, val=None, curve_sets=None, log=pri
     model = build_model(rcp, seed)
     steps = int(np.ceil(len(tr) / rcp["batch"])) * rcp["epochs"]
     ls = float(rcp.get("label_smoothing", 0.0))
-    if ls:
+    mix = float(rcp.get("mixup", 0.0))
+    if ls or mix:
         loss = tf.keras.losses.CategoricalCrossentropy(label_smoothing=ls)
     else:
         loss = "sparse_categorical_crossentropy"
+    # weight averaging over the last ``swa`` fraction of the epochs (one snapshot per epoch)
+    swa_from = rcp["epochs"] - int(round(rcp["epochs"] * float(rcp.get("swa", 0.0))))
+    avg, n_avg = None, 0
     model.compile(optimizer=_optimizer(rcp, steps), loss=loss)
     g = data.gate.min_fraction
     best, best_ep, best_w, wait = -1.0, 0, None, 0
@@ -438,9 +458,15 @@ def fit(data: Data, tr, rcp, ncfg, seed: int, val=None, curve_sets=None, log=pri
     t0 = time.time()
     for ep in range(rcp["epochs"]):
         X, y = epoch_set(data, tr, rcp, ncfg, rng)
-        if ls:
+        if ls or mix:
             y = np.eye(len(LABELS), dtype=np.float32)[y]
+        if mix:
+            X, y = _mixup(X, y, mix, rng)
         h = model.fit(X, y, batch_size=rcp["batch"], epochs=1, verbose=0, shuffle=True)
+        if ep >= swa_from:
+            w = model.get_weights()
+            n_avg += 1
+            avg = w if avg is None else [a + (b - a) / n_avg for a, b in zip(avg, w)]
         if vwins is not None and rcp.get("early_stopping"):
             acc = float(np.mean(predict_clips(keras_predict(model), vwins, rcp["input_layout"], g).argmax(1) == data.y[val]))
             if acc > best:
@@ -458,6 +484,8 @@ def fit(data: Data, tr, rcp, ncfg, seed: int, val=None, curve_sets=None, log=pri
             log(f"    epoch {ep + 1}: {point} ({time.time() - t0:.0f} s)")
     if best_w is not None:
         model.set_weights(best_w)
+    elif n_avg > 1:
+        model.set_weights(avg)
     return model, {"epochs_run": ep + 1, "best_epoch": best_ep or ep + 1, "best_val": best, "curve": curve,
                    "seconds": round(time.time() - t0, 1)}
 
@@ -727,6 +755,10 @@ def main(argv=None) -> int:
     ap.add_argument("--blocks", default=None, help="Conv1D blocks as filters:kernel,... (e.g. 96:5,128:5,128:3,160:3)")
     ap.add_argument("--dense", type=int, default=None)
     ap.add_argument("--label-smoothing", type=float, default=None)
+    ap.add_argument("--mixup", type=float, default=None, help="mixup of training windows, Beta(a, a)")
+    ap.add_argument("--weight-decay", type=float, default=None, help="AdamW's decoupled weight decay")
+    ap.add_argument("--pool", choices=["avgmax", "attention"], default=None, help="pooling over time")
+    ap.add_argument("--swa", type=float, default=None, help="average the weights of the last fraction of epochs")
     ap.add_argument("--mask-t", type=int, default=None, help="longest time mask (frames)")
     ap.add_argument("--mask-c", type=int, default=None, help="longest coefficient mask")
     ap.add_argument("--lr", type=float, default=None)
@@ -752,7 +784,8 @@ def main(argv=None) -> int:
     over = dict(epochs=args.epochs, n_mfcc=args.n_mfcc, n_mels=args.n_mels, prior_frames=args.prior_frames,
                 context=args.context, norm=args.norm, dense=args.dense, label_smoothing=args.label_smoothing,
                 mask_t=args.mask_t, mask_c=args.mask_c, lr=args.lr, batch=args.batch,
-                std_pool=args.std_pool or None, mask_domain=args.mask_domain)
+                std_pool=args.std_pool or None, mask_domain=args.mask_domain, mixup=args.mixup, swa=args.swa,
+                weight_decay=args.weight_decay, pool=args.pool)
     if args.blocks:
         over["blocks"] = [tuple(int(v) for v in b.split(":")) for b in args.blocks.split(",")]
     if args.versions:
