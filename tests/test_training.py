@@ -129,8 +129,14 @@ def test_cv_saved_members_merge_into_one_ensemble(tmp_path, corpus):
     np.testing.assert_allclose(pb["clean/1"][0], probs["clean/1"][1], atol=1e-5)
     with pytest.raises(SystemExit, match="repeats seeds"):
         cv_members.load([str(a), str(b)])
-    assert cv_members.main([str(a), "--json", str(tmp_path / "m.json")]) == 0
-    assert json.loads((tmp_path / "m.json").read_text())["seeds"] == [1, 2]
+    assert cv_members.main([str(a), "--json", str(tmp_path / "m.json"), "--plots", str(tmp_path / "p"),
+                            "--name", "default"]) == 0
+    merged = json.loads((tmp_path / "m.json").read_text())
+    assert merged["seeds"] == [1, 2] and merged["seeds_cv"] == 2 and merged["recipe"]["name"] == "default"
+    # the merged report is a CV report: the model's metadata can be refreshed from it
+    summary = train._eval_summary(merged, train.recipe("default"))
+    assert summary["clean_16k"]["accuracy"] == rep["clean_16k"]["accuracy"] and summary["models_per_fold"] == 2
+    assert (tmp_path / "p" / "confusion_default_mulaw_8k.png").stat().st_size > 1000
 
 
 def test_keras_tflite_agreement_float32_and_int8():

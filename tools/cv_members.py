@@ -18,7 +18,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.train import TEST_SETS, pooled_metrics  # noqa: E402
+from tools.train import FOLDS, TEST_SETS, plot_confusion, pooled_metrics  # noqa: E402
+
+
+def recipes(paths: list[str]) -> list[dict]:
+    """The distinct recipes of the runs (one when the runs are halves of one ensemble)."""
+    out: list[dict] = []
+    for p in paths:
+        z = np.load(p)
+        r = json.loads(str(z["recipe"])) if "recipe" in z.files else {}
+        if r not in out:
+            out.append(r)
+    return out
 
 
 def load(paths: list[str]) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray], list[int]]:
@@ -62,7 +73,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help=".npz files from train.py --save-probs")
     ap.add_argument("--draws", type=int, default=20, help="random subsets averaged per ensemble size")
-    ap.add_argument("--json", default=None, help="write the full ensemble's metrics here")
+    ap.add_argument("--json", default=None, help="write the full ensemble's metrics here (a CV report: "
+                    "train.py --refresh-meta reads it as reports/cv_<model>.json)")
+    ap.add_argument("--plots", default=None, help="write the full ensemble's confusion-matrix PNGs here")
+    ap.add_argument("--name", default="ensemble", help="name in the plots' file names and titles")
     args = ap.parse_args(argv)
     probs, ys, seeds = load(args.runs)
     n = len(seeds)
@@ -79,9 +93,19 @@ def main(argv=None) -> int:
     full = score(probs, ys, np.arange(n))
     print(json.dumps({k: {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"]} for k, v in full.items()}))
     if args.json:
+        rs = recipes(args.runs)
         out = {"command": "python tools/cv_members.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "seeds": seeds, "accuracy_by_ensemble_size": by_size, **full}
+               "protocol": f"{len(ys)}-fold actor-grouped CV, 4 actors a fold: {FOLDS[:len(ys)]}",
+               "seeds": seeds, "seeds_cv": n, "accuracy_by_ensemble_size": by_size, **full}
+        if len(rs) == 1:
+            out["recipe"] = rs[0]
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    if args.plots:
+        Path(args.plots).mkdir(parents=True, exist_ok=True)
+        for key, label in (("clean_16k", "16 kHz"), ("mulaw_8k", "8 kHz mu-law")):
+            r = full[key]
+            plot_confusion(r["confusion"], f"{args.name}: CV {label}, {n} models, acc {r['accuracy']:.3f}, "
+                           f"macro-F1 {r['macro_f1']:.3f}", Path(args.plots) / f"confusion_{args.name}_{key}.png")
     return 0
 
 
