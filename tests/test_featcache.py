@@ -46,3 +46,24 @@ def test_cache_is_per_version_and_matches_the_streamer_features(tmp_path):
     # another feature configuration is another cache entry
     featcache.build(items, FeatureConfig(n_mfcc=20), ["clean"], cache_dir=tmp_path, log=None)
     assert len(list(tmp_path.glob("feat-*.npz"))) == 4
+
+
+def test_cache_follows_clip_content_not_modification_time(tmp_path):
+    import os
+    import shutil
+
+    clips = tmp_path / "clips"
+    shutil.copytree(FIX, clips, ignore=shutil.ignore_patterns("*.txt", "*.md", "*.json"))
+    items = [Item(path=str(p), corpus="ravdess", label="neutral", speaker=p.stem[-2:], source_label="01")
+             for p in sorted(clips.glob("*.flac"))]
+    cfg, cache = FeatureConfig(), tmp_path / "cache"
+    featcache.build(items, cfg, ["clean"], cache_dir=cache, log=None)
+    # a re-synced corpus (new mtimes, same bytes) reuses the cache
+    for it in items:
+        os.utime(it.path, (1e9, 1e9))
+    featcache.build(items, cfg, ["clean"], cache_dir=cache, log=None)
+    assert len(list(cache.glob("feat-*.npz"))) == 1
+    # changed bytes are another entry
+    Path(items[0].path).write_bytes(Path(items[1].path).read_bytes())
+    featcache.build(items, cfg, ["clean"], cache_dir=cache, log=None)
+    assert len(list(cache.glob("feat-*.npz"))) == 2

@@ -3,6 +3,7 @@
 Features come from :func:`streamer.features.frame_features` (the streamer's own code: train/serve
 parity). One ``.npz`` per (clip list, feature config, version, seed) under ``cache/`` (git-ignored),
 keyed by a hash of all of them (and of the feature and augmentation code), so changing any feature parameter recomputes.
+Clips are keyed by their content, not their modification times: a copied or re-synced corpus reuses the cache.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from streamer.features import frame_features
 from tools import augment
 from tools.datasets import Item, load_audio
 
-__all__ = ["CACHE_DIR", "ClipFeatures", "build"]
+__all__ = ["CACHE_DIR", "ClipFeatures", "build", "clips_digest"]
 
 CACHE_DIR = Path(os.environ.get("EMOSTREAM_CACHE", Path(__file__).resolve().parent.parent / "cache"))
 _CACHE_VERSION = 3  # bump when augment.py changes what a version means
@@ -51,7 +52,16 @@ class ClipFeatures:
         return lv[off[i, 0] : off[i, 1]]
 
 
-def _key(items: list[Item], cfg: FeatureConfig, version: str, seed: int) -> str:
+def clips_digest(items: list[Item]) -> str:
+    """Hash of the clip list: each path and the bytes of its file (43 MB of RAVDESS hash in well under 1 s)."""
+    h = hashlib.sha1()
+    for it in items:
+        h.update(f"{it.path}|".encode())
+        h.update(hashlib.sha1(Path(it.path).read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _key(clips: str, cfg: FeatureConfig, version: str, seed: int) -> str:
     h = hashlib.sha1()
     h.update(json.dumps([asdict(cfg), version, seed, _CACHE_VERSION], sort_keys=True).encode())
     # the feature and augmentation code itself: a change there recomputes
@@ -59,9 +69,7 @@ def _key(items: list[Item], cfg: FeatureConfig, version: str, seed: int) -> str:
 
     for mod in (streamer.features, augment):
         h.update(Path(mod.__file__).read_bytes())
-    for it in items:
-        st = os.stat(it.path)
-        h.update(f"{it.path}|{st.st_size}|{int(st.st_mtime)}\n".encode())
+    h.update(clips.encode())
     return h.hexdigest()[:16]
 
 
@@ -83,8 +91,9 @@ def build(
     cache_dir.mkdir(parents=True, exist_ok=True)
     parts = []
     audio: dict[int, np.ndarray] = {}
+    clips = clips_digest(items)
     for name in versions:
-        path = cache_dir / f"feat-{_key(items, cfg, name, seed)}.npz"
+        path = cache_dir / f"feat-{_key(clips, cfg, name, seed)}.npz"
         if path.exists():
             z = np.load(path)
             parts.append((z["offsets"], z["mfcc"], z["level"]))
