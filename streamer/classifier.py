@@ -103,7 +103,7 @@ class Classifier:
         self._shape: tuple[int, ...] | None = None
         self._lock = threading.Lock()
         f = self.meta.features
-        want_c = f.n_mfcc
+        want_c = f.n_channels
         got_c = self._in_shape[-1] if self.meta.input_layout == "steps" else None
         if got_c is not None and got_c != want_c:
             raise ModelError(f"model {path} takes {got_c} features per step, metadata says {want_c}")

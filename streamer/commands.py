@@ -153,7 +153,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"name       {meta.name} {meta.version}")
     print(f"labels     {', '.join(meta.labels)}")
     f = meta.features
-    print(f"features   {f.n_mfcc} MFCC of {f.n_mels} mels, {f.sample_rate} Hz, frame {f.n_fft}, hop {f.hop_length}, "
+    print(f"features   {f.n_mfcc} MFCC of {f.n_mels} mels{' + log-f0, voicing' if f.pitch else ''}, {f.sample_rate} Hz, frame {f.n_fft}, hop {f.hop_length}, "
           f"{f.sub_window_frames}-frame means, window {f.window_s} s every {f.hop_s} s")
     print(f"normalise  {meta.normalisation.kind}")
     print(f"runtime    {info['runtime']}")

@@ -32,7 +32,9 @@ class FeatureConfig:
 
     A frame is ``n_fft`` samples every ``hop_length`` samples (no centre padding, so a stream can be
     framed block by block). A model step is the mean of ``sub_window_frames`` consecutive frames; a
-    window is ``window_s`` seconds of steps, one window every ``hop_s`` seconds.
+    window is ``window_s`` seconds of steps, one window every ``hop_s`` seconds. With ``pitch`` each
+    frame also carries two prosody channels after the MFCCs: log2 of the fundamental frequency and
+    the voicing strength (see :mod:`streamer.features`).
     """
 
     sample_rate: int = 16000
@@ -45,6 +47,12 @@ class FeatureConfig:
     sub_window_frames: int = 1
     window_s: float = 3.0
     hop_s: float = 1.0
+    pitch: bool = False
+
+    @property
+    def n_channels(self) -> int:
+        """Features per frame: the MFCCs, plus log-f0 and voicing strength with ``pitch``."""
+        return self.n_mfcc + (2 if self.pitch else 0)
 
     @property
     def frame_rate(self) -> float:

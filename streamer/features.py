@@ -12,6 +12,13 @@ center=False), top_db=None))`` (tests/test_features.py proves it); it is our own
 block-wise float32 path is several times faster and never holds a whole file's spectrogram. The
 mel filterbank and the DCT are built here too (parity with ``librosa.filters.mel`` and
 ``scipy.fft.dct`` is tested) because importing librosa costs about 1.4 s of start-up.
+
+With ``FeatureConfig.pitch`` each frame gets two prosody channels, read from the power spectrum the
+MFCCs already need (one inverse FFT more a frame, where ``librosa.yin`` would cost several times the
+whole MFCC path): the autocorrelation divided by the Hann window's own (Boersma 1993), its best lag
+between 60 and 500 Hz with Praat's small bonus for higher candidates against octave errors, refined by a
+parabola. Channels: log2 of that frequency and the normalised autocorrelation there (voicing strength,
+about 1 on a clean vowel, near 0 on noise). Agreement with ``librosa.yin`` on voiced speech is tested.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ __all__ = [
     "dct_matrix",
     "frames_to_features",
     "frame_features",
+    "pitch_from_power",
     "FrameFeaturizer",
     "window_means",
     "window_starts",
@@ -35,6 +43,8 @@ __all__ = [
 ]
 
 _AMIN = 1e-10
+PITCH_FMIN, PITCH_FMAX = 60.0, 500.0  # Hz: the search range of the pitch channels
+_OCTAVE_COST = 0.01  # Praat's default: strength bonus per octave up, against picking a subharmonic
 _CHUNK_FRAMES = 2048  # frames per FFT batch: bounds the working set (~8 MB at n_fft 1024)
 
 
@@ -90,19 +100,60 @@ def _hann(n_fft: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
 
 
+@lru_cache(maxsize=16)
+def _pitch_lags(cfg: FeatureConfig) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """Lag range (one lag of margin each side for the parabola), 1/window autocorrelation, octave bonus."""
+    lo = max(2, int(np.floor(cfg.sample_rate / PITCH_FMAX)) - 1)
+    hi = min(cfg.n_fft // 2, int(np.ceil(cfg.sample_rate / PITCH_FMIN)) + 1)
+    w = _hann(cfg.n_fft).astype(np.float64)
+    rw = np.fft.irfft(np.abs(np.fft.rfft(w)) ** 2, n=cfg.n_fft)
+    lags = np.arange(lo, hi + 1)
+    inv_rw = (rw[0] / rw[lags]).astype(np.float32)
+    bonus = (-_OCTAVE_COST * np.log2(PITCH_FMIN * lags / cfg.sample_rate)).astype(np.float32)
+    return lo, hi, inv_rw, bonus
+
+
+def pitch_from_power(power: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Prosody channels of frames from their Hann-windowed power spectra.
+
+    Args:
+        power: np.ndarray [shape=(n, n_fft // 2 + 1)], ``|rfft(frame * hann)|**2``.
+
+    Returns:
+        np.ndarray [shape=(n, 2), dtype=float32]: log2 f0 (Hz) and voicing strength (about -1..1).
+    """
+    lo, hi, inv_rw, bonus = _pitch_lags(cfg)
+    acf = scipy.fft.irfft(power, n=cfg.n_fft, axis=1, workers=1)
+    r0 = np.maximum(acf[:, :1], 1e-20)
+    r = (acf[:, lo : hi + 1] / r0).astype(np.float32) * inv_rw
+    k = np.argmax(r[:, 1:-1] + bonus[1:-1], axis=1) + 1
+    rows = np.arange(len(r))
+    a, b, c = r[rows, k - 1], r[rows, k], r[rows, k + 1]
+    den = a - 2.0 * b + c
+    off = np.where(den < 0, 0.5 * (a - c) / np.where(den < 0, den, -1.0), 0.0)
+    off = np.clip(off, -0.5, 0.5)
+    strength = b - 0.25 * (a - c) * off
+    lag = lo + k + off
+    out = np.empty((len(r), 2), dtype=np.float32)
+    out[:, 0] = np.log2(cfg.sample_rate / lag)
+    out[:, 1] = np.where(acf[:, 0] > 1e-12, strength, 0.0)
+    return out
+
+
 def frames_to_features(frames: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
-    """MFCC and level of framed audio.
+    """MFCC (and, with ``cfg.pitch``, the prosody channels) and level of framed audio.
 
     Args:
         frames: np.ndarray [shape=(n, n_fft)], audio frames at ``cfg.sample_rate``.
         cfg: feature parameters.
 
     Returns:
-        mfcc: np.ndarray [shape=(n, n_mfcc), dtype=float32]
+        mfcc: np.ndarray [shape=(n, n_channels), dtype=float32], n_mfcc MFCCs then log2 f0 and voicing.
         level_db: np.ndarray [shape=(n,), dtype=float32], frame power in dBFS (unwindowed).
     """
     n = frames.shape[0]
-    mfcc = np.empty((n, cfg.n_mfcc), dtype=np.float32)
+    C = cfg.n_mfcc
+    mfcc = np.empty((n, cfg.n_channels), dtype=np.float32)
     level = np.empty(n, dtype=np.float32)
     if n == 0:
         return mfcc, level
@@ -118,7 +169,9 @@ def frames_to_features(frames: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarr
         mel = power.astype(np.float32, copy=False) @ basis
         np.maximum(mel, _AMIN, out=mel)
         logmel = 10.0 * np.log10(mel)
-        mfcc[a : a + len(f)] = logmel @ dct
+        mfcc[a : a + len(f), :C] = logmel @ dct
+        if cfg.pitch:
+            mfcc[a : a + len(f), C:] = pitch_from_power(power, cfg)
     return mfcc, level
 
 
@@ -136,7 +189,7 @@ def frame_features(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, np.nd
         y: np.ndarray [shape=(n,)], mono audio at ``cfg.sample_rate``.
 
     Returns:
-        mfcc: np.ndarray [shape=(n_frames, n_mfcc)], level_db: np.ndarray [shape=(n_frames,)]
+        mfcc: np.ndarray [shape=(n_frames, n_channels)], level_db: np.ndarray [shape=(n_frames,)]
     """
     y = np.ascontiguousarray(y, dtype=np.float32)
     if y.ndim != 1:

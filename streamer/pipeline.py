@@ -81,10 +81,10 @@ class ChannelAnalyzer:
         self.cfg = f
         self.featurizer = FrameFeaturizer(f)
         self.gate = SpeechGate(meta.gate, f)
-        self.norm = Normaliser(meta.normalisation, f.n_mfcc)
+        self.norm = Normaliser(meta.normalisation, f.n_channels)
         # one extra column carries each frame's speech flag, so a window's speech fraction comes
         # out of the same running-sum means as its features
-        self.windows = WindowAssembler(f, f.n_mfcc + 1)
+        self.windows = WindowAssembler(f, f.n_channels + 1)
         self._last_stats = None
 
     def push(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -94,7 +94,7 @@ class ChannelAnalyzer:
         stats = self.norm.push(mfcc, speech)
         first = self.windows.frames_in
         rows = np.concatenate([mfcc, speech[:, None].astype(np.float32)], axis=1) if len(mfcc) else \
-            np.zeros((0, self.cfg.n_mfcc + 1), np.float32)
+            np.zeros((0, self.cfg.n_channels + 1), np.float32)
         starts, means = self.windows.push(rows)
         wf = self.cfg.window_frames
         if len(starts):
@@ -107,7 +107,7 @@ class ChannelAnalyzer:
         """The final (possibly short) window over the uncovered tail."""
         starts, means, wf = self.windows.flush()
         if len(starts) == 0:
-            return starts, np.zeros((0, 0, self.cfg.n_mfcc), np.float32), np.zeros(0), 0
+            return starts, np.zeros((0, 0, self.cfg.n_channels), np.float32), np.zeros(0), 0
         mean, std = self.norm.current()
         feats = self.norm.apply(means[:, :, :-1], np.repeat(mean, len(starts), 0), np.repeat(std, len(starts), 0))
         return starts, feats, means[:, :, -1].mean(axis=1), wf

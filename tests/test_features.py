@@ -13,16 +13,16 @@ from streamer.normalise import Normaliser
 from tests.conftest import read_mono
 
 
-@pytest.mark.parametrize("k", [1, 2, 5, 150])
-def test_blocks_give_the_same_windows_as_the_whole_clip(clips, k):
-    cfg = FeatureConfig(sub_window_frames=k, hop_s=0.5)
+@pytest.mark.parametrize("k,pitch", [(1, False), (2, False), (5, False), (150, False), (1, True)])
+def test_blocks_give_the_same_windows_as_the_whole_clip(clips, k, pitch):
+    cfg = FeatureConfig(sub_window_frames=k, hop_s=0.5, pitch=pitch)
     y, sr = read_mono(clips["angry"])
     y = np.concatenate([y, y])  # long enough for several windows
     frames, _ = frame_features(y, cfg)
     whole = window_means(frames, window_starts(len(frames), cfg), cfg)
 
     rng = np.random.default_rng(k)
-    feat, asm = FrameFeaturizer(cfg), WindowAssembler(cfg, cfg.n_mfcc)
+    feat, asm = FrameFeaturizer(cfg), WindowAssembler(cfg, cfg.n_channels)
     got, i = [], 0
     while i < len(y):
         n = int(rng.integers(1, 4000))
@@ -47,6 +47,41 @@ def test_frame_mfcc_matches_librosa(clips):
     np.testing.assert_allclose(ours, ref, atol=2e-3 * np.abs(ref).max())
     rms = librosa.feature.rms(y=y, frame_length=1024, hop_length=320, center=False)[0]
     np.testing.assert_allclose(level, 10 * np.log10(rms**2 + 1e-12), atol=1e-2)
+
+
+@pytest.mark.parametrize("f0", [85.0, 140.0, 230.0, 410.0])
+def test_pitch_channels_find_the_fundamental_of_a_harmonic_tone(f0):
+    cfg = FeatureConfig(pitch=True)
+    t = np.arange(cfg.sample_rate) / cfg.sample_rate
+    # a missing fundamental's worth of harmonics with falling amplitude, as a voiced vowel
+    y = sum(np.sin(2 * np.pi * f0 * h * t + h) / h for h in range(1, 9)).astype(np.float32) * 0.05
+    feats, _ = frame_features(y, cfg)
+    assert feats.shape[1] == cfg.n_mfcc + 2 == cfg.n_channels
+    np.testing.assert_allclose(2 ** feats[:, 40], f0, rtol=0.01)
+    assert feats[:, 41].min() > 0.95
+    noise = np.random.default_rng(0).normal(0, 0.05, cfg.sample_rate).astype(np.float32)
+    assert np.median(frame_features(noise, cfg)[0][:, 41]) < 0.4
+    # the MFCC channels are those of a model without pitch
+    np.testing.assert_array_equal(feats[:, :40], frame_features(y, FeatureConfig())[0])
+
+
+def test_pitch_agrees_with_librosa_pyin_on_voiced_speech(clips):
+    cfg = FeatureConfig(pitch=True)
+    agree = []
+    for name in ("angry", "sad", "neutral"):
+        y, sr = read_mono(clips[name])
+        feats, _ = frame_features(y, cfg)
+        f0, voiced, prob = librosa.pyin(y, fmin=60, fmax=500, sr=sr, frame_length=1024, hop_length=320,
+                                        center=False)
+        n = min(len(f0), len(feats))
+        # frames both call clearly voiced (pyin flags some frames voiced at probability 0.01)
+        v = voiced[:n] & (prob[:n] > 0.1) & (feats[:n, 41] > 0.5)
+        assert v.sum() > 20
+        semitones = 12 * np.abs(feats[:n, 40][v] - np.log2(f0[:n][v]))
+        agree.append(np.mean(semitones < 1.0))
+        # voicing strength separates pyin's voiced from unvoiced frames
+        assert np.median(feats[:n, 41][voiced[:n]]) > np.median(feats[:n, 41][~voiced[:n]]) + 0.2
+    assert min(agree) > 0.95, agree
 
 
 def test_window_means_equal_plain_means():

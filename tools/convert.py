@@ -99,9 +99,9 @@ def main(argv=None) -> int:
     meta = load_meta(args.model)
     f = meta.features
     if meta.input_layout == "coefficients":
-        shape = (args.batch, f.n_mfcc * f.window_steps, 1)
+        shape = (args.batch, f.n_channels * f.window_steps, 1)
     else:
-        shape = (args.batch, f.window_steps, f.n_mfcc)
+        shape = (args.batch, f.window_steps, f.n_channels)
     ms = latency_ms(None, shape, model_path=args.model)
     print(json.dumps({"model": args.model, "bytes": Path(args.model).stat().st_size, "input": shape,
                       "ms_per_call": round(ms, 4), "ms_per_window": round(ms / args.batch, 4)}))

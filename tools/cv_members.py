@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.train import FOLDS, TEST_SETS, plot_confusion, pooled_metrics  # noqa: E402
+from tools.train import FOLDS, plot_confusion, pooled_metrics, set_name  # noqa: E402
 
 
 def recipes(paths: list[str]) -> list[dict]:
@@ -64,9 +64,10 @@ def load(paths: list[str]) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]
 def score(probs: dict[str, np.ndarray], ys: dict[int, np.ndarray], members: np.ndarray) -> dict:
     """Pooled metrics per test set of the ensemble averaging ``members`` (indices into the models)."""
     folds = sorted(ys)
-    return {name: pooled_metrics([ys[fi] for fi in folds],
-                                 [probs[f"{v}/{fi}"][members].mean(0).argmax(1) for fi in folds])
-            for v, name in TEST_SETS.items() if f"{v}/0" in probs}
+    sets = [k[:-2] for k in probs if k.endswith("/0")]
+    return {set_name(v): pooled_metrics([ys[fi] for fi in folds],
+                                        [probs[f"{v}/{fi}"][members].mean(0).argmax(1) for fi in folds])
+            for v in sets}
 
 
 def main(argv=None) -> int:

@@ -111,7 +111,7 @@ def build(
             lv.append(l)
             offsets[i] = row, row + len(m)
             row += len(m)
-        mfcc = np.concatenate(mf).astype(np.float32) if mf else np.zeros((0, cfg.n_mfcc), np.float32)
+        mfcc = np.concatenate(mf).astype(np.float32) if mf else np.zeros((0, cfg.n_channels), np.float32)
         level = np.concatenate(lv).astype(np.float32) if lv else np.zeros(0, np.float32)
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, offsets=offsets, mfcc=mfcc, level=level)

@@ -183,7 +183,7 @@ def sample_window(mfcc, speech, cfg: FeatureConfig, ncfg: NormConfig, rng, ctx=N
         n = wf
     s = int(rng.integers(0, n - wf + 1))
     w = window_means(mfcc, np.array([s]), cfg)
-    norm = Normaliser(ncfg, cfg.n_mfcc)
+    norm = Normaliser(ncfg, cfg.n_channels)
     if ctx is not None:
         norm.push(*ctx)
     st = norm.push(mfcc, speech)
@@ -196,7 +196,7 @@ def stream_windows(mfcc, speech, cfg: FeatureConfig, ncfg: NormConfig, ctx=None)
 
     ``ctx``: optional (frames, speech) pushed into the normaliser first (the per-speaker variant).
     """
-    C = cfg.n_mfcc
+    C = cfg.n_channels
     asm = WindowAssembler(cfg, C + 1)
     rows = np.concatenate([mfcc, speech[:, None].astype(np.float32)], axis=1)
     starts, feats = asm.push(rows)
@@ -239,7 +239,7 @@ def build_model(rcp: dict, seed: int):
     cfg = rcp["features"]
     n_out = len(LABELS)
     if rcp["arch"] == "seed":
-        inp = keras.Input((cfg.n_mfcc * cfg.window_steps, 1))
+        inp = keras.Input((cfg.n_channels * cfg.window_steps, 1))
         x = L.Conv1D(128, 5, padding="same")(inp)
         x = L.Activation("relu")(x)
         x = L.Dropout(0.1)(x)
@@ -250,7 +250,7 @@ def build_model(rcp: dict, seed: int):
         x = L.Flatten()(x)
         out = L.Dense(n_out, activation="softmax")(x)
         return keras.Model(inp, out, name="seed")
-    inp = keras.Input((None, cfg.n_mfcc))
+    inp = keras.Input((None, cfg.n_channels))
     x = inp
     for f, k in rcp.get("blocks", DEFAULT_BLOCKS):
         x = L.Conv1D(f, k, padding="same", use_bias=False)(x)
@@ -337,7 +337,7 @@ def epoch_set(data: Data, idx, rcp, ncfg, rng):
     """One epoch: one randomly chosen version and random window placement per clip."""
     cfg = rcp["features"]
     tv = [data.cf.vindex(v) for v in rcp["train_versions"]]
-    X = np.empty((len(idx), cfg.window_steps, cfg.n_mfcc), np.float32)
+    X = np.empty((len(idx), cfg.window_steps, cfg.n_channels), np.float32)
     p_ctx = float(rcp.get("context", 0.0))
     by_actor = {}
     if p_ctx:
@@ -359,13 +359,15 @@ def epoch_set(data: Data, idx, rcp, ncfg, rng):
     return to_layout(X, rcp["input_layout"]), data.y[idx]
 
 
-def eval_windows(data: Data, idx, version: str, rcp, ncfg, speaker: bool = False):
+def eval_windows(data: Data, idx, version: str, rcp, ncfg, speaker: bool = False, hop_s: float | None = None):
     """Streamer windows of clips ``idx`` in ``version``: (X list per clip, speech fractions per clip).
 
     Each clip is streamed alone (the default), or with ``speaker=True`` after all the same actor's
     other clips in ``idx`` (the per-speaker variant: statistics of a long stream of that speaker).
+    ``hop_s``: windows this far apart instead of the recipe's hop (as ``emostream --hop``).
     """
     v = data.cf.vindex(version)
+    cfg = rcp["features"] if hop_s is None else replace(rcp["features"], hop_s=hop_s)
     out = []
     for i in idx:
         ctx = None
@@ -373,7 +375,7 @@ def eval_windows(data: Data, idx, version: str, rcp, ncfg, speaker: bool = False
             others = [o for o in idx if data.actor[o] == data.actor[i] and o != i]
             ctx = (np.concatenate([data.cf.mfcc(o, v) for o in others]),
                    np.concatenate([data.speech[o][v] for o in others])) if others else None
-        out.append(stream_windows(data.cf.mfcc(i, v), data.speech[i][v], rcp["features"], ncfg, ctx))
+        out.append(stream_windows(data.cf.mfcc(i, v), data.speech[i][v], cfg, ncfg, ctx))
     return out
 
 
@@ -417,6 +419,12 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 # CV test sets: the name a set has inside a fold -> its name in the report
 TEST_SETS = {"clean": "clean_16k", "tel": "mulaw_8k", "clean_spk": "speaker_clean_16k",
              "tel_spk": "speaker_mulaw_8k", "codec": "codec_16k"}
+
+
+def set_name(v: str) -> str:
+    """Report name of a test set key; ``clean@0.5`` is the clean set scored with windows 0.5 s apart."""
+    base, _, hop = v.partition("@")
+    return TEST_SETS[base] + (f"_hop{hop}s" if hop else "")
 
 
 def pooled_metrics(ys: list[np.ndarray], preds: list[np.ndarray]) -> dict:
@@ -504,7 +512,7 @@ def run_cv(data: Data, rcp: dict, args, log=print) -> dict:
     g = data.gate.min_fraction
     folds = [f for f in FOLDS if np.isin(data.actor, f).any()]
     res = {"folds": [], "protocol": "5-fold actor-grouped CV, 4 actors a fold: " + str(folds)}
-    preds: dict[str, list] = {v: [] for v in TEST_SETS}
+    preds: dict[str, list] = {}
     ytrue = []
     members: dict[str, list] = {}  # "set/fold" -> each model's clip probabilities (for --save-probs)
     for fi, test_actors in enumerate(folds):
@@ -524,6 +532,9 @@ def run_cv(data: Data, rcp: dict, args, log=print) -> dict:
         if rcp["norm"] in ("running", "running_mean"):
             for v in ("clean", "tel"):
                 sets[v + "_spk"] = (eval_windows(data, te, v, rcp, ncfg, speaker=True), data.y[te])
+        for h in getattr(args, "eval_hops", None) or []:
+            for v in ("clean", "tel"):
+                sets[f"{v}@{h:g}"] = (eval_windows(data, te, v, rcp, ncfg, hop_s=h), data.y[te])
         log(f"fold {fi + 1}/{len(folds)}: test actors {test_actors}, {len(tr)} train clips")
         P = {k: 0 for k in sets}
         infos = []
@@ -539,7 +550,7 @@ def run_cv(data: Data, rcp: dict, args, log=print) -> dict:
         fold = {"test_actors": test_actors, "train": infos}
         for v in P:
             fold[v] = metrics(data.y[te], P[v].argmax(1))
-            preds[v].append(P[v].argmax(1))
+            preds.setdefault(v, []).append(P[v].argmax(1))
         ytrue.append(data.y[te])
         log(f"  fold {fi + 1}: clean {fold['clean']['accuracy']}, 8 kHz mu-law {fold['tel']['accuracy']}")
         res["folds"].append(fold)
@@ -548,9 +559,8 @@ def run_cv(data: Data, rcp: dict, args, log=print) -> dict:
                             **{f"y/{fi}": y for fi, y in enumerate(ytrue)},
                             seeds=np.array([args.seed + s for s in range(args.seeds_cv)]),
                             recipe=json.dumps(_recipe_json(rcp), sort_keys=True))
-    for v, name in TEST_SETS.items():
-        if preds[v]:
-            res[name] = pooled_metrics(ytrue, preds[v])
+    for v, p in preds.items():
+        res[set_name(v)] = pooled_metrics(ytrue, p)
     if not rcp.get("early_stopping"):
         # mean curve over folds (first seed): the epoch count for the final fit is chosen from it
         cs = [f["train"][0]["curve"] for f in res["folds"]]
@@ -632,14 +642,14 @@ def final_fit(data: Data, rcp: dict, args, log=print):
         infos.append(info)
     model = ensemble(models)
     cfg = rcp["features"]
-    time_steps = cfg.n_mfcc * cfg.window_steps if rcp["input_layout"] == "coefficients" else None
+    time_steps = cfg.n_channels * cfg.window_steps if rcp["input_layout"] == "coefficients" else None
     content = to_tflite(model, quant=args.quant, time_steps=None)
     # agreement on real windows (first 200 clips' streamer windows)
     wins = eval_windows(data, all_idx[:: max(1, len(all_idx) // 200)], "clean", rcp, ncfg)
     full = [w for ws, _ in wins for w in ws if w.shape[0] == cfg.window_steps]
     X = to_layout(np.stack(full), rcp["input_layout"])
     agree = agreement(model, content, X)
-    shape = (1, cfg.window_steps, cfg.n_mfcc) if rcp["input_layout"] == "steps" else (1, time_steps, 1)
+    shape = (1, cfg.window_steps, cfg.n_channels) if rcp["input_layout"] == "steps" else (1, time_steps, 1)
     lat = latency_ms(content, shape)
     log(f"tflite: {len(content)} bytes, {lat:.3f} ms/window, agreement {agree}")
     out = Path(args.out)
@@ -747,6 +757,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--n-mfcc", type=int, default=None)
     ap.add_argument("--n-mels", type=int, default=None)
+    ap.add_argument("--pitch", action="store_true", help="add the log-f0 and voicing channels to every frame")
     ap.add_argument("--no-early-stop", action="store_true", help="train the fixed epoch count (--epochs) without early stopping")
     ap.add_argument("--prior-frames", type=float, default=None, help="weight of the prior in the running normaliser")
     ap.add_argument("--context", type=float, default=None, help="probability of streaming the speaker's other clips first (training)")
@@ -776,6 +787,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quant", choices=["dynamic", "none"], default="dynamic")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--eval-hops", type=lambda t: [float(x) for x in t.split(",")], default=None,
+                    help="CV: also score clean and 8 kHz clips with windows this many seconds apart (e.g. 0.5,0.2)")
     ap.add_argument("--save-probs", default=None,
                     help="CV: save every model's clip probabilities to this .npz (tools/cv_members.py merges runs)")
     ap.add_argument("--refresh-meta", action="store_true",
@@ -801,6 +814,10 @@ def main(argv=None) -> int:
         over["versions"] = cached_versions(vs)
     if args.no_early_stop:
         over["early_stopping"] = False
+    if args.pitch:
+        if args.std_pool or args.mask_domain == "mel":
+            raise SystemExit("error: --pitch works with per-channel spreads and coefficient masks only")
+        over["pitch"] = True
     rcp = recipe(args.model, **over)
     t0 = time.time()
     data = Data(args.data, rcp, seed=0, cache_dir=args.cache)
