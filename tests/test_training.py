@@ -237,8 +237,8 @@ def test_weight_averaging_is_the_mean_of_the_last_epochs(tmp_path, corpus, monke
     ncfg = train.norm_config(rcp, *data.prior(tr))
     snaps, build = [], train.build_model
 
-    def build_and_watch(r, seed):
-        m = build(r, seed)
+    def build_and_watch(r, seed, view="all"):
+        m = build(r, seed, view)
         fit_once = m.fit
 
         def fit_and_snapshot(*a, **k):
@@ -256,3 +256,43 @@ def test_weight_averaging_is_the_mean_of_the_last_epochs(tmp_path, corpus, monke
     for w, a, b in zip(final, snaps[2], snaps[3]):
         np.testing.assert_allclose(w, (a + b) / 2, atol=1e-6)
     assert max(float(np.abs(w - b).max()) for w, b in zip(final, snaps[3])) > 1e-5
+
+
+def test_pitch_model_with_mfcc_view_members_trains_converts_and_runs(tmp_path, corpus):
+    """--pitch --views all,mfcc: two networks per seed, one reading the MFCCs only; the shipped graph
+    takes n_mfcc + 2 channels, and the mfcc-view member does not see the pitch channels at all."""
+    pytest.importorskip("tensorflow")
+    from streamer.config import load_meta
+    from tools import train
+
+    assert train.members_of({"views": ["all", "mfcc"]}, 2) == [(0, "all"), (0, "mfcc"), (1, "all"), (1, "mfcc")]
+    assert train.main(_args(tmp_path, corpus, "--model", "default", "--seeds", "1", "--pitch",
+                            "--views", "all,mfcc")) == 0
+    meta = load_meta(tmp_path / "model" / "emotion.tflite")
+    f = meta.features
+    assert f.pitch and f.n_channels == f.n_mfcc + 2 and len(meta.normalisation.mean) == f.n_channels
+    p = _run_tflite(tmp_path / "model" / "emotion.tflite",
+                    np.random.default_rng(2).standard_normal((2, f.window_steps, f.n_channels)))
+    assert p.shape == (2, 8)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-4)
+
+    rcp = train.recipe("default", pitch=True)
+    m = train.build_model(rcp, seed=0, view="mfcc")
+    x = np.random.default_rng(3).standard_normal((2, 150, f.n_channels)).astype(np.float32)
+    x2 = x.copy()
+    x2[:, :, f.n_mfcc:] += 5.0  # only the pitch channels differ
+    np.testing.assert_allclose(m(x, training=False).numpy(), m(x2, training=False).numpy(), atol=1e-6)
+    full = train.build_model(rcp, seed=0, view="all")
+    assert np.abs(full(x, training=False).numpy() - full(x2, training=False).numpy()).max() > 1e-4
+
+
+def test_mfcc_view_masks_fall_on_mfcc_channels_only():
+    """An mfcc-view member's masks never touch the pitch channels it does not read."""
+    from tools.train import _spec_mask
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(32, 150, 42)).astype(np.float32) + 10.0  # no exact zeros
+    before = X.copy()
+    _spec_mask(X[:, :, :40], rng, 30, 12)
+    np.testing.assert_array_equal(X[:, :, 40:], before[:, :, 40:])
+    assert np.mean(X[:, :, :40] == 0.0) > 0.01  # the masks did fall on the MFCCs

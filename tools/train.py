@@ -231,7 +231,8 @@ def to_layout(x: np.ndarray, layout: str) -> np.ndarray:
 # models
 
 
-def build_model(rcp: dict, seed: int):
+def build_model(rcp: dict, seed: int, view: str = "all"):
+    """One network of the recipe; ``view="mfcc"`` reads only the MFCC channels of pitch features."""
     from tensorflow import keras
     from tensorflow.keras import layers as L
 
@@ -252,6 +253,8 @@ def build_model(rcp: dict, seed: int):
         return keras.Model(inp, out, name="seed")
     inp = keras.Input((None, cfg.n_channels))
     x = inp
+    if view == "mfcc" and cfg.n_channels > cfg.n_mfcc:
+        x = L.Lambda(lambda t: t[:, :, : cfg.n_mfcc], name="mfcc_view")(x)
     for f, k in rcp.get("blocks", DEFAULT_BLOCKS):
         x = L.Conv1D(f, k, padding="same", use_bias=False)(x)
         x = L.BatchNormalization()(x)
@@ -268,6 +271,11 @@ def build_model(rcp: dict, seed: int):
     x = L.Dropout(0.3)(x)
     out = L.Dense(n_out, activation="softmax")(x)
     return keras.Model(inp, out, name="cnn")
+
+
+def members_of(rcp: dict, n_seeds: int) -> list[tuple[int, str]]:
+    """(seed offset, view) of every network: each seed once per view of the recipe."""
+    return [(s, v) for s in range(n_seeds) for v in rcp.get("views", ["all"])]
 
 
 def ensemble(models):
@@ -333,8 +341,17 @@ def _mixup(X: np.ndarray, y: np.ndarray, alpha: float, rng) -> tuple[np.ndarray,
     return lx * X + (1 - lx) * X[perm], lam[:, None] * y + (1 - lam[:, None]) * y[perm]
 
 
-def epoch_set(data: Data, idx, rcp, ncfg, rng):
-    """One epoch: one randomly chosen version and random window placement per clip."""
+def view_channels(cfg: FeatureConfig, view: str) -> int:
+    """Channels a member of ``view`` reads (the first ones of the frame features)."""
+    return cfg.n_mfcc if view == "mfcc" else cfg.n_channels
+
+
+def epoch_set(data: Data, idx, rcp, ncfg, rng, view: str = "all"):
+    """One epoch: one randomly chosen version and random window placement per clip.
+
+    Masks fall on the channels the member reads, so an ``mfcc`` member of pitch features trains
+    exactly as a network of MFCC features alone would.
+    """
     cfg = rcp["features"]
     tv = [data.cf.vindex(v) for v in rcp["train_versions"]]
     X = np.empty((len(idx), cfg.window_steps, cfg.n_channels), np.float32)
@@ -354,8 +371,8 @@ def epoch_set(data: Data, idx, rcp, ncfg, rng):
                    np.concatenate([data.speech[o][v] for o in pick]))
         X[j] = sample_window(data.cf.mfcc(i, v), data.speech[i][v], cfg, ncfg, rng, ctx)
     if rcp.get("spec_mask"):
-        X = _spec_mask(X, rng, int(rcp.get("mask_t", 15)), int(rcp.get("mask_c", 8)),
-                       cfg.n_mels if rcp.get("mask_domain") == "mel" else 0)
+        _spec_mask(X[:, :, : view_channels(cfg, view)], rng, int(rcp.get("mask_t", 15)),
+                   int(rcp.get("mask_c", 8)), cfg.n_mels if rcp.get("mask_domain") == "mel" else 0)
     return to_layout(X, rcp["input_layout"]), data.y[idx]
 
 
@@ -443,7 +460,7 @@ def keras_predict(model):
     return f
 
 
-def fit(data: Data, tr, rcp, ncfg, seed: int, val=None, curve_sets=None, log=print):
+def fit(data: Data, tr, rcp, ncfg, seed: int, val=None, curve_sets=None, log=print, view: str = "all"):
     """Train one model on clips ``tr``; early stopping on clips ``val`` when the recipe says so.
 
     Returns (model, info) where info has the epochs run, the best epoch, and the curve (clip accuracy
@@ -452,7 +469,7 @@ def fit(data: Data, tr, rcp, ncfg, seed: int, val=None, curve_sets=None, log=pri
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
-    model = build_model(rcp, seed)
+    model = build_model(rcp, seed, view)
     steps = int(np.ceil(len(tr) / rcp["batch"])) * rcp["epochs"]
     ls = float(rcp.get("label_smoothing", 0.0))
     mix = float(rcp.get("mixup", 0.0))
@@ -470,7 +487,7 @@ def fit(data: Data, tr, rcp, ncfg, seed: int, val=None, curve_sets=None, log=pri
     vwins = eval_windows(data, val, "clean", rcp, ncfg) if val is not None and len(val) else None
     t0 = time.time()
     for ep in range(rcp["epochs"]):
-        X, y = epoch_set(data, tr, rcp, ncfg, rng)
+        X, y = epoch_set(data, tr, rcp, ncfg, rng, view)
         if ls or mix:
             y = np.eye(len(LABELS), dtype=np.float32)[y]
         if mix:
@@ -538,10 +555,11 @@ def run_cv(data: Data, rcp: dict, args, log=print) -> dict:
         log(f"fold {fi + 1}/{len(folds)}: test actors {test_actors}, {len(tr)} train clips")
         P = {k: 0 for k in sets}
         infos = []
-        for s in range(args.seeds_cv):
+        for s, view in members_of(rcp, args.seeds_cv):
             # the curve (for choosing the epoch count) is read from the first model of a fold only
-            curve = sets if not rcp.get("early_stopping") and s == 0 else None
-            model, info = fit(data, tr, rcp, ncfg, seed=args.seed + 1000 * fi + s, val=val, curve_sets=curve, log=log)
+            curve = sets if not rcp.get("early_stopping") and not infos else None
+            model, info = fit(data, tr, rcp, ncfg, seed=args.seed + 1000 * fi + s, val=val, curve_sets=curve,
+                              log=log, view=view)
             infos.append(info)
             for v in P:
                 p = predict_clips(keras_predict(model), sets[v][0], rcp["input_layout"], g)
@@ -557,7 +575,7 @@ def run_cv(data: Data, rcp: dict, args, log=print) -> dict:
     if getattr(args, "save_probs", None):
         np.savez_compressed(args.save_probs, **{k: np.stack(v) for k, v in members.items()},
                             **{f"y/{fi}": y for fi, y in enumerate(ytrue)},
-                            seeds=np.array([args.seed + s for s in range(args.seeds_cv)]),
+                            seeds=np.array([args.seed + s for s, _ in members_of(rcp, args.seeds_cv)]),
                             recipe=json.dumps(_recipe_json(rcp), sort_keys=True))
     for v, p in preds.items():
         res[set_name(v)] = pooled_metrics(ytrue, p)
@@ -635,9 +653,9 @@ def final_fit(data: Data, rcp: dict, args, log=print):
     ncfg = norm_config(rcp, m0, s0)
     models, infos = [], []
     n_seeds = args.seeds or rcp["seeds"]
-    for s in range(n_seeds):
-        log(f"final fit, seed {args.seed + s}")
-        m, info = fit(data, tr, rcp, ncfg, seed=args.seed + s, val=val, log=log)
+    for s, view in members_of(rcp, n_seeds):
+        log(f"final fit, seed {args.seed + s}, view {view}")
+        m, info = fit(data, tr, rcp, ncfg, seed=args.seed + s, val=val, log=log, view=view)
         models.append(m)
         infos.append(info)
     model = ensemble(models)
@@ -707,12 +725,15 @@ def _describe(rcp: dict) -> str:
         return ("Seed baseline: 40 MFCC means of the whole 3 s window, Conv1D 128/5 -> ReLU -> Dropout .1 -> "
                 "MaxPool 8 -> Conv1D 128/5 -> ReLU -> Dropout .1 -> Flatten -> Dense 8 softmax; RMSprop 5e-5, batch 16.")
     blocks = ",".join(f"{f}x{k}" for f, k in rcp.get("blocks", DEFAULT_BLOCKS))
-    return (f"1-D CNN over per-frame MFCCs (20 ms steps, 3 s windows, dynamic time axis): "
+    pitch = " + log-f0 and voicing" if rcp["features"].pitch else ""
+    return (f"1-D CNN over per-frame MFCCs{pitch} (20 ms steps, 3 s windows, dynamic time axis): "
             f"{len(rcp.get('blocks', DEFAULT_BLOCKS))} Conv1D blocks ({blocks}) + BatchNorm + ReLU + MaxPool 2, "
             f"average+max pooling, Dense {rcp.get('dense', 64)}, Dense 8 softmax; {rcp['norm']} per-stream "
             f"normalisation; trained on {len(rcp['train_versions'])} augmented copies of each clip (noise, gain, "
             "8 kHz mu-law telephone, reverberation, speed, MP3/Opus codecs), time shift and masks; "
-            f"average of {rcp['seeds']} seeds.")
+            f"average of {rcp['seeds'] * len(rcp.get('views', ['all']))} networks"
+            + (f" ({rcp['seeds']} seeds, each once on all channels and once on the MFCCs alone)"
+               if len(rcp.get("views", ["all"])) > 1 else "") + ".")
 
 
 def _eval_summary(cv, rcp) -> dict:
@@ -758,6 +779,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-mfcc", type=int, default=None)
     ap.add_argument("--n-mels", type=int, default=None)
     ap.add_argument("--pitch", action="store_true", help="add the log-f0 and voicing channels to every frame")
+    ap.add_argument("--views", default=None,
+                    help="channels each seed's networks read, one network per view: all, mfcc (e.g. all,mfcc)")
     ap.add_argument("--no-early-stop", action="store_true", help="train the fixed epoch count (--epochs) without early stopping")
     ap.add_argument("--prior-frames", type=float, default=None, help="weight of the prior in the running normaliser")
     ap.add_argument("--context", type=float, default=None, help="probability of streaming the speaker's other clips first (training)")
@@ -818,6 +841,10 @@ def main(argv=None) -> int:
         if args.std_pool or args.mask_domain == "mel":
             raise SystemExit("error: --pitch works with per-channel spreads and coefficient masks only")
         over["pitch"] = True
+    if args.views:
+        over["views"] = args.views.split(",")
+        if not set(over["views"]) <= {"all", "mfcc"}:
+            raise SystemExit(f"error: --views takes all and mfcc, not {args.views!r}")
     rcp = recipe(args.model, **over)
     t0 = time.time()
     data = Data(args.data, rcp, seed=0, cache_dir=args.cache)
