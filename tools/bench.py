@@ -7,7 +7,8 @@ Everything runs on one CPU core (the process pins itself with sched_setaffinity)
 across machines. The test audio is the bundled example tiled to length. Timings are medians of
 ``--runs`` runs. The naive baseline is the seed project's way applied per window, timed in the same
 run on the same file: librosa.load of the whole file, then for each window librosa.feature.mfcc and
-one interpreter call.
+one interpreter call (for a model with pitch channels, one librosa.stft per window feeds both
+librosa's MFCC and the streamer's own pitch_from_power).
 """
 
 from __future__ import annotations
@@ -86,9 +87,11 @@ def label_cmd(path: Path) -> list[str]:
 def naive_loop(path: Path, max_windows: int | None = None) -> tuple[float, float]:
     """The seed's way per window: (seconds, audio seconds covered)."""
     import librosa
+    import numpy as np
 
     from streamer.classifier import Classifier
     from streamer.config import load_meta
+    from streamer.features import pitch_from_power
 
     meta = load_meta()
     clf = Classifier(meta=meta)
@@ -101,10 +104,18 @@ def naive_loop(path: Path, max_windows: int | None = None) -> tuple[float, float
         starts = list(starts)[:max_windows]
     n = 0
     for s in starts:
-        m = librosa.feature.mfcc(y=y[s : s + win], sr=sr, n_mfcc=f.n_mfcc, n_fft=f.n_fft,
-                                 hop_length=f.hop_length, n_mels=f.n_mels, center=False)
+        if f.pitch:
+            # one power spectrogram per window feeds librosa's MFCC and the pitch channels (the
+            # streamer's own pitch_from_power: the same algorithm, only the pipeline is naive)
+            S = np.abs(librosa.stft(y[s : s + win], n_fft=f.n_fft, hop_length=f.hop_length, center=False)) ** 2
+            mel = librosa.feature.melspectrogram(S=S, sr=sr, n_mels=f.n_mels)
+            m = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=f.n_mfcc)
+            m = np.concatenate([m, pitch_from_power(S.T.astype(np.float32), f).T])
+        else:
+            m = librosa.feature.mfcc(y=y[s : s + win], sr=sr, n_mfcc=f.n_mfcc, n_fft=f.n_fft,
+                                     hop_length=f.hop_length, n_mels=f.n_mels, center=False)
         x = m.T[None, : f.window_frames // f.sub_window_frames * f.sub_window_frames]
-        x = x.reshape(1, -1, f.sub_window_frames, f.n_mfcc).mean(axis=2)
+        x = x.reshape(1, -1, f.sub_window_frames, f.n_channels).mean(axis=2)
         clf(x)
         n += 1
     dt = time.perf_counter() - t
