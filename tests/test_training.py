@@ -71,12 +71,12 @@ def test_default_trains_converts_and_runs(tmp_path, corpus):
     assert train.main(_args(tmp_path, corpus, "--model", "default", "--seeds", "2")) == 0
     tfl = tmp_path / "model" / "emotion.tflite"
     meta = load_meta(tfl)
-    assert meta.labels == train.LABELS and meta.input_layout == "steps"
-    assert meta.normalisation.kind == "running" and len(meta.normalisation.mean) == meta.features.n_mfcc
+    assert meta.labels == train.LABELS and meta.input_layout == "steps" and meta.features.pitch
+    assert meta.normalisation.kind == "running" and len(meta.normalisation.mean) == meta.features.n_channels
     assert meta.extra["tflite"]["keras_agreement"]["max_abs_diff"] < 0.05
     f = meta.features
     for steps in (f.window_steps, f.window_steps // 3):  # full window and a short clip's window
-        p = _run_tflite(tfl, np.random.default_rng(1).standard_normal((3, steps, f.n_mfcc)))
+        p = _run_tflite(tfl, np.random.default_rng(1).standard_normal((3, steps, f.n_channels)))
         assert p.shape == (3, len(meta.labels))
         np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-4)
 
@@ -146,7 +146,7 @@ def test_keras_tflite_agreement_float32_and_int8():
 
     rcp = train.recipe("default")
     model = train.build_model(rcp, seed=3)
-    x = np.random.default_rng(0).standard_normal((16, rcp["features"].window_steps, rcp["features"].n_mfcc)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((16, rcp["features"].window_steps, rcp["features"].n_channels)).astype(np.float32)
     f32 = agreement(model, to_tflite(model, "none"), x)
     assert f32["max_abs_diff"] < 1e-4
     i8 = agreement(model, to_tflite(model, "dynamic"), x)
@@ -161,10 +161,10 @@ def test_stream_windows_match_streamer_cuts():
     cfg = recipe("default")["features"]
     rng = np.random.default_rng(0)
     for n, expect in ((185, 2), (120, 1), (250, 3)):
-        mf = rng.standard_normal((n, cfg.n_mfcc)).astype(np.float32)
+        mf = rng.standard_normal((n, cfg.n_channels)).astype(np.float32)
         wins, frac = stream_windows(mf, np.ones(n, bool), cfg, NormConfig(kind="none"))
         assert len(wins) == expect and np.all(frac == 1.0)
-        assert wins[0].shape[1] == cfg.n_mfcc
+        assert wins[0].shape[1] == cfg.n_channels
         if n < cfg.window_frames:
             assert wins[0].shape[0] == n
         else:

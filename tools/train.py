@@ -84,8 +84,10 @@ def recipe(name: str, **over) -> dict:
     elif name == "default":
         r = dict(
             name="default",
+            # 40 MFCCs of 64 mel bands per 20 ms frame, plus log-f0 and voicing strength: the MFCCs keep
+            # the spectral envelope but not the voice's pitch, which carries much of the arousal (model card)
             features=FeatureConfig(sample_rate=16000, n_fft=1024, hop_length=320, n_mels=64, n_mfcc=40,
-                                   sub_window_frames=1, window_s=3.0, hop_s=1.0),
+                                   sub_window_frames=1, window_s=3.0, hop_s=1.0, pitch=True),
             norm="running",
             prior_frames=100.0,
             # one version per clip per epoch, drawn from 16 fixed augmented copies of every clip: clean;
@@ -702,8 +704,8 @@ def final_fit(data: Data, rcp: dict, args, log=print):
             },
             "evaluation": _eval_summary(cv, rcp),
             "tflite": {"bytes": len(content), "ms_per_window_1_thread": round(lat, 4),
-                       "keras_agreement": agree, "input": "[batch, steps, n_mfcc], steps dynamic"
-                       if rcp["input_layout"] == "steps" else "[batch, n_mfcc*steps, 1]"},
+                       "keras_agreement": agree, "input": "[batch, steps, n_channels], steps dynamic"
+                       if rcp["input_layout"] == "steps" else "[batch, n_channels*steps, 1]"},
         },
     )
     (out / f"{stem}.json").write_text(json.dumps(meta.to_dict(), indent=1) + "\n")
@@ -778,7 +780,9 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--n-mfcc", type=int, default=None)
     ap.add_argument("--n-mels", type=int, default=None)
-    ap.add_argument("--pitch", action="store_true", help="add the log-f0 and voicing channels to every frame")
+    ap.add_argument("--pitch", action=argparse.BooleanOptionalAction, default=None,
+                    help="log-f0 and voicing channels after the MFCCs of every frame (default: the recipe's; "
+                         "--no-pitch gives the MFCCs alone, as models up to 1.3.0)")
     ap.add_argument("--views", default=None,
                     help="channels each seed's networks read, one network per view: all, mfcc (e.g. all,mfcc)")
     ap.add_argument("--no-early-stop", action="store_true", help="train the fixed epoch count (--epochs) without early stopping")
@@ -837,10 +841,11 @@ def main(argv=None) -> int:
         over["versions"] = cached_versions(vs)
     if args.no_early_stop:
         over["early_stopping"] = False
-    if args.pitch:
-        if args.std_pool or args.mask_domain == "mel":
-            raise SystemExit("error: --pitch works with per-channel spreads and coefficient masks only")
-        over["pitch"] = True
+    if args.pitch is not None:
+        over["pitch"] = args.pitch
+    if (args.std_pool or args.mask_domain == "mel") and recipe(args.model, **over)["features"].pitch:
+        raise SystemExit("error: pitch channels work with per-channel spreads and coefficient masks only "
+                         "(add --no-pitch)")
     if args.views:
         over["views"] = args.views.split(",")
         if not set(over["views"]) <= {"all", "mfcc"}:
