@@ -843,14 +843,14 @@ def main(argv=None) -> int:
         over["early_stopping"] = False
     if args.pitch is not None:
         over["pitch"] = args.pitch
-    if (args.std_pool or args.mask_domain == "mel") and recipe(args.model, **over)["features"].pitch:
-        raise SystemExit("error: pitch channels work with per-channel spreads and coefficient masks only "
-                         "(add --no-pitch)")
     if args.views:
         over["views"] = args.views.split(",")
         if not set(over["views"]) <= {"all", "mfcc"}:
             raise SystemExit(f"error: --views takes all and mfcc, not {args.views!r}")
     rcp = recipe(args.model, **over)
+    if (args.std_pool or args.mask_domain == "mel") and rcp["features"].pitch:
+        raise SystemExit("error: pitch channels work with per-channel spreads and coefficient masks only "
+                         "(add --no-pitch)")
     t0 = time.time()
     data = Data(args.data, rcp, seed=0, cache_dir=args.cache)
     print(f"{len(data.items)} clips, features ready in {time.time() - t0:.0f} s", flush=True)
