@@ -18,12 +18,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from streamer.analysis import ChannelAnalyzer, Windows, classify_windows
 from streamer.classifier import Classifier
 from streamer.config import ModelMeta
 from streamer.errors import UsageError
-from streamer.features import FrameFeaturizer, WindowAssembler
-from streamer.gate import SpeechGate
-from streamer.normalise import Normaliser
 from streamer.ringbuffer import RingBuffer
 from streamer.sources import Source
 from streamer.timeline import Timeline, TimelineConfig
@@ -71,46 +69,6 @@ class Conditioner:
         if self._rs is None:
             return np.ascontiguousarray(x)
         return self._rs.resample_chunk(np.ascontiguousarray(x), last=last).reshape(-1, self.out_channels)
-
-
-class ChannelAnalyzer:
-    """One channel's frame features, speech gate, normaliser and windows (bounded state)."""
-
-    def __init__(self, meta: ModelMeta):
-        f = meta.features
-        self.cfg = f
-        self.featurizer = FrameFeaturizer(f)
-        self.gate = SpeechGate(meta.gate, f)
-        self.norm = Normaliser(meta.normalisation, f.n_channels)
-        # one extra column carries each frame's speech flag, so a window's speech fraction comes
-        # out of the same running-sum means as its features
-        self.windows = WindowAssembler(f, f.n_channels + 1)
-        self._last_stats = None
-
-    def push(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """Mono samples at the model's rate -> (start frames, normalised windows, speech fraction, frames per window)."""
-        mfcc, level = self.featurizer.push(y)
-        speech = self.gate(level)
-        stats = self.norm.push(mfcc, speech)
-        first = self.windows.frames_in
-        rows = np.concatenate([mfcc, speech[:, None].astype(np.float32)], axis=1) if len(mfcc) else \
-            np.zeros((0, self.cfg.n_channels + 1), np.float32)
-        starts, means = self.windows.push(rows)
-        wf = self.cfg.window_frames
-        if len(starts):
-            mean, std = stats.at(starts + wf - 1 - first)
-            feats = self.norm.apply(means[:, :, :-1], mean, std)
-            return starts, feats, means[:, :, -1].mean(axis=1), wf
-        return starts, means[:, :, :-1], np.zeros(0), wf
-
-    def flush(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """The final (possibly short) window over the uncovered tail."""
-        starts, means, wf = self.windows.flush()
-        if len(starts) == 0:
-            return starts, np.zeros((0, 0, self.cfg.n_channels), np.float32), np.zeros(0), 0
-        mean, std = self.norm.current()
-        feats = self.norm.apply(means[:, :, :-1], np.repeat(mean, len(starts), 0), np.repeat(std, len(starts), 0))
-        return starts, feats, means[:, :, -1].mean(axis=1), wf
 
 
 class Pipeline:
@@ -187,31 +145,14 @@ class Pipeline:
         out.extend(self.timeline.finish())
         return out
 
-    def _classify(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]) -> Events:
+    def _classify(self, parts: list[Windows]) -> Events:
         f = self.meta.features
-        min_frac = self.meta.gate.min_fraction
         sec = f.hop_length / f.sample_rate
-        todo = []
-        for ch, (starts, feats, frac, wf) in enumerate(parts):
-            if len(starts) == 0:
-                continue
-            speech = frac >= min_frac
-            probs = np.full((len(starts), len(self.meta.labels)), np.nan, np.float32)
-            todo.append((ch, starts, feats, speech, probs, wf))
-        # one batched interpreter call per window length for every channel's speech windows
-        by_len: dict[int, list] = {}
-        for item in todo:
-            by_len.setdefault(item[2].shape[1], []).append(item)
-        for items in by_len.values():
-            batch = [it[2][it[3]] for it in items]
-            if sum(len(b) for b in batch):
-                p = self.classifier(np.concatenate(batch))
-                a = 0
-                for it, b in zip(items, batch):
-                    it[4][it[3]] = p[a : a + len(b)]
-                    a += len(b)
+        scored = classify_windows(self.classifier, parts, self.meta.gate.min_fraction, len(self.meta.labels))
+        todo = [(ch, p.starts, speech, probs, p.frames)
+                for ch, (p, (speech, probs)) in enumerate(zip(parts, scored)) if len(p.starts)]
         events: list[tuple[float, int, Events]] = []
-        for ch, starts, _, speech, probs, wf in todo:
+        for ch, starts, speech, probs, wf in todo:
             for i, s in enumerate(starts):
                 t0 = float(s) * sec
                 evs = self.timeline.add(ch, t0, t0 + wf * sec, bool(speech[i]), probs[i] if speech[i] else None)
