@@ -7,13 +7,20 @@ emotion add up to its speech seconds. A segment without a label counts as silenc
 The result of `summarise` / `Summary.result`::
 
     {"duration": s,
+     "silence_s": s,                                   # nobody speaking (no channel has a segment)
+     "overlap_s": s,                                   # two or more channels speaking at once
      "channels": [{"channel": i, "channel_name": n,
                    "speech_s": s, "silence_s": s,
                    "emotions": {label: s},            # every label seen, in first-seen order
                    "share": {label: fraction of speech},
                    "dominant": label | None,          # most seconds; None without speech
                    "longest_negative": {"start", "end", "seconds", "label"} | None,
-                   "alerts": [{"rule", "start", "end", "label"}]}]}
+                   "alerts": [{"rule", "start", "end", "label"}],
+                   "trend": [{"start", "end", "dominant", "negative_share"}] * TREND_SLICES}]}
+
+The trend cuts the call into `TREND_SLICES` equal slices; in each, ``dominant`` is the emotion with
+the most seconds (None without speech) and ``negative_share`` the negative emotions' share of the
+slice's speech time (None without speech).
 
 A negative stretch is a run of segments whose labels are all negative (`NEGATIVE_LABELS` by
 default), allowing silences of up to ``max_gap_s`` between them, as alert rules do; any other
@@ -29,9 +36,10 @@ from typing import Any, Iterable
 
 from streamer.alerts import DEFAULT_MAX_GAP_S
 
-__all__ = ["NEGATIVE_LABELS", "Summary", "summarise"]
+__all__ = ["NEGATIVE_LABELS", "TREND_SLICES", "Summary", "summarise"]
 
 NEGATIVE_LABELS = frozenset({"angry", "fearful", "sad", "disgust"})
+TREND_SLICES = 10
 
 
 def _r(x: float) -> float:
@@ -47,6 +55,9 @@ class _Channel:
     run: dict[str, Any] | None = None  # the open negative stretch
     longest: dict[str, Any] | None = None
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    # (start, end, label) of every counted segment piece, for the trend, silence and overlap: a few
+    # per minute of speech, so this stays small even for hours
+    spans: list[tuple[float, float, str]] = field(default_factory=list)
 
 
 class Summary:
@@ -104,6 +115,7 @@ class Summary:
             c.last_end = max(c.last_end, end)
             return
         c.last_end = end
+        c.spans.append((start, end, label))
         c.emotions[label] += end - start
         c.speech += end - start
         if label not in self.negative:
@@ -139,8 +151,54 @@ class Summary:
                 "dominant": max(c.emotions, key=c.emotions.__getitem__) if c.emotions else None,
                 "longest_negative": dict(c.longest) if c.longest else None,
                 "alerts": list(c.alerts),
+                "trend": self._trend(c.spans, d),
             })
-        return {"duration": _r(d), "channels": out}
+        silence, overlap = _silence_overlap([c.spans for c in self._ch.values()], d)
+        return {"duration": _r(d), "silence_s": _r(silence), "overlap_s": _r(overlap), "channels": out}
+
+    def _trend(self, spans: list[tuple[float, float, str]], d: float) -> list[dict[str, Any]]:
+        """The call in `TREND_SLICES` equal slices: dominant emotion and negative share of each."""
+        step = d / TREND_SLICES
+        slices: list[Counter] = [Counter() for _ in range(TREND_SLICES)]
+        for a, b, label in spans:
+            if step <= 0:
+                break
+            k = min(int(a / step), TREND_SLICES - 1)
+            while k < TREND_SLICES and a < b:
+                cut = b if k == TREND_SLICES - 1 else min(b, (k + 1) * step)
+                if cut > a:
+                    slices[k][label] += cut - a
+                a = cut
+                k += 1
+        out = []
+        for k, cnt in enumerate(slices):
+            speech = sum(cnt.values())
+            neg = sum(v for lb, v in cnt.items() if lb in self.negative)
+            out.append({"start": _r(k * step), "end": _r((k + 1) * step),
+                        "dominant": max(cnt, key=cnt.__getitem__) if speech > 1e-9 else None,
+                        "negative_share": round(neg / speech, 4) if speech > 1e-9 else None})
+        return out
+
+
+def _silence_overlap(channels: list[list[tuple[float, float, str]]], d: float) -> tuple[float, float]:
+    """Seconds of ``[0, d]`` where no channel speaks, and where two or more speak at once."""
+    edges: list[tuple[float, int]] = []
+    for spans in channels:
+        for a, b, _ in spans:
+            a, b = max(0.0, a), min(d, b)
+            if b > a:
+                edges += [(a, 1), (b, -1)]
+    edges.sort()
+    covered = overlap = 0.0
+    level, prev = 0, 0.0
+    for t, step in edges:
+        if level >= 1:
+            covered += t - prev
+        if level >= 2:
+            overlap += t - prev
+        level += step
+        prev = t
+    return max(0.0, d - covered), overlap
 
 
 def summarise(events: Iterable[dict[str, Any]], duration: float | None,

@@ -44,6 +44,10 @@ def events() -> list[dict[str, Any]]:
 
 def check(result: dict[str, Any]) -> None:
     assert result["duration"] == DURATION
+    # speech: agent 0-10, 12-20, 25-40; customer 2-8, 9-15, 17-21, 24-38
+    # somebody speaks 0-21 and 24-40 (37 s): 23 s of silence; both at once 2-8, 9-10, 12-15,
+    # 17-20, 25-38: 26 s
+    assert result["silence_s"] == 23.0 and result["overlap_s"] == 26.0
     agent, customer = result["channels"]
     assert (agent["channel"], agent["channel_name"]) == (0, "agent")
     assert (customer["channel"], customer["channel_name"]) == (1, "customer")
@@ -62,6 +66,17 @@ def check(result: dict[str, Any]) -> None:
                                             "label": "angry"}
     assert customer["alerts"] == [{"rule": "customer angry|fearful >10s", "start": 2.0, "end": 12.0,
                                    "label": "fearful"}]
+    # ten 6 s slices; the agent's 24-30 slice holds only sad (25-30)
+    assert [t["start"] for t in agent["trend"]] == [6.0 * k for k in range(10)]
+    assert [t["end"] for t in agent["trend"]] == [6.0 * (k + 1) for k in range(10)]
+    assert [t["dominant"] for t in agent["trend"]] == [
+        "neutral", "neutral", "happy", "happy", "sad", "neutral", "neutral", None, None, None]
+    # 12-18: happy 6 s; 18-24: happy 2 s; 24-30: sad 5 s; 30-36: neutral 6 s
+    assert [t["negative_share"] for t in agent["trend"]] == [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, None, None, None]
+    assert [t["dominant"] for t in customer["trend"]] == [
+        "angry", "fearful", "fearful", "angry", "angry", "happy", "disgust", None, None, None]
+    # 30-36: happy 3 s and disgust 3 s (a tie goes to the emotion heard first)
+    assert [t["negative_share"] for t in customer["trend"]] == [1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 1.0, None, None, None]
     json.dumps(result)  # plain JSON, ready for --summary
 
 
@@ -88,9 +103,26 @@ def test_duration_defaults_and_empty_channel():
     agent, customer = res["channels"]
     assert res["duration"] == 10.0  # the latest end seen
     assert agent["speech_s"] == 10.0 and agent["silence_s"] == 0.0
+    trend = customer.pop("trend")
     assert customer == {"channel": 1, "channel_name": "customer", "speech_s": 0.0, "silence_s": 10.0,
                         "emotions": {}, "share": {}, "dominant": None, "longest_negative": None,
                         "alerts": []}
+    assert trend == [{"start": float(k), "end": float(k + 1), "dominant": None, "negative_share": None}
+                     for k in range(10)]
+    assert [t["dominant"] for t in agent["trend"]] == ["neutral"] * 10
+    assert res["silence_s"] == 0.0 and res["overlap_s"] == 0.0
+
+
+def test_trend_splits_segments_across_slices_and_mix_has_no_overlap():
+    evs = [{"type": "segment", "start": 0.0, "end": 25.0, "channel": 0, "label": "calm"},
+           {"type": "segment", "start": 25.0, "end": 95.0, "channel": 0, "label": "angry"}]
+    res = summarise(evs, 100.0)
+    trend = res["channels"][0]["trend"]
+    # slice 20-30: calm 5 s, angry 5 s (a tie: calm came first); 90-100: angry 5 s, 5 s of silence
+    assert trend[2] == {"start": 20.0, "end": 30.0, "dominant": "calm", "negative_share": 0.5}
+    assert trend[9] == {"start": 90.0, "end": 100.0, "dominant": "angry", "negative_share": 1.0}
+    assert [t["dominant"] for t in trend] == ["calm", "calm", "calm"] + ["angry"] * 7
+    assert res["silence_s"] == 5.0 and res["overlap_s"] == 0.0
 
 
 def test_silence_segments_overlaps_and_options():
