@@ -1,8 +1,7 @@
-"""The `listen` and `send` commands: a timeline subscriber and the reference ingest client."""
+"""A timeline subscriber and the reference ingest client (used by `emostream listen` and `send`)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
@@ -12,7 +11,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from streamer.errors import ProtocolError, UsageError
 
-__all__ = ["cmd_listen", "cmd_send", "format_text", "with_query", "listen", "send_file"]
+__all__ = ["format_text", "with_query", "listen", "send_file"]
 
 
 def with_query(url: str, **params: Any) -> str:
@@ -25,12 +24,6 @@ def with_query(url: str, **params: Any) -> str:
         else:
             q[k] = str(v)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(q), parts.fragment))
-
-
-def _check_url(url: str, path: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.netloc:
-        raise UsageError(f"expected a ws://HOST:PORT{path} address, got {url!r}")
 
 
 def _t(x: Any) -> str:
@@ -151,15 +144,6 @@ async def listen(url: str, out: Any, fmt: str = "text", since: int | None = None
         backoff = min(max_backoff, backoff * 2)
 
 
-def cmd_listen(args: argparse.Namespace) -> int:
-    """Print a server's timeline as it arrives."""
-    _check_url(args.url, "/ws")
-    if args.since is not None and args.since < 0:
-        raise UsageError("--since must be 0 or more")
-    url = args.url
-    return asyncio.run(listen(url, sys.stdout, args.format, args.since, args.token, not args.no_reconnect))
-
-
 async def send_file(path: str, url: str, *, realtime: bool = False, rate: int | None = None,
                     encoding: str = "pcm_s16le", token: str | None = None, out: Any = None,
                     block_s: float = 0.1) -> list[dict[str, Any]]:
@@ -243,13 +227,3 @@ async def send_file(path: str, url: str, *, realtime: bool = False, rate: int | 
     if not messages or messages[-1].get("type") != "end":
         raise ProtocolError("the server closed the stream before its end")
     return messages
-
-
-def cmd_send(args: argparse.Namespace) -> int:
-    """Stream a file to a server's ingest endpoint and print the timeline it returns."""
-    _check_url(args.url, "/ingest?stream=ID")
-    if "stream" not in dict(parse_qsl(urlsplit(args.url).query)):
-        raise UsageError("the ingest address needs ?stream=ID")
-    asyncio.run(send_file(args.file, args.url, realtime=args.realtime, rate=args.rate,
-                          encoding=args.encoding, token=args.token, out=None if args.quiet else sys.stdout))
-    return 0

@@ -15,7 +15,7 @@ from streamer.config import ModelMeta
 from streamer.pipeline import Pipeline, RunStats, run
 from streamer.sources import Source, open_source
 
-__all__ = ["Analysis", "analyse", "load_model", "header_info", "overall", "strip_internal"]
+__all__ = ["Analysis", "analyse", "load_model", "header_info", "overall", "strip_internal", "make_labeler"]
 
 Events = list[dict[str, Any]]
 
@@ -105,6 +105,30 @@ def overall(analysis: Analysis, labels: list[str], channel: int | None = None) -
     mean = np.mean(probs, axis=0)
     k = int(np.argmax(mean))
     return labels[k], float(mean[k]), {lab: round(float(v), 4) for lab, v in zip(labels, mean)}
+
+
+def make_labeler(meta: ModelMeta, classifier: Classifier, *, channels: str = "mix",
+                 channel_names: list[str] | None = None, alert_rules: list | None = None
+                 ) -> Callable[[str, str], dict[str, Any]]:
+    """A (path, display name) -> ``label -f json`` object function (the server's ``POST /label``)."""
+    import io
+    import json
+
+    from streamer.formats import open_writer
+
+    def label(path: str, name: str) -> dict[str, Any]:
+        out = io.StringIO()
+        writer = open_writer("json", out)
+        with open_source(path) as src:
+            n = src.channels if channels == "split" else 1
+            names = channel_names if channel_names and len(channel_names) == n else None
+            res = analyse(src, meta, classifier, channels=channels, channel_names=names,
+                          alert_rules=alert_rules, on_header=writer.header, on_event=writer.event)
+        writer.close(duration=res.duration)
+        obj = json.loads(out.getvalue())
+        obj["source"] = name
+        return obj
+    return label
 
 
 class _Progress:

@@ -13,8 +13,6 @@ but the microphone needs it.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import threading
 import time
 from typing import Any
@@ -25,7 +23,7 @@ from streamer.errors import DeviceError
 from streamer.ringbuffer import RingBuffer
 from streamer.sources import Source
 
-__all__ = ["MicSource", "list_devices", "find_device", "cmd_devices"]
+__all__ = ["MicSource", "list_devices", "find_device"]
 
 
 def _sounddevice() -> Any:
@@ -243,16 +241,3 @@ class MicSource(Source):
             self._stream.close(ignore_errors=True)
         finally:
             self._ring.close()
-
-
-def cmd_devices(args: argparse.Namespace) -> int:
-    """`emostream devices`: list the audio input devices, one a line."""
-    devices = list_devices()
-    if not devices:
-        raise DeviceError("no audio input device found (PortAudio sees none)")
-    for d in devices:
-        mark = "*" if d["default"] else " "
-        print(f"{mark}{d['index']:>3}  {d['name']}  ({d['hostapi']}, {d['channels']} ch, "
-              f"{d['sample_rate']:g} Hz)")
-    print("* default input; choose one with: emostream serve --mic --device INDEX|NAME", file=sys.stderr)
-    return 0

@@ -26,7 +26,7 @@ from streamer.ringbuffer import RingBuffer
 from streamer.sources import Source
 from streamer.timeline import Timeline, TimelineConfig
 
-__all__ = ["Conditioner", "ChannelAnalyzer", "Pipeline", "RunStats", "run"]
+__all__ = ["Conditioner", "ChannelAnalyzer", "Pipeline", "RunStats", "run", "make_pipeline_factory"]
 
 Events = list[dict[str, Any]]
 
@@ -160,6 +160,23 @@ class Pipeline:
                 self.windows_out += 1
         events.sort(key=lambda e: (e[0], e[1]))
         return [ev for _, _, evs in events for ev in evs]
+
+
+def make_pipeline_factory(meta: ModelMeta, classifier: Classifier, *, channels: str = "mix",
+                          channel_names: list[str] | None = None, alert_rules: list | None = None
+                          ) -> Callable[[int, int], Pipeline]:
+    """A (sample_rate, channels) -> Pipeline factory sharing one model (a server's ingest streams).
+
+    Channel names are used when their count fits the stream (an ingest stream may be mono while
+    the names were given for stereo); otherwise the defaults (``mix``, ``ch1``...) apply.
+    """
+
+    def factory(rate: int, in_channels: int) -> Pipeline:
+        out = 1 if channels == "mix" else in_channels
+        names = channel_names if channel_names and len(channel_names) == out else None
+        return Pipeline(meta, classifier, in_rate=rate, in_channels=in_channels, channels=channels,
+                        channel_names=names, alert_rules=alert_rules)
+    return factory
 
 
 @dataclass

@@ -18,7 +18,7 @@ from streamer.codecs import decode_pcm, encode_pcm
 from streamer.config import FeatureConfig, ModelMeta
 from streamer.errors import ProtocolError
 from streamer.server import EmoServer, ServerConfig
-from streamer.server_cli import make_pipeline_factory
+from streamer.pipeline import make_pipeline_factory
 
 LABELS = ["calm", "angry", "sad"]
 RATE = 8000

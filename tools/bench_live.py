@@ -128,7 +128,7 @@ async def _subscribers_child(url: str, n: int, out: str) -> None:
 def bench_latency(n_subs: int, seconds: float, model: str | None) -> dict:
     from streamer.labelling import load_model
     from streamer.server import EmoServer, ServerConfig
-    from streamer.server_cli import make_pipeline_factory
+    from streamer.pipeline import make_pipeline_factory
 
     meta, clf = load_model(model)
     rate = meta.features.sample_rate

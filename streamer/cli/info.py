@@ -1,0 +1,56 @@
+"""`emostream info`: model, labels, feature parameters and runtime."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from streamer.cli.args import add_model
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    """The options of `info`."""
+    add_model(p)
+    p.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Model, labels, feature parameters and the TFLite runtime in use."""
+    from dataclasses import asdict
+
+    from streamer.classifier import runtime_name
+    from streamer.config import load_meta
+
+    meta = load_meta(args.model)
+    info = {
+        "model": str(meta.model_path),
+        "name": meta.name,
+        "version": meta.version,
+        "labels": meta.labels,
+        "features": asdict(meta.features),
+        "window_frames": meta.features.window_frames,
+        "normalisation": meta.normalisation.kind,
+        "gate": asdict(meta.gate),
+        "runtime": runtime_name(),
+        "evaluation": meta.extra.get("evaluation"),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"model      {info['model']}")
+    print(f"name       {meta.name} {meta.version}")
+    print(f"labels     {', '.join(meta.labels)}")
+    f = meta.features
+    print(f"features   {f.n_mfcc} MFCC of {f.n_mels} mels{' + log-f0, voicing' if f.pitch else ''}, {f.sample_rate} Hz, frame {f.n_fft}, hop {f.hop_length}, "
+          f"{f.sub_window_frames}-frame means, window {f.window_s} s every {f.hop_s} s")
+    print(f"normalise  {meta.normalisation.kind}")
+    print(f"runtime    {info['runtime']}")
+    ev = meta.extra.get("evaluation")
+    if isinstance(ev, dict):
+        for k, v in ev.items():
+            if isinstance(v, (int, float, str)):
+                print(f"eval       {k}: {v}")
+            elif isinstance(v, dict) and "accuracy" in v:  # a test condition: its headline figures
+                f1 = f", macro-F1 {v['macro_f1']}" if "macro_f1" in v else ""
+                print(f"eval       {k}: accuracy {v['accuracy']}{f1}")
+    return 0
