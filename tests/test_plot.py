@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streamer.plot import FALLBACK_COLOURS, LABEL_COLOURS, label_colours, plot_timeline
+from streamer.plot import (FALLBACK_COLOURS, LABEL_COLOURS, SILENCE_COLOUR, label_colours, plot_timeline,
+                           plot_title, tick_step)
 
 LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 
@@ -64,6 +65,30 @@ def test_plot_size_and_pixels(tmp_path):
     x_of = lambda t: 90 + (1200 - 110) * t / 60.0  # noqa: E731
     assert x_of(0) - 2 <= happy_x.min() and happy_x.max() <= x_of(30) + 2
     assert x_of(40) - 2 <= angry_x.min() and angry_x.max() <= x_of(60) + 2
+    # silence is drawn as on the page: the agent after 30 s, the customer before 40 s
+    quiet_y, quiet_x = (area == rgb(SILENCE_COLOUR)).all(axis=2).nonzero()
+    agent_q = quiet_x[quiet_y <= happy_y.max()]
+    cust_q = quiet_x[quiet_y >= angry_y.min()]
+    assert len(agent_q) > 1000 and len(cust_q) > 1000
+    assert agent_q.min() >= x_of(30) - 2 and agent_q.max() <= x_of(60) + 2
+    assert cust_q.min() >= x_of(0) - 2 and cust_q.max() <= x_of(40) + 2
+    assert not set(zip(happy_y, happy_x)) & set(zip(quiet_y, quiet_x))
+
+
+def test_title_and_ticks_on_whole_seconds_or_minutes(tmp_path):
+    assert plot_title("/calls/2024/call.wav", 62.4) == "call.wav \u00b7 1:02 (62.4 s)"
+    assert plot_title("long.flac", 3 * 3600.0) == "long.flac \u00b7 3:00:00 (10800.0 s)"
+    # at most 12 ticks, on round steps: whole seconds for short calls, whole minutes for long ones
+    assert [tick_step(t) for t in (5, 30, 62.4, 300, 1000, 3600, 3 * 3600, 30 * 3600)] == \
+        [1, 5, 10, 30, 120, 300, 900, 14400]
+    # the title is drawn: the same plot with and without it differs only in the title's band
+    import matplotlib.image as image
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    plot_timeline(EVENTS, 60.0, a, LABELS, source="/x/call.wav")
+    plot_timeline(EVENTS, 60.0, b, LABELS, title="")
+    pa, pb = image.imread(a), image.imread(b)
+    diff = (abs(pa - pb).sum(axis=2) > 0).nonzero()[0]
+    assert len(diff) > 50 and diff.min() >= 40 and diff.max() <= 80
 
 
 def test_plot_custom_size_long_call_and_nothing_to_draw(tmp_path):
