@@ -4,21 +4,41 @@ soundfile (libsndfile) reads WAV (8/16/24/32-bit integer, float, mu-law, A-law),
 AIFF in blocks; everything else (MP3, M4A/AAC, MP4/MOV/WebM audio tracks, ...) comes through an
 ffmpeg pipe, with the ffmpeg binary that the imageio-ffmpeg package ships, so no system install is
 needed. Neither path holds a whole file in memory.
+
+Hostile or broken files are held at the door: a sample rate or channel count outside the supported
+range is an :class:`InputError` naming the path; NaN or infinite samples (a corrupt float file) are
+read as silence and samples beyond full scale are clipped, each with one warning; a file whose end
+is missing (WAV, FLAC, MP3, anything whose container states its length) is labelled as far as it
+decodes, with a warning. File names need not be valid UTF-8: the source opens the name as given
+and reports it in :attr:`Source.uri` as printable text. ``-`` reads standard input (spooled to a
+temporary file, so memory stays bounded and every format works, seekable or not).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import struct
 import subprocess
+import sys
+import tempfile
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from streamer.errors import InputError
+from streamer.outputs import display_name
 
-__all__ = ["Source", "SoundFileSource", "FfmpegSource", "ArraySource", "open_source", "load_audio", "ffmpeg_exe"]
+__all__ = ["Source", "SoundFileSource", "FfmpegSource", "ArraySource", "open_source", "load_audio", "ffmpeg_exe",
+           "STDIN", "MIN_RATE", "MAX_RATE", "MAX_CHANNELS"]
+
+STDIN = "-"  # the path that means standard input
+# What a file may hold (the pipeline's resampler takes the same range; README: "Input").
+MIN_RATE, MAX_RATE = 1000, 384000
+MAX_CHANNELS = 64
 
 _SOUNDFILE_EXT = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".caf", ".w64", ".rf64"}
 _LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "quad": 4, "4.0": 4, "5.0": 5, "5.1": 6,
@@ -45,6 +65,50 @@ class Source:
 
     def __init__(self) -> None:
         self.warnings: list[str] = []
+        self._frames_seen = 0
+        self._bad_noted = False
+        self._loud_noted = False
+        self._spool: str | None = None  # a temporary copy of standard input, removed on close
+
+    def _sanitise(self, block: np.ndarray) -> np.ndarray:
+        """Make a decoded block safe for analysis: non-finite samples -> 0, the rest within [-1, 1].
+
+        One pass over the block in the common case (peak within full scale); a corrupt float file
+        gets one warning per kind of problem instead of numpy RuntimeWarnings and NaN features.
+        """
+        at = self._frames_seen
+        self._frames_seen += len(block)
+        if block.size == 0:
+            return block
+        peak = float(np.max(np.abs(block)))
+        if peak <= 1.0:  # also False for NaN, which fails every comparison
+            return block
+        block = np.array(block, dtype=np.float32, copy=True)
+        bad = ~np.isfinite(block)
+        if bad.any():
+            if not self._bad_noted:
+                self._bad_noted = True
+                first = at + int(np.argmax(bad.any(axis=1)))
+                self.warnings.append(f"{self.uri}: NaN or infinite samples (first at "
+                                     f"{first / max(1, self.sample_rate):.1f} s) read as silence")
+            block[bad] = 0.0
+        loud = np.abs(block) > 1.0
+        if loud.any():
+            if not self._loud_noted:
+                self._loud_noted = True
+                first = at + int(np.argmax(loud.any(axis=1)))
+                self.warnings.append(f"{self.uri}: samples beyond full scale (peak {np.max(np.abs(block)):.3g}, "
+                                     f"first at {first / max(1, self.sample_rate):.1f} s) clipped to [-1, 1]")
+            np.clip(block, -1.0, 1.0, out=block)
+        return block
+
+    def _release_spool(self) -> None:
+        if self._spool is not None:
+            try:
+                os.unlink(self._spool)
+            except OSError:
+                pass
+            self._spool = None
 
     def read(self, max_frames: int) -> np.ndarray:
         """Up to ``max_frames`` samples as float32 [n, channels]; empty at the end."""
@@ -76,32 +140,35 @@ class ArraySource(Source):
     def read(self, max_frames: int) -> np.ndarray:
         out = self._y[self._pos : self._pos + max_frames]
         self._pos += len(out)
-        return out
+        return self._sanitise(out)
 
 
 class SoundFileSource(Source):
     """A file libsndfile can read, decoded block by block."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, name: str | None = None):
         super().__init__()
         import soundfile as sf
 
+        self.uri = name if name is not None else display_name(path)
         try:
-            self._f = sf.SoundFile(path)
+            # bytes: soundfile encodes a str name strictly, which fails for non-UTF-8 names
+            self._f = sf.SoundFile(os.fsencode(path))
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-            raise InputError(f"{path}: cannot decode: {_first_line(exc)}", path) from None
+            # libsndfile's text starts "Error opening b'PATH': "; the path is said once, as text
+            why = re.sub(r"^Error opening .*?: ", "", _first_line(exc))
+            raise InputError(f"{self.uri}: cannot decode: {why}", self.uri) from None
         self.sample_rate = int(self._f.samplerate)
         self.channels = int(self._f.channels)
-        self.uri = str(path)
         frames = self._f.frames
-        self.duration = frames / self.sample_rate if frames and frames > 0 else None
+        self.duration = frames / self.sample_rate if frames and frames > 0 and self.sample_rate > 0 else None
         self._done = False
         self._read_frames = 0
         if self._f.format in ("WAV", "WAVEX"):
             missing = _wav_missing_bytes(path)
             if missing > 0:
                 # libsndfile quietly shortens a WAV whose data chunk is cut off; say so
-                self.warnings.append(f"{path}: file is cut off ({missing} bytes of audio missing, "
+                self.warnings.append(f"{self.uri}: file is cut off ({missing} bytes of audio missing, "
                                      f"{self.duration or 0:.1f} s left); labelled what decoded")
 
     _STEP = 16384  # frames per libsndfile call: a corrupt frame then costs at most this much audio
@@ -117,6 +184,9 @@ class SoundFileSource(Source):
                 got = self._f.read(want, dtype="float32", always_2d=True, out=out[n : n + want])
             except Exception as exc:  # libsndfile raises plain RuntimeErrors mid-stream on corrupt data
                 self._done = True
+                if self._read_frames + n == 0:
+                    raise InputError(f"{self.uri}: no audio could be decoded ({_first_line(exc)})",
+                                     self.uri) from None
                 at = (self._read_frames + n) / self.sample_rate
                 self.warnings.append(f"{self.uri}: decoding stopped at {at:.1f} s ({_first_line(exc)}); "
                                      "labelled what decoded")
@@ -126,15 +196,19 @@ class SoundFileSource(Source):
                 self._done = True
                 break
         self._read_frames += n
+        if self._done and self._read_frames == 0:
+            detail = "; ".join(w.split(": ", 1)[-1] for w in self.warnings) or "it holds no samples"
+            raise InputError(f"{self.uri}: no audio could be decoded ({detail})", self.uri)
         if self._done and self.duration and self._read_frames < self.duration * self.sample_rate - 1 \
                 and not self.warnings:
             self.warnings.append(
                 f"{self.uri}: file is cut off at {self._read_frames / self.sample_rate:.1f} s "
                 f"of {self.duration:.1f} s; labelled what decoded")
-        return out[:n]
+        return self._sanitise(out[:n])
 
     def close(self) -> None:
         self._f.close()
+        self._release_spool()
 
 
 def _wav_missing_bytes(path: str) -> int:
@@ -170,19 +244,19 @@ def ffmpeg_exe() -> str:
         raise InputError(f"ffmpeg is not available ({_first_line(exc)}): pip install imageio-ffmpeg") from None
 
 
-def _probe(path: str) -> tuple[int, int, float | None]:
+def _probe(path: str, name: str) -> tuple[int, int, float | None]:
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path],
                           capture_output=True, text=True, errors="replace", timeout=60)
     info = proc.stderr
     m = re.search(r"Stream #\d+:\d+.*?: Audio: ([^\n]*)", info)
     if not m:
         if re.search(r"Stream #\d+:\d+.*?: (Video|Data|Subtitle)", info):
-            raise InputError(f"{path}: has no audio stream", path)
-        raise InputError(f"{path}: not a recognised audio or video file", path)
+            raise InputError(f"{name}: has no audio stream", name)
+        raise InputError(f"{name}: not a recognised audio or video file", name)
     desc = m.group(1)
     sr = re.search(r"(\d+) Hz", desc)
     if not sr:
-        raise InputError(f"{path}: audio stream has no sample rate", path)
+        raise InputError(f"{name}: audio stream has no sample rate", name)
     parts = [p.strip() for p in desc.split(",")]
     ch = 0
     for p in parts:
@@ -204,10 +278,14 @@ def _probe(path: str) -> tuple[int, int, float | None]:
 class FfmpegSource(Source):
     """Any format ffmpeg decodes, as float32 through a pipe, in blocks (first audio stream)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, name: str | None = None, refused: str | None = None):
         super().__init__()
-        self.uri = str(path)
-        self.sample_rate, self.channels, self.duration = _probe(path)
+        self.uri = name if name is not None else display_name(path)
+        self._refused = refused  # why libsndfile refused the file, when ffmpeg is the second try
+        self.sample_rate, self.channels, self.duration = _probe(path, self.uri)
+        _check_format(self)
+        # an MP3 whose last frame is cut short decodes without a word from ffmpeg: look ourselves
+        self._cut_bytes = _mp3_cut_bytes(path) if _is_mp3(path) else 0
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", path, "-map", "0:a:0",
                "-vn", "-ac", str(self.channels), "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -239,7 +317,7 @@ class FfmpegSource(Source):
             return np.zeros((0, self.channels), np.float32)
         out = np.frombuffer(data[:usable], dtype="<f4").reshape(-1, self.channels)
         self._frames += len(out)
-        return out
+        return self._sanitise(out)
 
     def _finish(self) -> None:
         self._done = True
@@ -247,10 +325,20 @@ class FfmpegSource(Source):
         self._err_thread.join(timeout=5)
         msg = b"".join(self._err).decode("utf-8", "replace").strip().splitlines()
         if self._frames == 0:
+            if self._refused is not None:  # ffmpeg's own complaint would be about its output, not the file
+                raise InputError(f"{self.uri}: not a readable audio file (corrupt or unsupported format: "
+                                 f"{self._refused})", self.uri)
             raise InputError(f"{self.uri}: no audio could be decoded" + (f" ({msg[-1]})" if msg else ""), self.uri)
+        got = self._frames / self.sample_rate
         if rc != 0 or msg:
-            self.warnings.append(f"{self.uri}: decoding stopped at {self._frames / self.sample_rate:.1f} s"
+            self.warnings.append(f"{self.uri}: decoding stopped at {got:.1f} s"
                                  + (f" ({msg[-1]})" if msg else "") + "; labelled what decoded")
+        elif self.duration and got < self.duration - max(0.5, 0.02 * self.duration):
+            self.warnings.append(f"{self.uri}: file is cut off at {got:.1f} s of {self.duration:.1f} s; "
+                                 "labelled what decoded")
+        elif self._cut_bytes:
+            self.warnings.append(f"{self.uri}: file is cut off ({self._cut_bytes} bytes of its last MP3 "
+                                 f"frame missing, {got:.1f} s decoded); labelled what decoded")
 
     def close(self) -> None:
         if self._proc.poll() is None:
@@ -259,6 +347,7 @@ class FfmpegSource(Source):
         for s in (self._proc.stdout, self._proc.stderr):
             if s:
                 s.close()
+        self._release_spool()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -266,36 +355,176 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
+def _is_mp3(path: str) -> bool:
+    if Path(path).suffix.lower() == ".mp3":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(3)
+    except OSError:
+        return False
+    return head == b"ID3"
+
+
+# MPEG audio frame lengths: bitrates (kb/s) by [version is MPEG-1][layer index], rates by version
+_MP3_BITRATES = {
+    (True, 3): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),      # layer III
+    (True, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),     # layer II
+    (True, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),  # layer I
+    (False, 3): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (False, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (False, 1): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+}
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def _mp3_frame_len(h: bytes) -> int:
+    """Length in bytes of the MPEG audio frame whose 4-byte header is ``h`` (0: not a header)."""
+    if len(h) < 4 or h[0] != 0xFF or (h[1] & 0xE0) != 0xE0:
+        return 0
+    version, layer = (h[1] >> 3) & 3, 4 - ((h[1] >> 1) & 3)
+    br_i, sr_i, pad = h[2] >> 4, (h[2] >> 2) & 3, (h[2] >> 1) & 1
+    if version == 1 or layer == 4 or br_i in (0, 15) or sr_i == 3:
+        return 0
+    kbps = _MP3_BITRATES[(version == 3, layer)][br_i]
+    rate = _MP3_RATES[version][sr_i]
+    if layer == 1:
+        return (12 * kbps * 1000 // rate + pad) * 4
+    per = 144 if layer == 2 or version == 3 else 72
+    return per * kbps * 1000 // rate + pad
+
+
+def _mp3_cut_bytes(path: str, max_frames: int = 2_000_000) -> int:
+    """Bytes missing from the last frame of an MP3 file (0 if complete or not walkable).
+
+    Walks the frame headers from the first one after any ID3v2 tag, reading the file in 1 MiB
+    blocks (so memory stays small); stops quietly at anything that is not a frame header, since a
+    damaged middle is ffmpeg's to report.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            head = fh.read(10)
+            pos = 0
+            if head[:3] == b"ID3" and len(head) == 10:
+                pos = 10 + ((head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F))
+            end = size
+            fh.seek(max(0, size - 128))
+            if fh.read(3) == b"TAG":  # ID3v1 tag at the very end
+                end -= 128
+            fh.seek(pos)
+            block, base = fh.read(1 << 20), pos
+            for _ in range(max_frames):
+                if pos + 4 > end:
+                    return 0
+                off = pos - base
+                if off + 4 > len(block):
+                    fh.seek(pos)
+                    block, base, off = fh.read(1 << 20), pos, 0
+                n = _mp3_frame_len(block[off : off + 4])
+                if n == 0:
+                    return 0
+                if pos + n > end:
+                    return pos + n - end
+                pos += n
+    except (OSError, struct.error):
+        return 0
+    return 0
+
+
+def _check_format(src: Source) -> None:
+    """Refuse a sample rate or channel count the pipeline cannot take (an input problem: exit 2)."""
+    if not MIN_RATE <= src.sample_rate <= MAX_RATE:
+        raise InputError(f"{src.uri}: unsupported sample rate {src.sample_rate} Hz "
+                         f"(supported: {MIN_RATE} to {MAX_RATE})", src.uri)
+    if not 1 <= src.channels <= MAX_CHANNELS:
+        raise InputError(f"{src.uri}: unsupported channel count {src.channels} "
+                         f"(supported: 1 to {MAX_CHANNELS})", src.uri)
+
+
 def check_path(path: str) -> None:
     """Raise InputError for a path that is missing, a directory, unreadable or empty."""
+    name = display_name(path)
     p = Path(path)
     if not p.exists():
-        raise InputError(f"{path}: no such file", path)
+        raise InputError(f"{name}: no such file", name)
     if p.is_dir():
-        raise InputError(f"{path}: is a directory, not an audio file", path)
+        raise InputError(f"{name}: is a directory, not an audio file", name)
     if not os.access(p, os.R_OK):
-        raise InputError(f"{path}: permission denied", path)
+        raise InputError(f"{name}: permission denied", name)
     if p.stat().st_size == 0:
-        raise InputError(f"{path}: file is empty", path)
+        raise InputError(f"{name}: file is empty", name)
 
 
-def open_source(path: str | os.PathLike[str]) -> Source:
-    """Open an audio (or video) file as a block source, choosing the decoder by what it holds."""
-    path = str(path)
-    check_path(path)
+def spool_stdin(stream: BinaryIO | None = None) -> str:
+    """Copy standard input to a temporary file (in $TMPDIR) and return its path; the caller removes it.
+
+    Disk, not memory, holds the recording, so any length and any format works, including those a
+    decoder must seek in (WAV headers written last, MP4 with its index at the end).
+
+    Raises:
+        InputError: standard input is a terminal, or holds nothing.
+    """
+    if stream is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise InputError("-: standard input is a terminal; pipe audio in (e.g. ffmpeg ... -f wav - | "
+                             "emostream label -)", STDIN)
+        stream = sys.stdin.buffer
+    fd, path = tempfile.mkstemp(prefix="emostream-stdin-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(stream, out, 1 << 20)
+        if os.path.getsize(path) == 0:
+            raise InputError("-: standard input is empty", STDIN)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+def _open_file(path: str, name: str) -> Source:
     ext = Path(path).suffix.lower()
     sf_error: InputError | None = None
     if ext in _SOUNDFILE_EXT or ext == "":
         try:
-            return SoundFileSource(path)
+            src: Source = SoundFileSource(path, name)
         except InputError as exc:
             sf_error = exc
+        else:
+            try:
+                _check_format(src)
+            except InputError:
+                src.close()
+                raise
+            return src
     try:
-        return FfmpegSource(path)
+        return FfmpegSource(path, name, refused=None if sf_error is None else str(sf_error).split(": ", 2)[-1])
     except InputError:
         if sf_error is not None:
-            raise InputError(f"{path}: not a readable audio file (corrupt or unsupported format)", path) from None
+            raise InputError(f"{name}: not a readable audio file (corrupt or unsupported format)", name) from None
         raise
+
+
+def open_source(path: str | os.PathLike[str]) -> Source:
+    """Open an audio (or video) file as a block source, choosing the decoder by what it holds.
+
+    ``-`` reads standard input (see :func:`spool_stdin`); its ``uri`` is ``-``.
+
+    Raises:
+        InputError: missing, unreadable, empty, corrupt or unsupported (rate, channels) input.
+    """
+    path = os.fspath(path)
+    if path == STDIN:
+        spool = spool_stdin()
+        try:
+            src = _open_file(spool, STDIN)
+        except BaseException:
+            os.unlink(spool)
+            raise
+        src._spool = spool
+        return src
+    check_path(path)
+    return _open_file(path, display_name(path))
 
 
 def load_audio(path: str | os.PathLike[str], sample_rate: int | None = None, mono: bool = True) -> tuple[np.ndarray, int]:
