@@ -28,7 +28,8 @@ import numpy as np
 
 from streamer.errors import InputError, UsageError
 
-__all__ = ["MARGIN_S", "CLIP_FORMATS", "Clip", "alert_stretches", "plan_clips", "read_span", "write_clips"]
+__all__ = ["MARGIN_S", "CLIP_FORMATS", "Clip", "alert_stretches", "plan_clips", "read_span", "write_clips",
+           "check_clips_dir"]
 
 MARGIN_S = 1.0
 CLIP_FORMATS = ("wav", "mp3")
@@ -212,6 +213,25 @@ def _audio_segment() -> Any:
     return AudioSegment
 
 
+def check_clips_dir(out_dir: str | os.PathLike[str], recording: str | os.PathLike[str] | None = None) -> None:
+    """Refuse a clips directory (or a recording) that cannot work, before any labelling is done.
+
+    Raises:
+        UsageError: the recording is standard input (clips are cut from the file afterwards), or
+            ``out_dir`` is a file, or neither it nor its nearest existing parent is writable.
+    """
+    if recording is not None and os.fspath(recording) == "-":
+        raise UsageError("--clips cuts the audio out of the recording afterwards: give a file, not - (stdin)")
+    d = os.path.abspath(os.fspath(out_dir))
+    if os.path.exists(d) and not os.path.isdir(d):
+        raise UsageError(f"--clips {out_dir}: not a directory")
+    probe = d
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--clips {out_dir}: {probe} is not a writable directory")
+
+
 def write_clips(path: str | os.PathLike[str], clips: Sequence[Clip], out_dir: str | os.PathLike[str],
                 fmt: str = "wav") -> list[str]:
     """Cut every clip out of the recording at ``path`` and write it to ``out_dir`` (created).
@@ -228,8 +248,7 @@ def write_clips(path: str | os.PathLike[str], clips: Sequence[Clip], out_dir: st
     if fmt not in CLIP_FORMATS:
         raise UsageError(f"--clips-format must be one of {', '.join(CLIP_FORMATS)}, not {fmt!r}")
     d = os.fspath(out_dir)
-    if os.path.exists(d) and not os.path.isdir(d):
-        raise UsageError(f"--clips {d}: not a directory")
+    check_clips_dir(d)
     try:
         os.makedirs(d, exist_ok=True)
     except OSError as exc:

@@ -122,3 +122,58 @@ def test_write_clips_wav_and_mp3_from_a_compressed_recording(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(UsageError, match="not a directory"):
         write_clips(wav, clips, tmp_path / "afile")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def _emostream(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    import os
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "streamer", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+
+
+def test_label_clips_cuts_every_alert_out_of_the_recording(tmp_path):
+    """`emostream label --clips`: one clip per alert, holding exactly the recording's audio there."""
+    import json
+
+    happy, sr = sf.read(FIXTURES / "03-01-03-02-02-01-05.flac", dtype="int16")
+    angry, _ = sf.read(FIXTURES / "03-01-05-02-01-01-01.flac", dtype="int16")
+    pause = np.zeros(sr, np.int16)
+    agent = np.concatenate([pause, happy, pause, np.zeros(len(angry), np.int16), pause])
+    customer = np.concatenate([pause, np.zeros(len(happy), np.int16), pause, angry, pause])
+    call = tmp_path / "call.flac"
+    sf.write(call, np.stack([agent, customer], axis=1), sr, subtype="PCM_16")
+    out = tmp_path / "review"
+    r = _emostream("label", str(call), "--channels", "split", "--channel-names", "agent,customer",
+                   "--alert", "customer:angry,fearful,disgust>1", "--clips", str(out), "-o", str(tmp_path / "t.json"),
+                   cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "t.json").read_text())
+    assert res["alerts"], "the angry customer should raise an alert"
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == len({(a["start"], a["channel"], a["label"]) for a in res["alerts"]})
+    rec, _ = sf.read(call, dtype="int16")
+    for a in res["alerts"]:
+        [name] = [n for n in names if n.startswith(f"{max(0.0, a['start'] - 1):.1f}-")]
+        start, end, who, label = name[:-4].split("-")
+        assert (who, label) == ("customer", a["label"])
+        # the whole stretch: at least to the alert's end, never past the customer's speech + 2 s
+        assert float(end) >= min(a["end"] + 1, res["duration"]) - 0.05
+        assert float(end) <= min((len(rec) - len(pause)) / sr + 3.0, res["duration"]) + 0.05
+        clip, csr = sf.read(out / name, dtype="int16")
+        assert csr == sr and clip.shape[1] == 2
+        a0 = int(round(float(start) * sr))
+        assert np.array_equal(clip, rec[a0:a0 + len(clip)])
+        assert abs(len(clip) / sr - (float(end) - float(start))) < 0.051
+    assert "review clip" in r.stderr
+
+    # refused before any work: no rules, stdin, a file in the way
+    r = _emostream("label", str(call), "--clips", str(out), cwd=tmp_path)
+    assert r.returncode != 0 and r.stderr.startswith("emostream: error: --clips needs alert rules")
+    (tmp_path / "f").write_text("x")
+    r = _emostream("label", str(call), "--alert", "angry>1", "--clips", str(tmp_path / "f"), cwd=tmp_path)
+    assert r.returncode != 0 and "not a directory" in r.stderr and "Traceback" not in r.stderr

@@ -9,6 +9,7 @@ from typing import Any
 
 from streamer.cli.args import (add_alerts, add_channels, add_model, add_window, alert_rules_arg,
                                channel_names_arg, warn)
+from streamer.errors import UsageError
 from streamer.formats import FORMATS
 
 
@@ -23,6 +24,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_model(p)
     p.add_argument("--summary", metavar="PATH", help="also write a per-channel summary as JSON")
     p.add_argument("--plot", metavar="PNG", help="also draw the timeline as a PNG")
+    p.add_argument("--clips", metavar="DIR", help="also write the audio of every alert's whole stretch "
+                   "(1 s margins) to DIR/<start>-<end>-<channel>-<label>.wav, for review")
+    p.add_argument("--clips-format", choices=("wav", "mp3"), default="wav", help="format of --clips (default: wav)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress or warnings")
 
 
@@ -36,6 +40,12 @@ def run(args: argparse.Namespace) -> int:
     rules = alert_rules_arg(args)
     from streamer.sources import open_source
 
+    if args.clips:
+        from streamer.clips import check_clips_dir
+
+        if not rules:
+            raise UsageError("--clips needs alert rules (--alert or --alerts): a clip is an alert's stretch")
+        check_clips_dir(args.clips, args.file)
     source = open_source(args.file)  # opened before the output so a bad input leaves no file behind
     out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
     summary = None
@@ -51,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             writer.event(ev)
             if summary is not None:
                 summary.add(ev)
-            if args.plot:
+            if args.plot or args.clips:
                 collected.append(ev)
 
         res = analyse(source, meta, clf, channels=args.channels, channel_names=names, alert_rules=rules,
@@ -70,5 +80,14 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from streamer.plot import plot_timeline
 
-        plot_timeline(collected, res.duration, args.plot, meta.labels)
+        plot_timeline(collected, res.duration, args.plot, meta.labels, channels=res.channel_names,
+                      source=res.source)
+    if args.clips:
+        from streamer.clips import alert_stretches, plan_clips, write_clips
+
+        clips = plan_clips(alert_stretches(collected, rules or [], hop_s=meta.features.hop_s), res.duration)
+        write_clips(args.file, clips, args.clips, args.clips_format)
+        if not args.quiet:
+            print(f"emostream: {len(clips)} review clip{'' if len(clips) == 1 else 's'} in {args.clips}",
+                  file=sys.stderr)
     return 0
