@@ -1,4 +1,4 @@
-"""`emostream label`: an emotion timeline of one recording."""
+"""`emostream label`: an emotion timeline of one recording, or of a whole archive with --out-dir."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from streamer.formats import FORMATS
 
 def configure(p: argparse.ArgumentParser) -> None:
     """The options of `label`."""
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="a recording; with --out-dir also directories and @LIST files, any number")
     p.add_argument("-f", "--format", choices=FORMATS, default="json")
     p.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
     add_window(p)
@@ -28,10 +29,24 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "(1 s margins) to DIR/<start>-<end>-<channel>-<label>.wav, for review")
     p.add_argument("--clips-format", choices=("wav", "mp3"), default="wav", help="format of --clips (default: wav)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress or warnings")
+    g = p.add_argument_group("archives (see streamer/archive.py)")
+    g.add_argument("--out-dir", metavar="DIR", help="label every input into DIR (tree mirrored, "
+                   "DIR/manifest.jsonl, complete outputs skipped on a rerun)")
+    x = g.add_mutually_exclusive_group()
+    x.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per core)")
+    x.add_argument("--dask", metavar="ADDRESS", help="a Dask scheduler (tcp://HOST:8786), or local[:N] "
+                   "for a local Dask cluster (needs the 'cluster' extra)")
 
 
 def run(args: argparse.Namespace) -> int:
     """An emotion timeline of one recording in one of the output formats."""
+    if args.out_dir:
+        return _run_archive(args)
+    if args.workers is not None or args.dask:
+        raise UsageError("--workers and --dask need --out-dir")
+    if len(args.inputs) != 1:
+        raise UsageError("several inputs need --out-dir DIR (one output per input)")
+    args.file = args.inputs[0]
     from streamer.formats import open_writer
     from streamer.labelling import analyse, load_model
 
@@ -90,4 +105,34 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"emostream: {len(clips)} review clip{'' if len(clips) == 1 else 's'} in {args.clips}",
                   file=sys.stderr)
+    return 0
+
+
+def _run_archive(args: argparse.Namespace) -> int:
+    """Every input into --out-dir on a local pool or a Dask cluster; exit 2 if any input failed."""
+    from streamer.archive import DaskBackend, LabelOptions, LocalBackend, collect_inputs, run_archive
+    from streamer.labelling import load_model
+
+    for opt in ("output", "summary", "plot", "clips"):
+        if getattr(args, opt, None):
+            raise UsageError(f"--{opt} is for one recording; with --out-dir every input gets its own output")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    names = channel_names_arg(args)
+    opts = LabelOptions(format=args.format, model=args.model, window=args.window, hop=args.hop,
+                        channels=args.channels, channel_names=tuple(names) if names else None,
+                        alert_rules=tuple(alert_rules_arg(args) or ()))
+    jobs = collect_inputs(args.inputs, args.out_dir, args.format)
+    load_model(args.model, args.window, args.hop)  # a bad model or window fails here, not once per file
+    backend = DaskBackend(args.dask) if args.dask else LocalBackend(args.workers)
+    try:
+        totals = run_archive(jobs, args.out_dir, opts, backend, progress=False if args.quiet else None)
+    finally:
+        backend.close()
+    if not args.quiet:
+        print(f"emostream: {totals.summary()}", file=sys.stderr)
+    if totals.failed:
+        print(f"emostream: error: {totals.failed} of {totals.files} inputs failed (see the manifest)",
+              file=sys.stderr)
+        return 2
     return 0
