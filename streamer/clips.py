@@ -29,7 +29,7 @@ import numpy as np
 from streamer.errors import InputError, UsageError
 
 __all__ = ["MARGIN_S", "CLIP_FORMATS", "Clip", "alert_stretches", "plan_clips", "read_span", "write_clips",
-           "check_clips_dir"]
+           "check_clips_dir", "window_hop"]
 
 MARGIN_S = 1.0
 CLIP_FORMATS = ("wav", "mp3")
@@ -74,17 +74,20 @@ def _as_dict(ev: Any) -> dict[str, Any]:
     return dict(to_wire())
 
 
-def _hop_of(windows: Sequence[dict[str, Any]]) -> float | None:
-    """The windows' spacing: the smallest step between two starts of one channel."""
+def window_hop(windows: Sequence[dict[str, Any]]) -> float | None:
+    """The windows' spacing: the most common step between two starts of one channel (the last
+    window of a file may sit closer, aligned to the end)."""
+    from collections import Counter
+
     last: dict[int, float] = {}
-    hop: float | None = None
+    steps: Counter = Counter()
     for w in windows:
         ch = int(w.get("channel", 0) or 0)
         s = float(w["start"])
         if ch in last and s > last[ch] + 1e-9:
-            hop = s - last[ch] if hop is None else min(hop, s - last[ch])
+            steps[round(s - last[ch], 3)] += 1
         last[ch] = s
-    return hop
+    return steps.most_common(1)[0][0] if steps else None
 
 
 def alert_stretches(events: Iterable[Any], rules: Sequence[Any], hop_s: float | None = None) -> list[dict[str, Any]]:
@@ -104,7 +107,7 @@ def alert_stretches(events: Iterable[Any], rules: Sequence[Any], hop_s: float | 
     windows = [w for w in (_as_dict(e) for e in events) if w.get("type", "window") == "window"]
     if not rules or not windows:
         return []
-    tracker = AlertTracker(rules, hop_s=hop_s if hop_s is not None else _hop_of(windows))
+    tracker = AlertTracker(rules, hop_s=hop_s if hop_s is not None else window_hop(windows))
     live: dict[int, dict[str, Any]] = {}   # id of an open, fired stretch -> its alert
     out: list[dict[str, Any]] = []
     for w in windows:

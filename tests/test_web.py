@@ -166,6 +166,7 @@ def _wait(page, expr: str, timeout: float = 60) -> None:
     page.wait_for_function(expr, timeout=timeout * 1000)
 
 
+@pytest.mark.browser
 def test_live_timeline_matches_the_server_and_survives_a_dropped_connection(browser, stereo_server, tmp_path):
     srv = stereo_server
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -259,6 +260,7 @@ def _overall(res: dict) -> tuple[str | None, float]:
     return labels[int(np.argmax(mean))], float(mean.max())
 
 
+@pytest.mark.browser
 def test_upload_shows_the_files_timeline_and_overall_emotion(browser, stereo_server, tmp_path):
     srv = stereo_server
     ref = _label_via_http(srv, UPLOAD)
@@ -302,6 +304,7 @@ def test_upload_shows_the_files_timeline_and_overall_emotion(browser, stereo_ser
     page.close()
 
 
+@pytest.mark.browser
 def test_page_follows_a_restarted_server(browser, tmp_path):
     """The server goes away after its file ended; a new one on the same port plays another file:
     the page notices (new source), starts over and shows the new timeline whole."""
@@ -330,6 +333,7 @@ def test_page_follows_a_restarted_server(browser, tmp_path):
     assert st["s"] == sum(1 for m in ref if m["type"] == "segment")
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("rate", ["16k", "native"])
 def test_microphone_button_streams_through_ingest(playwright, tmp_path_factory, rate):
     """Chromium's fake capture device plays a WAV; the page sends it to /ingest as 16 kHz PCM.
@@ -380,6 +384,7 @@ def test_microphone_button_streams_through_ingest(playwright, tmp_path_factory, 
         assert errors == []
 
 
+@pytest.mark.browser
 def test_downsampler_keeps_speech_band_and_length(browser, stereo_server):
     """The page's fallback downsampler: 48 kHz float -> 16 kHz int16, across block boundaries."""
     page = browser.new_page()
@@ -398,3 +403,47 @@ def test_downsampler_keeps_speech_band_and_length(browser, stereo_server):
     fit = np.linalg.lstsq(np.c_[np.sin(2 * np.pi * 1000 * t), np.cos(2 * np.pi * 1000 * t)], y, rcond=None)[0]
     assert abs(np.hypot(*fit) - 0.5 * 0.9943) < 0.002
     assert np.max(np.abs(y - (fit[0] * np.sin(2 * np.pi * 1000 * t) + fit[1] * np.cos(2 * np.pi * 1000 * t)))) < 2e-3
+
+
+# ---- the download buttons' renderer (no browser): the same bytes as `label -f FORMAT` ----
+
+def test_render_result_gives_what_label_writes_in_every_format(tmp_path):
+    import io
+
+    from streamer.alerts import parse_rule
+    from streamer.formats import FORMATS, open_writer
+    from streamer.labelling import analyse, load_model
+    from streamer.web.export import download_name, render_result
+
+    wav = tmp_path / "call.wav"
+    _stereo(wav)
+    meta, clf = load_model()
+    bufs = {f: io.StringIO() for f in FORMATS}
+    writers = {f: open_writer(f, b) for f, b in bufs.items()}
+    res = analyse(str(wav), meta, clf, channels="split", channel_names=["agent", "customer"],
+                  alert_rules=[parse_rule("customer:angry,fearful,disgust>1")],
+                  on_header=lambda h: [w.header(h) for w in writers.values()],
+                  on_event=lambda e: [w.event(e) for w in writers.values()])
+    for w in writers.values():
+        w.close(duration=res.duration)
+    result = json.loads(bufs["json"].getvalue())
+    assert result["alerts"] and result["segments"], "the call should have segments and an alert"
+    for fmt in FORMATS:
+        got = render_result(result, fmt)
+        if fmt == "jsonl":   # the same lines; segments come after the windows instead of between them
+            assert sorted(got.splitlines()) == sorted(bufs[fmt].getvalue().splitlines())
+            assert got.splitlines()[0] == bufs[fmt].getvalue().splitlines()[0]
+        else:
+            assert got == bufs[fmt].getvalue(), fmt
+    assert download_name("/tmp/x/call.wav", "textgrid") == "call.TextGrid"
+    assert download_name("my call (1).mp3", "audacity") == "my call _1_.txt"
+    assert download_name(None, "vtt") == "timeline.vtt"
+
+    from streamer.errors import InputError, UsageError
+
+    with pytest.raises(UsageError):
+        render_result(result, "docx")
+    for bad in ({"windows": "no"}, [], {"segments": []}, {**result, "duration": "long"},
+                {**result, "windows": [{"start": 0}]}):
+        with pytest.raises(InputError):
+            render_result(bad, "csv")
