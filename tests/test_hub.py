@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from streamer.hub import Hub, Stream
+from streamer.server.hub import Hub, Stream
 
 
 def win(i, ch=0):

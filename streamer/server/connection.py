@@ -1,0 +1,215 @@
+"""The connection that sniffs each request: GET goes to websockets, anything else is read here.
+
+The ``websockets`` library parses only GET requests. :class:`SniffingConnection` reads each
+connection's first bytes: a ``GET`` goes on to websockets unchanged; anything else (``POST
+/label``) is read by a small HTTP/1.1 reader (Content-Length bodies, ``Expect: 100-continue``,
+head and body timeouts, a size limit) and answered by the ``handle`` callable it was given. This
+module knows nothing of the application: it gets callables and limits (:class:`HttpSide`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Response
+
+from streamer.server.responses import error_response, serialize
+
+__all__ = ["MAX_HEAD", "HttpSide", "SniffingConnection"]
+
+MAX_HEAD = 16 * 1024
+
+log = logging.getLogger("emostream.server")
+
+Check = Callable[[str, str, Headers], "Response | None"]
+Handle = Callable[[str, str, Headers, bytes], Awaitable[Response]]
+Answered = Callable[["SniffingConnection", str, str, int, float], None]  # (conn, method, target, status, seconds)
+
+
+@dataclass
+class HttpSide:
+    """What a :class:`SniffingConnection` needs to answer a non-GET request.
+
+    Attributes:
+        check: token/origin checks on the head, before the body is read: an error response or None.
+        handle: answers (method, target, headers, body).
+        answered: called once a response is written (the access log).
+        max_upload: largest body accepted (bytes).
+        open_timeout: seconds to send the request head (and to decide GET or not).
+        idle_timeout: seconds the body may stall.
+        open: the connections reading or answering a request now (the server aborts them on close).
+    """
+
+    check: Check
+    handle: Handle
+    answered: Answered | None = None
+    max_upload: int = 50 << 20
+    open_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    open: set["SniffingConnection"] = field(default_factory=set)
+
+
+class SniffingConnection(ServerConnection):
+    """A websockets connection that first sniffs the request method.
+
+    ``GET`` goes to websockets unchanged; anything else is read and answered here, with a body
+    limit and timeouts, and the connection is then closed.
+    """
+
+    def __init__(self, *args: Any, side: HttpSide, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.side = side
+        self.opened = time.monotonic()
+        self._mode: str | None = None           # None (sniffing), "ws" or "http"
+        self._buf = bytearray()
+        self._decided: asyncio.Future[None] = self.loop.create_future()
+        self._more = asyncio.Event()
+        self._eof = False
+
+    # asyncio.Protocol callbacks
+
+    def data_received(self, data: bytes) -> None:
+        if self._mode == "ws":
+            return super().data_received(data)
+        self._buf += data
+        self._more.set()
+        if self._mode == "http":
+            if len(self._buf) > self.side.max_upload + MAX_HEAD + 65536:
+                self.transport.pause_reading()  # the reader answers 413 and closes
+            return
+        sp = self._buf.find(b" ")
+        if sp < 0 and len(self._buf) < 8:
+            return
+        if self._buf[:sp] == b"GET":
+            self._mode = "ws"
+            buf, self._buf = bytes(self._buf), bytearray()
+            self._decide()
+            super().data_received(buf)
+        else:
+            self._mode = "http"
+            self._decide()
+
+    def eof_received(self) -> None:
+        if self._mode == "ws":
+            return super().eof_received()
+        self._eof = True
+        self._more.set()
+        self._decide()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._more.set()
+        self._decide()
+        super().connection_lost(exc)
+
+    def _decide(self) -> None:
+        if not self._decided.done():
+            self._decided.set_result(None)
+
+    # websockets calls this first
+
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        timeout = self.side.open_timeout
+        try:
+            await asyncio.wait_for(asyncio.shield(self._decided), timeout)
+        except asyncio.TimeoutError:
+            self.transport.abort()
+            return
+        if self._mode == "ws":
+            await asyncio.wait_for(super().handshake(*args, **kwargs), timeout)
+            return
+        if self._mode == "http":
+            await self._answer()
+        # peer went away before a request: nothing to answer
+
+    async def _answer(self) -> None:
+        self.side.open.add(self)
+        self._request: tuple[str, str] = ("-", "-")
+        task = asyncio.ensure_future(self._serve_http())
+        try:
+            await asyncio.wait({task, self.connection_lost_waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():  # the peer went away (or the server is closing): stop waiting
+                task.cancel()
+                return
+            resp = task.result()
+        except asyncio.TimeoutError:
+            resp = error_response(408, "request timed out")
+        except asyncio.CancelledError:
+            task.cancel()
+            self.transport.abort()
+            raise
+        except Exception as exc:
+            log.exception("HTTP request failed")
+            resp = error_response(500, f"internal error: {type(exc).__name__}")
+        finally:
+            self.side.open.discard(self)
+        if resp is not None and not self.transport.is_closing():
+            self.transport.write(serialize(resp))
+            self.transport.close()  # after the response is flushed
+            if self.side.answered is not None:
+                self.side.answered(self, *self._request, resp.status_code, time.monotonic() - self.opened)
+        await self.connection_lost_waiter  # wait for the flush; then websockets drops us
+
+    async def _read_more(self, timeout: float) -> None:
+        self._more.clear()
+        if self._eof:
+            raise ConnectionResetError("peer closed")
+        await asyncio.wait_for(self._more.wait(), timeout)
+
+    async def _serve_http(self) -> Response | None:
+        side = self.side
+        loop = self.loop
+        deadline = loop.time() + side.open_timeout
+        while (end := self._buf.find(b"\r\n\r\n")) < 0:
+            if len(self._buf) > MAX_HEAD:
+                return error_response(431, "request head too large")
+            try:
+                await self._read_more(max(0.0, deadline - loop.time()))
+            except ConnectionResetError:
+                return None
+        head = bytes(self._buf[:end]).decode("latin-1")
+        del self._buf[: end + 4]
+        lines = head.split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            return error_response(400, "malformed request line")
+        method, target, _ = parts
+        self._request = (method, target)
+        headers = Headers()
+        for line in lines[1:]:
+            k, sep, v = line.partition(":")
+            if not sep or not k.strip():
+                return error_response(400, "malformed header")
+            headers[k.strip()] = v.strip()
+        denied = side.check(method, target, headers)
+        if denied is not None:
+            return denied
+        if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
+            return error_response(411, "send a Content-Length (chunked uploads are not supported)")
+        try:
+            length = int(headers.get("Content-Length") or "0")
+        except ValueError:
+            return error_response(400, "bad Content-Length")
+        if length < 0:
+            return error_response(400, "bad Content-Length")
+        if length > side.max_upload:
+            return error_response(413, f"upload of {length} bytes is larger than the limit "
+                                       f"({side.max_upload // (1 << 20)} MB)")
+        if method == "POST" and "100-continue" in (headers.get("Expect") or "").lower():
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        while len(self._buf) < length:
+            self.transport.resume_reading()
+            try:
+                await self._read_more(side.idle_timeout)
+            except ConnectionResetError:
+                return None
+        body = bytes(self._buf[:length])
+        self._buf.clear()
+        return await side.handle(method, target, headers, body)

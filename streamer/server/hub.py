@@ -1,0 +1,637 @@
+"""Streams of timeline messages, their subscribers, and the backend that stores them.
+
+The server talks only to a :class:`Hub`. The hub owns the streams this process serves and every
+subscriber's bounded queue; what is stored where, and what other processes can see, sits behind a
+:class:`HubBackend` (:class:`~streamer.server.memory.MemoryBackend` in one process; a Redis backend
+shares streams between nodes). The server does not know which backend it has.
+
+A :class:`Stream` numbers its messages (``seq`` +1 per message, from 1), stores each event as a
+:class:`Message` (encoded to its JSON text frame once, the first time it is sent or read), keeps a
+bounded history in the backend for ``since`` replay, optionally appends every message to a JSONL
+file, and fans each message out to its subscribers. Every subscriber has a bounded queue of frames:
+publishing never waits on a subscriber, and one whose queue overflows is dropped (it is sent an
+``error`` and closed). The hub's own subscribers (the wallboard feed) get every stream's messages,
+each with a ``"stream"`` field.
+
+Everything here runs on the event loop's thread; producers on other threads hand events over with
+``loop.call_soon_threadsafe(stream.publish_many, events)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from pathlib import Path
+from typing import IO, Any, AsyncIterator, Awaitable, Callable, Iterable, Protocol, runtime_checkable
+
+from streamer import protocol
+from streamer.errors import UsageError
+from streamer.server.memory import MemoryBackend
+from streamer.server.message import Event, Message, stream_frame, wire
+
+__all__ = ["Message", "Subscriber", "Stream", "Hub", "HubBackend", "HubObserver", "Event", "wire", "stream_frame"]
+
+log = logging.getLogger("emostream.hub")
+
+@runtime_checkable
+class HubBackend(Protocol):
+    """Where streams live beyond one process: ID leases, history, other nodes' streams.
+
+    The hub calls the synchronous methods on the event loop for every message, so they must never
+    block (a networked backend buffers and writes in a task of its own). The ``async`` ones may
+    wait on the network. Stream IDs are already validated by the server.
+    """
+
+    name: str  # "memory", "redis": shown on /health
+
+    async def claim(self, stream_id: str) -> bool:
+        """Lease ``stream_id`` to this node for a new live stream; False when a live stream anywhere
+        holds it. A networked backend renews the lease until :meth:`end` or :meth:`release`, and
+        lets it expire when this node dies."""
+        ...
+
+    async def release(self, stream_id: str) -> None:
+        """Give back a lease that never became a stream (the ingest client failed before ``start``)."""
+        ...
+
+    def start(self, stream_id: str, hello: Message, kind: str) -> None:
+        """A stream this node produces begins (replacing any ended one of that ID): forget its old
+        history; ``hello`` (no seq) is what every subscriber gets first; ``kind`` is ``source``
+        or ``ingest``."""
+        ...
+
+    def append(self, stream_id: str, message: Message) -> None:
+        """Store a numbered message (``message.seq`` rises by one per call; ``message.text`` is the
+        frame) of a stream this node produces. Keeps at least the last ``history`` messages."""
+        ...
+
+    def read_since(self, stream_id: str, since: int) -> tuple[list[Message], int | None]:
+        """The stored messages with seq > ``since`` of a stream this node produces, oldest first,
+        and the first seq after ``since`` that is no longer stored (None when nothing was lost)."""
+        ...
+
+    def end(self, stream_id: str) -> None:
+        """The stream's ``end`` has been appended: the lease goes; history stays for late
+        subscribers (a networked backend expires it some time later)."""
+        ...
+
+    def forget(self, stream_id: str) -> None:
+        """Drop an ended stream's history (the hub no longer lists it)."""
+        ...
+
+    async def list_streams(self) -> list[dict[str, Any]]:
+        """Streams of OTHER nodes, each as ``GET /streams`` lists one (at least ``id``, ``live``);
+        ``[]`` for a backend of one process."""
+        ...
+
+    async def lookup(self, stream_id: str) -> Message | None:
+        """The hello of another node's stream, or None when no node has it (always None in one
+        process)."""
+        ...
+
+    def follow(self, stream_id: str, after: int) -> AsyncIterator[Message]:
+        """Another node's stream: every message with seq > ``after``, oldest first, then the new
+        ones as they are appended, ending after its ``end``. When the producing node dies, the
+        iterator yields an ``error`` message (seq None) and an ``end`` once the lease expired."""
+        ...
+
+    async def health(self) -> dict[str, Any]:
+        """``{"ok": bool, ...}``: False makes ``GET /health`` answer 503 (e.g. Redis unreachable);
+        the other keys are shown there under ``backend``."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and disconnect; safe to call twice."""
+        ...
+
+
+class HubObserver(Protocol):
+    """Told about what happens in the hub (the server's metrics implement it)."""
+
+    def published(self, stream: "Stream", message: Message) -> None:
+        """A numbered message was published."""
+        ...
+
+    def dropped(self, subscriber: "Subscriber") -> None:
+        """A subscriber was dropped for being too slow."""
+        ...
+
+
+class _Owner(Protocol):
+    def unsubscribe(self, sub: "Subscriber") -> None: ...
+
+
+class Subscriber:
+    """One subscriber's bounded queue of frames.
+
+    Its connection calls :meth:`run` (send what waits, then every new frame until closed); tests
+    and simple owners may instead loop ``await sub.wait()`` / ``sub.take()``.
+    """
+
+    def __init__(self, owner: _Owner, max_queue: int, on_drop: Callable[["Subscriber"], None] | None = None):
+        self.stream = owner
+        self.max_queue = max_queue
+        self.queue: collections.deque[str] = collections.deque()
+        self.event = asyncio.Event()
+        self.closed = False
+        self.dropped: str | None = None  # why it was dropped, when it was
+        self.on_drop = on_drop
+        self.sent = 0
+        # while run() sends nothing, a frame may go out at once through try_send (no queueing)
+        self._try_send: Callable[[str], bool] | None = None
+        self._busy = False
+
+    def push(self, text: str) -> None:
+        """Send one frame now if the connection can take it without waiting, else queue it;
+        drop the subscriber when its queue is full."""
+        if self.closed:
+            return
+        if self._try_send is not None and not self.queue and not self._busy and self._try_send(text):
+            self.sent += 1
+            return
+        if len(self.queue) >= self.max_queue:
+            self.drop(f"subscriber too slow: more than {self.max_queue} messages waiting; "
+                      "reconnect with since=SEQ to resume")
+            return
+        self.queue.append(text)
+        self.event.set()
+
+    def drop(self, reason: str) -> None:
+        """Stop queueing: discard what waits and leave only an ``error`` frame."""
+        if self.closed:
+            return
+        self.dropped = reason
+        self.queue.clear()
+        self.queue.append(protocol.encode(protocol.error(reason)))
+        self.close()
+        if self.on_drop is not None:
+            try:
+                self.on_drop(self)
+            except Exception:  # a callback must not break the producer
+                log.exception("on_drop callback failed")
+
+    def close(self) -> None:
+        """No more frames will come; the owner drains the queue and stops."""
+        self.closed = True
+        self.event.set()
+        self.stream.unsubscribe(self)
+
+    async def wait(self) -> None:
+        """Wait until there is something to take or the subscriber is closed."""
+        if not self.queue and not self.closed:
+            self.event.clear()
+            await self.event.wait()
+
+    def take(self) -> list[str]:
+        """Everything queued, oldest first."""
+        items = list(self.queue)
+        self.queue.clear()
+        self.event.clear()
+        return items
+
+    async def run(self, send: Callable[[str], Awaitable[None]], replay: Iterable[str] = (),
+                  try_send: Callable[[str], bool] | None = None) -> None:
+        """Send ``replay``, then every frame published, until the subscriber is closed and drained.
+
+        Args:
+            send: sends one frame with flow control (waits while the peer is slow).
+            replay: frames to send first (hello, history).
+            try_send: writes one frame at once if the connection can take it without waiting
+                (True), else declines (False); while nothing waits in the queue, live frames go
+                out this way straight from the producer, with no task switch.
+        """
+        self._busy = True
+        try:
+            for text in replay:
+                if self.dropped:
+                    break
+                await send(text)
+            self._busy = False
+            self._try_send = try_send
+            while True:
+                await self.wait()
+                self._busy = True
+                for text in self.take():
+                    await send(text)
+                self._busy = False
+                if self.closed and not self.queue:
+                    return
+        finally:
+            self._try_send = None
+            self._busy = False
+
+
+class Stream:
+    """One timeline: numbered messages, bounded history (in the backend), subscribers, record.
+
+    Args:
+        stream_id: the stream's name (``main`` for a server's own source, else the ingest ID).
+        history: messages kept for ``since`` replay (when the stream makes its own memory backend).
+        max_queue: frames a subscriber may have waiting before it is dropped.
+        record: a file object to append each message to as one JSON line (flushed per message).
+        kind: ``source``, ``ingest`` or ``remote`` (another node's stream, followed).
+        backend: where the history goes (default: a memory backend of its own).
+        on_publish: called with each numbered message after its subscribers got it (the hub's).
+    """
+
+    def __init__(self, stream_id: str, *, history: int = 100_000, max_queue: int = 1024,
+                 record: IO[str] | None = None, kind: str = "source", backend: HubBackend | None = None,
+                 on_publish: Callable[["Stream", Message], None] | None = None):
+        if backend is None:
+            backend = MemoryBackend(history=history)
+        self.id = stream_id
+        self.kind = kind
+        self.started = time.time()
+        self.ended_at: float | None = None
+        self.hello: dict[str, Any] | None = None
+        self.hello_text: str | None = None
+        self.seq = 0
+        self.backend = backend
+        self.max_queue = max_queue
+        self.record = record
+        self.subscribers: set[Subscriber] = set()
+        self.current: dict[int, dict[str, Any]] = {}  # channel -> latest window summary
+        self.capture: dict[str, Any] | None = None     # a live source's capture health, if known
+        self.alerts = 0
+        self.last_alert: dict[str, Any] | None = None
+        self.ended = False
+        self.on_publish = on_publish
+        # audio time (s) -> time.monotonic() when that audio reached the server; None if unknown
+        self.arrival: Callable[[float], float | None] | None = None
+
+    # -- producing -------------------------------------------------------------------------
+
+    def set_hello(self, hello: Event) -> None:
+        """The stream's hello (sent first to every subscriber, no seq)."""
+        msg = {k: v for k, v in wire(hello).items() if k != "type"}
+        msg = {"type": "hello", **msg}
+        msg.setdefault("stream", self.id)
+        msg.setdefault("started", round(self.started, 3))  # tells a resuming client it is the same stream
+        self.hello = msg
+        hello_msg = Message(None, msg)
+        self.hello_text = hello_msg.text
+        if self.kind != "remote":
+            self.backend.start(self.id, hello_msg, self.kind)
+        self._record(self.hello_text)
+
+    def publish(self, event: Event) -> int:
+        """Number one event, keep it, record it and send it to every subscriber; returns its seq."""
+        if self.ended:
+            return self.seq
+        self.seq += 1
+        self._deliver(Message(self.seq, event))
+        return self.seq
+
+    def publish_many(self, events: Iterable[Event]) -> None:
+        """Publish events in order."""
+        for ev in events:
+            self.publish(ev)
+
+    def relay(self, message: Message) -> None:
+        """Publish a message numbered elsewhere (another node's stream, followed): its seq is kept."""
+        if self.ended or message.seq is None:
+            if message.seq is None and message.type == "error":
+                self._fan_out(message.text)
+            return
+        self.seq = message.seq
+        self._deliver(message)
+        if message.type == "end":
+            self._close()
+
+    def _deliver(self, message: Message) -> None:
+        self.backend.append(self.id, message)
+        kind = message.type
+        if kind == "window" or kind == "alert":
+            self._note(kind, message.wire())
+        if self.record is not None:
+            self._record(message.text)
+        if self.subscribers:
+            self._fan_out(message.text)
+        if self.on_publish is not None:
+            self.on_publish(self, message)
+
+    def _note(self, kind: str, msg: dict[str, Any]) -> None:
+        if kind == "alert":
+            self.alerts += 1
+            self.last_alert = msg
+            return
+        self.current[int(msg.get("channel", 0) or 0)] = {
+            "channel": msg.get("channel", 0), "channel_name": msg.get("channel_name"),
+            "label": msg.get("label"), "confidence": msg.get("confidence"),
+            "speech": msg.get("speech"), "start": msg.get("start"), "end": msg.get("end")}
+
+    def _fan_out(self, text: str) -> None:
+        for sub in list(self.subscribers):
+            sub.push(text)
+
+    def error(self, message: str) -> None:
+        """Send an ``error`` (no seq, not kept) to the current subscribers."""
+        self._fan_out(protocol.encode(protocol.error(message)))
+
+    def end(self) -> None:
+        """Publish ``end``; the stream keeps its history, and its subscribers are closed after it."""
+        if self.ended:
+            return
+        self.publish({"type": "end"})
+        if self.kind != "remote":
+            self.backend.end(self.id)
+        self._close()
+
+    def _close(self) -> None:
+        self.ended = True
+        self.ended_at = time.time()
+        for sub in list(self.subscribers):
+            sub.close()
+
+    def _record(self, text: str) -> None:
+        if self.record is None:
+            return
+        try:
+            self.record.write(text + "\n")
+            self.record.flush()
+        except (OSError, ValueError) as exc:
+            log.error("recording stopped: %s", exc)
+            self.record = None
+
+    # -- subscribing -----------------------------------------------------------------------
+
+    def subscribe(self, since: int = 0, on_drop: Callable[[Subscriber], None] | None = None
+                  ) -> tuple[Subscriber, list[str], int | None]:
+        """A new subscriber plus the frames to replay first.
+
+        Returns:
+            (subscriber, replay, gap): ``replay`` holds the hello and every kept message with
+            seq > ``since``; ``gap`` is the first seq that history no longer holds when messages
+            after ``since`` have been forgotten (else None). Messages published after this call
+            go to the subscriber's queue, so replay + queue has nothing lost or repeated.
+        """
+        sub = Subscriber(self, self.max_queue, on_drop)
+        replay: list[str] = [self.hello_text] if self.hello_text else []
+        kept, gap = self.backend.read_since(self.id, since)
+        replay.extend(m.text for m in kept)
+        if self.ended:
+            sub.closed = True
+        else:
+            self.subscribers.add(sub)
+        return sub, replay, gap
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        """Forget a subscriber (safe to call twice)."""
+        self.subscribers.discard(sub)
+
+    def info(self) -> dict[str, Any]:
+        """The stream as listed by ``GET /streams``."""
+        channels = self.hello.get("channels") if self.hello else None
+        return {"id": self.id, "kind": self.kind, "source": self.hello.get("source") if self.hello else None,
+                "started": round(self.started, 3),
+                "started_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+                "live": not self.ended, "seq": self.seq, "subscribers": len(self.subscribers),
+                "channels": channels,
+                "current": [self.current[k] for k in sorted(self.current)],
+                "alerts": self.alerts, "last_alert": self.last_alert,
+                **({"capture": self.capture} if self.capture is not None else {})}
+
+
+class _Feed:
+    """The hub's own subscribers: every stream's messages (the wallboard feed)."""
+
+    def __init__(self) -> None:
+        self.subscribers: set[Subscriber] = set()
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+
+class Hub:
+    """The streams this server serves, by ID, over a :class:`HubBackend`.
+
+    Args:
+        history, max_queue: passed to each :class:`Stream`.
+        record: path of a JSONL file that every stream's messages are appended to.
+        retain_s: how long an ended ingest stream stays listed and replayable.
+        backend: storage and other nodes (default: :class:`~streamer.server.memory.MemoryBackend`).
+        observer: told of every published message and dropped subscriber (metrics).
+    """
+
+    def __init__(self, *, history: int = 100_000, max_queue: int = 1024, record: str | Path | None = None,
+                 retain_s: float = 600.0, backend: HubBackend | None = None, observer: HubObserver | None = None):
+        if backend is None:
+            backend = MemoryBackend(history=history)
+        self.backend = backend
+        self.history = history
+        self.max_queue = max_queue
+        self.retain_s = retain_s
+        self.observer = observer
+        self.streams: dict[str, Stream] = {}
+        self.reserved: set[str] = set()
+        self._feed = _Feed()
+        self._followers: dict[str, asyncio.Task[None]] = {}
+        self._record: IO[str] | None = None
+        if record is not None:
+            try:
+                self._record = open(record, "a", encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot open --record file {record}: {exc.strerror or exc}") from None
+
+    # -- stream IDs ------------------------------------------------------------------------
+
+    def reserve(self, stream_id: str) -> bool:
+        """Claim an ID in this process; False when a live stream or a claim here holds it."""
+        self.expire()
+        old = self.streams.get(stream_id)
+        if stream_id in self.reserved or (old is not None and not old.ended and old.kind != "remote"):
+            return False
+        self.reserved.add(stream_id)
+        return True
+
+    async def claim(self, stream_id: str) -> bool:
+        """Claim an ID here and in the backend (cluster-wide); False when it is in use anywhere."""
+        if not self.reserve(stream_id):
+            return False
+        try:
+            ok = await self.backend.claim(stream_id)
+        except BaseException:
+            self.reserved.discard(stream_id)
+            raise
+        if not ok:
+            self.reserved.discard(stream_id)
+        return ok
+
+    def release(self, stream_id: str) -> None:
+        """Give back a local claim that did not become a stream."""
+        self.reserved.discard(stream_id)
+
+    async def unclaim(self, stream_id: str) -> None:
+        """Give back a claim (here and in the backend) that did not become a stream."""
+        self.release(stream_id)
+        await self.backend.release(stream_id)
+
+    # -- streams ---------------------------------------------------------------------------
+
+    def create(self, stream_id: str, hello: Event | None = None, kind: str = "source") -> Stream:
+        """A new stream under ``stream_id`` (replacing an ended one)."""
+        self.reserved.discard(stream_id)
+        self._stop_following(stream_id)
+        rec = _Tagged(self._record, stream_id) if self._record is not None and kind != "remote" else None
+        backend = self.backend
+        if kind == "remote":  # another node's: a local cache of what we followed
+            backend = MemoryBackend(history=self.history)
+        stream = Stream(stream_id, history=self.history, max_queue=self.max_queue, record=rec, kind=kind,
+                        backend=backend, on_publish=self._published)
+        if hello is not None:
+            stream.set_hello(hello)
+            self._to_feed(stream, stream.hello_text or "")
+        self.streams[stream_id] = stream
+        return stream
+
+    def get(self, stream_id: str) -> Stream | None:
+        """The stream with this ID held here, or None."""
+        return self.streams.get(stream_id)
+
+    async def find(self, stream_id: str) -> Stream | None:
+        """The stream to subscribe to: one held here, else another node's (followed through the
+        backend from its first message, kept here as a ``remote`` stream), else None."""
+        stream = self.streams.get(stream_id)
+        if stream is not None and not (stream.kind == "remote" and stream.ended and stream_id not in self._followers
+                                       and self._expired(stream)):
+            return stream
+        hello = await self.backend.lookup(stream_id)
+        if hello is None:
+            return stream
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.kind != "remote":
+            return stream  # created meanwhile
+        stream = self.create(stream_id, hello.wire(), kind="remote")
+        self._followers[stream_id] = asyncio.get_running_loop().create_task(self._follow(stream))
+        return stream
+
+    async def _follow(self, stream: Stream) -> None:
+        try:
+            async for message in self.backend.follow(stream.id, 0):
+                stream.relay(message)
+                if stream.ended:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the backend failed: tell the subscribers, end here
+            log.error("following stream %s failed: %s", stream.id, exc)
+            stream.error(f"stream {stream.id} is no longer reachable: {exc}")
+        finally:
+            self._followers.pop(stream.id, None)
+        if not stream.ended:
+            stream._close()
+
+    def _stop_following(self, stream_id: str) -> None:
+        task = self._followers.pop(stream_id, None)
+        if task is not None:
+            task.cancel()
+
+    def _expired(self, stream: Stream) -> bool:
+        return stream.ended and stream.ended_at is not None and time.time() - stream.ended_at > self.retain_s
+
+    def expire(self) -> None:
+        """Forget ingest (and followed) streams that ended more than ``retain_s`` ago."""
+        for sid, s in list(self.streams.items()):
+            if s.kind in ("ingest", "remote") and self._expired(s):
+                del self.streams[sid]
+                if s.kind != "remote":
+                    self.backend.forget(sid)
+
+    def list(self, include_ended: bool = False) -> list[dict[str, Any]]:
+        """:meth:`Stream.info` of each live stream held here (and of ended ones still kept, if asked)."""
+        self.expire()
+        return [s.info() for s in self.streams.values() if s.kind != "remote" and (include_ended or not s.ended)]
+
+    async def list_all(self, include_ended: bool = False) -> list[dict[str, Any]]:
+        """:meth:`list` plus the other nodes' streams the backend knows (``GET /streams``)."""
+        rows = self.list(include_ended)
+        mine = {r["id"] for r in rows}
+        for row in await self.backend.list_streams():
+            if row.get("id") not in mine and (include_ended or row.get("live", True)):
+                rows.append(row)
+        return rows
+
+    def live_count(self) -> int:
+        """Live streams produced here."""
+        return sum(1 for s in self.streams.values() if not s.ended and s.kind != "remote")
+
+    def subscriber_count(self) -> int:
+        """Subscribers of every stream plus those of the feed."""
+        return sum(len(s.subscribers) for s in self.streams.values()) + len(self._feed.subscribers)
+
+    # -- the feed of every stream ----------------------------------------------------------
+
+    def watch(self, max_queue: int, on_drop: Callable[[Subscriber], None] | None = None
+              ) -> tuple[Subscriber, list[str]]:
+        """A subscriber to every stream held here (the wallboard feed), plus its first frames:
+        ``{"type":"streams","streams":[...]}`` (as ``GET /streams``) and each live stream's hello.
+
+        Afterwards it gets each stream's hello, window, segment, alert and end as they happen,
+        each with ``"stream": ID`` (the stream's own seq).
+        """
+        sub = Subscriber(self._feed, max_queue, self._dropped(on_drop))
+        live = [s for s in self.streams.values() if not s.ended]
+        first = [protocol.encode({"type": "streams", "streams": [s.info() for s in live]})]
+        first += [s.hello_text for s in live if s.hello_text]
+        self._feed.subscribers.add(sub)
+        return sub, first
+
+    def _dropped(self, on_drop: Callable[[Subscriber], None] | None) -> Callable[[Subscriber], None]:
+        def dropped(sub: Subscriber) -> None:
+            if self.observer is not None:
+                self.observer.dropped(sub)
+            if on_drop is not None:
+                on_drop(sub)
+        return dropped
+
+    def subscribe(self, stream: Stream, since: int = 0, on_drop: Callable[[Subscriber], None] | None = None
+                  ) -> tuple[Subscriber, list[str], int | None]:
+        """:meth:`Stream.subscribe`, with dropped subscribers reported to the observer."""
+        return stream.subscribe(since, self._dropped(on_drop))
+
+    def _published(self, stream: Stream, message: Message) -> None:
+        if self.observer is not None:
+            self.observer.published(stream, message)
+        if self._feed.subscribers and message.type in ("window", "segment", "alert", "end"):
+            self._to_feed(stream, stream_frame(stream.id, message.text))
+
+    def _to_feed(self, stream: Stream, text: str) -> None:
+        if text:
+            for sub in list(self._feed.subscribers):
+                sub.push(text)
+
+    async def aclose(self) -> None:
+        """:meth:`close`, stop following other nodes' streams, and close the backend."""
+        self.close()
+        for sid in list(self._followers):
+            self._stop_following(sid)
+        await self.backend.close()
+
+    def close(self) -> None:
+        """Close every subscriber and the record file (no backend I/O)."""
+        for s in self.streams.values():
+            for sub in list(s.subscribers):
+                sub.close()
+        for sub in list(self._feed.subscribers):
+            sub.close()
+        if self._record is not None:
+            self._record.close()
+            self._record = None
+
+
+class _Tagged:
+    """A record sink shared by streams: each line gets its stream's ID as ``"stream"``."""
+
+    def __init__(self, fh: IO[str], stream_id: str):
+        self.fh = fh
+        self.stream_id = stream_id
+
+    def write(self, line: str) -> None:
+        if self.fh.closed:
+            raise ValueError("record file closed")
+        self.fh.write(stream_frame(self.stream_id, line))
+
+    def flush(self) -> None:
+        self.fh.flush()

@@ -1,0 +1,70 @@
+"""``/ws``: a subscriber of one stream (replay from ``since``, then live), or of every stream
+(``?streams=all``, the wallboard feed)."""
+
+from __future__ import annotations
+
+import json
+
+from websockets.asyncio.server import ServerConnection
+
+from streamer import protocol
+from streamer.errors import ProtocolError
+from streamer.server.config import MAIN_STREAM, ServerConfig
+from streamer.server.hub import Hub
+from streamer.server.wsio import abort_later, fail, serve_subscriber
+
+__all__ = ["subscribe", "parse_since"]
+
+
+def parse_since(params: dict[str, str]) -> int:
+    """The ``since`` parameter (default 0).
+
+    Raises:
+        ProtocolError: not a whole number of 0 or more.
+    """
+    text = params.get("since", "0")
+    try:
+        since = int(text)
+    except ValueError:
+        raise ProtocolError(f"since must be an integer, got {text!r}") from None
+    if since < 0:
+        raise ProtocolError("since must be 0 or more")
+    return since
+
+
+async def subscribe(ws: ServerConnection, params: dict[str, str], hub: Hub, cfg: ServerConfig) -> None:
+    """Serve one ``/ws`` connection until the peer goes, misbehaves or is dropped."""
+    if "streams" in params:
+        return await _feed(ws, params, hub, cfg)
+    try:
+        since = parse_since(params)
+    except ProtocolError as exc:
+        return await fail(ws, str(exc), cfg.drop_grace)
+    sid = params.get("stream")
+    if sid is None:
+        sid = MAIN_STREAM if hub.get(MAIN_STREAM) else None
+        if sid is None and len(hub.streams) == 1:
+            sid = next(iter(hub.streams))
+    stream = await hub.find(sid) if sid else None
+    if stream is None or stream.hello is None:
+        ids = ", ".join(sorted(hub.streams)) or "none yet"
+        what = f"no stream {sid!r}" if sid else "no default stream: add ?stream=ID"
+        return await fail(ws, f"{what} (streams: {ids})", cfg.drop_grace)
+    sub, replay, gap = hub.subscribe(stream, since, on_drop=abort_later(ws, cfg.drop_grace))
+    if gap is not None:  # the oldest kept message follows the hello
+        kept = json.loads(replay[1 if stream.hello_text else 0]).get("seq")
+        note = protocol.encode(protocol.error(
+            f"history no longer holds seq {gap} to {kept - 1}; replaying from {kept}"))
+        replay = replay[:1] + [note] + replay[1:]
+    await serve_subscriber(ws, sub, replay, "/ws", cfg.drop_grace, cfg.write_limit)
+
+
+async def _feed(ws: ServerConnection, params: dict[str, str], hub: Hub, cfg: ServerConfig) -> None:
+    """``/ws?streams=all``: the streams list and each live stream's hello, then every stream's
+    messages as they happen, each with ``"stream": ID``."""
+    if params["streams"] != "all":
+        return await fail(ws, f"streams must be 'all', got {params['streams']!r}", cfg.drop_grace)
+    if "stream" in params or "since" in params:
+        return await fail(ws, "streams=all takes neither stream= nor since=", cfg.drop_grace)
+    sub, first = hub.watch(cfg.feed_queue, on_drop=abort_later(ws, cfg.drop_grace))
+    await serve_subscriber(ws, sub, first, "/ws?streams=all", cfg.drop_grace, cfg.write_limit)
