@@ -17,6 +17,8 @@ from streamer.errors import ModelError
 __all__ = [
     "FeatureConfig",
     "GateConfig",
+    "SpeechConfig",
+    "gate_dict",
     "NormConfig",
     "ModelMeta",
     "default_model_path",
@@ -97,6 +99,70 @@ class GateConfig:
     rel_db: float = 35.0
     peak_decay_db_per_s: float = 1.0
     min_fraction: float = 0.2
+    detector: "SpeechConfig | None" = None
+
+    def __post_init__(self) -> None:
+        # the metadata gives the detector as a JSON object; keep a typed (hashable) copy
+        d = self.detector
+        if isinstance(d, dict):
+            object.__setattr__(self, "detector", SpeechConfig.from_dict(d))
+        elif d is not None and not isinstance(d, SpeechConfig):
+            raise ValueError(f"gate.detector must be an object, not {type(d).__name__}")
+
+
+@dataclass(frozen=True)
+class SpeechConfig:
+    """A learned speech/non-speech detector that judges each window the energy gate lets through.
+
+    ``model`` is a TFLite file beside the emotion model; it takes ``inputs`` (the name of a window
+    summary defined in :mod:`streamer.speech`) and outputs the probability of speech. A window is
+    speech when the energy gate passes it and that probability is at least ``threshold``.
+    ``features`` are the frame-feature parameters it was trained on: they must equal the model's.
+    ``figures`` are its measured figures (shown by ``emostream info``), ``command`` the tool run
+    that trained and measured it.
+    """
+
+    kind: str = "head"
+    model: str = "speech.tflite"
+    inputs: str = "summary-v1"
+    threshold: float = 0.5
+    features: tuple[tuple[str, Any], ...] = ()
+    figures: tuple[tuple[str, Any], ...] = ()
+    command: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SpeechConfig":
+        """Build from the metadata's ``gate.detector`` object."""
+        d = dict(d)
+        for k in ("features", "figures"):
+            v = d.get(k) or {}
+            if not isinstance(v, dict):
+                raise ValueError(f"gate.detector.{k} must be an object")
+            d[k] = tuple((str(a), _freeze(b)) for a, b in v.items())
+        return _pick(cls, d)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``gate.detector`` object as written to the metadata."""
+        d = asdict(self)
+        d["features"] = {k: _thaw(v) for k, v in self.features}
+        d["figures"] = {k: _thaw(v) for k, v in self.figures}
+        return d
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, dict):
+        return tuple((str(a), _freeze(b)) for a, b in v.items())
+    if isinstance(v, list):
+        return tuple(_freeze(b) for b in v)
+    return v
+
+
+def _thaw(v: Any) -> Any:
+    if isinstance(v, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in v) and v:
+        return {a: _thaw(b) for a, b in v}
+    if isinstance(v, tuple):
+        return [_thaw(b) for b in v]
+    return v
 
 
 @dataclass(frozen=True)
@@ -145,7 +211,7 @@ class ModelMeta:
             version=self.version,
             labels=list(self.labels),
             features=asdict(self.features),
-            gate=asdict(self.gate),
+            gate=gate_dict(self.gate),
             normalisation=asdict(self.normalisation),
             input_layout=self.input_layout,
         )
@@ -175,6 +241,16 @@ class ModelMeta:
         if meta.input_layout not in ("steps", "coefficients"):
             raise ModelError(f"unknown input_layout {meta.input_layout!r}")
         return meta
+
+
+def gate_dict(gate: GateConfig) -> dict[str, Any]:
+    """The ``gate`` object as written to the metadata (the detector, if any, as its JSON object)."""
+    d = {f.name: getattr(gate, f.name) for f in fields(gate)}
+    if gate.detector is None:
+        d.pop("detector")
+    else:
+        d["detector"] = gate.detector.to_dict()
+    return d
 
 
 _KNOWN = {"name", "version", "labels", "features", "gate", "normalisation", "input_layout"}

@@ -1,0 +1,257 @@
+"""Speech detection: the energy gate, then (when the model's metadata names one) a learned detector.
+
+The energy gate (:mod:`streamer.gate`) flags loud-enough frames; it feeds the running normaliser
+exactly as in training, and a window with too few flagged frames is not speech. A tone, a hum,
+hold music or line noise is loud enough, though, so a model whose ``gate.detector`` names a speech
+head has every window that passed the energy gate judged by that head as well.
+
+The head reads a summary of the window computed from the frame features the streamer already has
+(MFCCs, log-f0 and voicing, frame level): per frame a row of values whose window means give the
+spectral shape and its spread over time, the spectral flux, the level's modulation, and how much of
+the window is voiced and how the pitch moves (speech glides; a tone or a note holds still). The rows
+go through their own :class:`~streamer.features.WindowAssembler`, so a window's summary costs a few
+additions per frame and the stream's windows are the same whatever the block sizes. Only frames the
+energy gate passes count, so pauses and silence do not dilute a window's summary.
+
+Training (``tools/train_speech.py``) and measurement (``tools/speech_eval.py``) use
+:func:`summarise` below, the same code the streamer runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamer.config import FeatureConfig, ModelMeta, SpeechConfig
+from streamer.errors import ModelError
+from streamer.features import WindowAssembler
+from streamer.gate import SpeechGate
+
+__all__ = ["SUMMARY", "SpeechDetector", "SpeechHead", "detector_features", "frame_rows", "summarise",
+           "summary_names"]
+
+SUMMARY = "summary-v1"
+_N_CEP = 12  # cepstral coefficients c1..c12 describe the spectral envelope (c0 is the level)
+_VOICED = 0.5  # voicing strength above which a frame counts as voiced
+_EPS = 1e-6
+# the frame parameters a head depends on: it must run on the frames it was trained on
+_FEATURE_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "n_mfcc", "fmin", "fmax", "pitch")
+
+
+def detector_features(f: FeatureConfig) -> dict[str, Any]:
+    """The frame parameters a head trained on ``f`` records in its metadata."""
+    return {k: getattr(f, k) for k in _FEATURE_KEYS}
+
+
+def _row_width(f: FeatureConfig) -> int:
+    return 1 + 2 * _N_CEP + 5 + (7 if f.pitch else 0)
+
+
+def frame_rows(feats: np.ndarray, level: np.ndarray, gate: np.ndarray, f: FeatureConfig,
+               prev: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame rows whose window means :func:`summarise` turns into a window summary.
+
+    Args:
+        feats: np.ndarray [shape=(n, n_channels)], frame features (MFCCs, then log2 f0 and voicing).
+        level: np.ndarray [shape=(n,)], frame levels in dBFS.
+        gate: np.ndarray [shape=(n,)], the energy gate's flags; other frames give zero rows.
+        f: the frame parameters.
+        prev: the previous frame's ``[c1..c12, level, log2 f0, voiced]`` (None at a stream's start).
+
+    Returns:
+        rows [n, width] float32, and the last frame's ``prev`` for the next block.
+    """
+    n = len(feats)
+    width = _row_width(f)
+    if n == 0:
+        return np.zeros((0, width), np.float32), prev
+    c = np.asarray(feats[:, 1 : 1 + _N_CEP], np.float64)
+    lv = np.asarray(level, np.float64)
+    if f.pitch:
+        f0 = np.asarray(feats[:, f.n_mfcc], np.float64)
+        v = np.asarray(feats[:, f.n_mfcc + 1], np.float64)
+    else:
+        f0 = v = np.zeros(n)
+    u = (v > _VOICED).astype(np.float64)
+    cur = np.concatenate([c, lv[:, None], f0[:, None], u[:, None]], axis=1)
+    before = np.concatenate([cur[:1] if prev is None else prev[None, :], cur[:-1]], axis=0)
+    g = np.asarray(gate, np.float64)
+    hi = np.asarray(feats[:, 1 + _N_CEP : f.n_mfcc], np.float64)
+    cols = [
+        g[:, None],
+        g[:, None] * c,
+        g[:, None] * c * c,
+        (g * np.abs(c - before[:, :_N_CEP]).mean(axis=1))[:, None],  # spectral flux
+        (g * lv)[:, None],
+        (g * lv * lv)[:, None],
+        (g * np.abs(lv - before[:, _N_CEP]))[:, None],  # level modulation
+        (g * (hi * hi).mean(axis=1) if hi.shape[1] else np.zeros(n))[:, None],  # fine spectral ripple (tones)
+    ]
+    if f.pitch:
+        uu = u * before[:, _N_CEP + 2]  # voiced after voiced: pitch movement is defined
+        cols += [(g * v)[:, None], (g * v * v)[:, None], (g * u)[:, None], (g * u * f0)[:, None],
+                 (g * u * f0 * f0)[:, None], (g * uu * np.abs(f0 - before[:, _N_CEP + 1]))[:, None],
+                 (g * uu)[:, None]]
+    rows = np.concatenate(cols, axis=1).astype(np.float32)
+    return rows, cur[-1].copy()
+
+
+def summary_names(f: FeatureConfig) -> list[str]:
+    """Names of the window summary's values, in order."""
+    names = ["gated"] + [f"c{i}_mean" for i in range(1, _N_CEP + 1)] + [f"c{i}_std" for i in range(1, _N_CEP + 1)]
+    names += ["flux", "level_std", "level_mod", "ripple"]
+    if f.pitch:
+        names += ["voicing_mean", "voicing_std", "voiced", "f0_std", "f0_glide", "voiced_pairs"]
+    return names
+
+
+def summarise(means: np.ndarray, f: FeatureConfig) -> np.ndarray:
+    """Window means of :func:`frame_rows` [w, width] -> window summaries [w, len(summary_names)].
+
+    Means are taken over the gated frames only (a window's share of them is the first value).
+    """
+    m = np.asarray(means, np.float64)
+    g = m[:, :1]
+    gs = np.maximum(g, _EPS)
+    k = _N_CEP
+    mc = m[:, 1 : 1 + k] / gs
+    sc = np.sqrt(np.maximum(m[:, 1 + k : 1 + 2 * k] / gs - mc * mc, 0.0))
+    j = 1 + 2 * k
+    flux = m[:, j : j + 1] / gs
+    ml = m[:, j + 1 : j + 2] / gs
+    sl = np.sqrt(np.maximum(m[:, j + 2 : j + 3] / gs - ml * ml, 0.0))
+    mod = m[:, j + 3 : j + 4] / gs
+    ripple = np.sqrt(m[:, j + 4 : j + 5] / gs)
+    out = [g, mc, sc, flux, sl, mod, ripple]
+    if f.pitch:
+        j += 5
+        mv = m[:, j : j + 1] / gs
+        sv = np.sqrt(np.maximum(m[:, j + 1 : j + 2] / gs - mv * mv, 0.0))
+        u = m[:, j + 2 : j + 3]
+        us = np.maximum(u, _EPS)
+        mf = m[:, j + 3 : j + 4] / us
+        sf = np.sqrt(np.maximum(m[:, j + 4 : j + 5] / us - mf * mf, 0.0))
+        uu = m[:, j + 6 : j + 7]
+        glide = m[:, j + 5 : j + 6] / np.maximum(uu, _EPS)
+        out += [mv, sv, u / gs, sf, glide, uu / gs]
+    return np.concatenate(out, axis=1).astype(np.float32)
+
+
+class SpeechHead:
+    """The detector's TFLite model: window summaries [w, d] in, speech probabilities [w] out."""
+
+    def __init__(self, path: Path, n_inputs: int):
+        from streamer.classifier import load_interpreter_class
+
+        Interpreter, _ = load_interpreter_class()
+        try:
+            self._interp = Interpreter(model_path=str(path), num_threads=1)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelError(f"cannot load speech detector {path}: {str(exc).splitlines()[0]}") from None
+        inp, out = self._interp.get_input_details(), self._interp.get_output_details()
+        if len(inp) != 1 or len(out) != 1 or int(inp[0]["shape"][-1]) != n_inputs:
+            raise ModelError(f"speech detector {path} must take [w, {n_inputs}] summaries and give one output")
+        self._in, self._out = inp[0]["index"], out[0]["index"]
+        self._rows = -1
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Speech probability of each window summary."""
+        if len(x) == 0:
+            return np.zeros(0, np.float32)
+        if len(x) != self._rows:
+            self._interp.resize_tensor_input(self._in, [len(x), x.shape[1]], strict=False)
+            self._interp.allocate_tensors()
+            self._rows = len(x)
+        self._interp.set_tensor(self._in, np.ascontiguousarray(x, np.float32))
+        self._interp.invoke()
+        return np.array(self._interp.get_tensor(self._out), np.float32).reshape(len(x), -1)[:, -1]
+
+
+_HEADS: dict[tuple[str, int], SpeechHead] = {}
+
+
+def _head(path: Path, n_inputs: int) -> SpeechHead:
+    # one interpreter per file: a call centre's hundreds of channels share it (calls are tiny and
+    # serialised by the GIL-holding runtime call; each call resizes only when the batch changes)
+    key = (str(path), n_inputs)
+    if key not in _HEADS:
+        _HEADS[key] = SpeechHead(path, n_inputs)
+    return _HEADS[key]
+
+
+class SpeechDetector:
+    """One channel's speech detection: energy flags per frame, and a verdict per window.
+
+    Called like the energy gate (``detector(feats, level) -> frame flags``); :meth:`judge` then
+    clears the speech fraction of the windows the head rejects. Without ``gate.detector`` in the
+    metadata it is the energy gate alone.
+    """
+
+    def __init__(self, meta: ModelMeta):
+        f = meta.features
+        self.cfg = f
+        self.energy = SpeechGate(meta.gate, f)
+        self.spec: SpeechConfig | None = meta.gate.detector
+        self.head: SpeechHead | None = None
+        self._prev: np.ndarray | None = None
+        if self.spec is None:
+            return
+        if self.spec.kind != "head" or self.spec.inputs != SUMMARY:
+            raise ModelError(f"unknown speech detector {self.spec.kind!r} with inputs {self.spec.inputs!r}")
+        want = dict(self.spec.features)
+        have = detector_features(f)
+        diff = [k for k in _FEATURE_KEYS if k in want and want[k] != have[k]]
+        if diff:
+            raise ModelError(f"speech detector was trained on other frame features ({', '.join(diff)}): "
+                             "retrain it with tools/train_speech.py")
+        base = meta.model_path.parent if meta.model_path is not None else Path(".")
+        path = base / self.spec.model
+        if not path.exists():
+            raise ModelError(f"speech detector not found: {path}")
+        self.head = _head(path, len(summary_names(f)))
+        self.windows = WindowAssembler(f, _row_width(f))
+        self._pending = _NONE
+
+    def __call__(self, feats: np.ndarray, level: np.ndarray) -> np.ndarray:
+        """Energy flags of frames (for the normaliser and the speech fraction); feeds the head's rows."""
+        flags = self.energy(level)
+        if self.head is not None:
+            rows, self._prev = frame_rows(feats, level, flags, self.cfg, self._prev)
+            starts, means = self.windows.push(rows)
+            if len(starts):
+                self._pending = (starts, means)
+        return flags
+
+    def probability(self, means: np.ndarray) -> np.ndarray:
+        """Speech probability of windows from their step means of :func:`frame_rows` [w, steps, width]."""
+        assert self.head is not None
+        return self.head(summarise(means.mean(axis=1), self.cfg))
+
+    def judge(self, windows: Any) -> Any:
+        """The analyser's windows (:class:`streamer.analysis.Windows`), with the speech fraction set
+        to zero where the head finds no speech.
+
+        Call it with every batch of windows the analyser cuts after frames went through
+        ``__call__``, and with the final window of :meth:`ChannelAnalyzer.flush`. Windows of frames
+        whose flags came from elsewhere (training feeds cached frames) pass unchanged.
+        """
+        starts = np.asarray(windows.starts)
+        if self.head is None or len(starts) == 0 or self.windows.frames_in == 0:
+            return windows
+        mine, means = self._pending
+        self._pending = _NONE
+        if len(mine) == 0:  # the final window over the stream's tail
+            mine, means, _ = self.windows.flush()
+        if not np.array_equal(mine, starts):
+            raise RuntimeError("speech detector windows out of step with the analyser's")
+        frac = np.asarray(windows.speech_frac, np.float64).copy()
+        todo = np.flatnonzero(frac >= self.energy.gate.min_fraction)
+        if len(todo):
+            p = self.probability(means[todo])
+            frac[todo[p < self.spec.threshold]] = 0.0
+        return windows._replace(speech_frac=frac)
+
+
+_NONE: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float32))

@@ -1,0 +1,351 @@
+"""Measure speech detectors on the labelled set of tools/speech_set.py, window by window.
+
+Every stream goes through the streamer's own chain (resampling to the model's rate, frame features,
+energy gate, the detector's window summaries of :mod:`streamer.speech`), and beside it through the
+library candidates: webrtcvad (modes 0-3, on 30 ms frames) and Silero VAD (its ONNX model, 32 ms
+chunks). Per window it keeps the summary, the energy gate's fraction, each library's fraction of
+speech frames and the true seconds of speech; cached under cache/speech/ (nothing in the repository).
+
+    python tools/speech_eval.py --split measure                  # the candidates' table
+    python tools/speech_eval.py --split measure --head model/emotion.json   # and the model's head
+    python tools/speech_eval.py --cost                           # detector cost per window vs the chain
+
+Figures: non-speech windows rejected (all, per kind, 16 kHz / 8 kHz mu-law) and speech time kept
+(windows with at least ``min_fraction`` of a window of speech, weighted by their seconds of speech; per
+condition: clean, noisy 0-20 dB SNR, 8 kHz mu-law, both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from streamer.config import FeatureConfig, ModelMeta, load_meta  # noqa: E402
+from streamer.features import WindowAssembler, frame_features  # noqa: E402
+from streamer.gate import SpeechGate  # noqa: E402
+from streamer.speech import _row_width, frame_rows, summarise  # noqa: E402
+from tools import speech_set  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "cache" / "speech"
+WEBRTC_MODES = (0, 1, 2, 3)
+_VERSION = 3  # bump when what is cached changes
+
+
+def _window_spans(starts: np.ndarray, frames: int, f: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds from the first frame's start to the last frame's end of each window."""
+    t0 = starts * f.hop_length / f.sample_rate
+    return t0, t0 + ((frames - 1) * f.hop_length + f.n_fft) / f.sample_rate
+
+
+def _fraction_in(t0: np.ndarray, t1: np.ndarray, centres: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """Fraction of the flagged frames (by centre time) among the frames of each window."""
+    c = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
+    a = np.searchsorted(centres, t0)
+    b = np.searchsorted(centres, t1)
+    return (c[b] - c[a]) / np.maximum(b - a, 1)
+
+
+def webrtc_flags(y: np.ndarray, mode: int, sr: int = 16000) -> tuple[np.ndarray, np.ndarray]:
+    """webrtcvad's verdict on each 30 ms frame (centre times, flags)."""
+    import webrtcvad
+
+    vad = webrtcvad.Vad(mode)
+    n = int(0.03 * sr)
+    pcm = (np.clip(y, -1, 1) * 32767).astype("<i2").tobytes()
+    m = len(y) // n
+    flags = np.array([vad.is_speech(pcm[2 * i * n : 2 * (i + 1) * n], sr) for i in range(m)], bool)
+    return (np.arange(m) + 0.5) * n / sr, flags
+
+
+class Silero:
+    """Silero VAD through onnxruntime (the ONNX file inside the silero-vad package; no torch)."""
+
+    def __init__(self) -> None:
+        import importlib.util
+
+        import onnxruntime
+
+        spec = importlib.util.find_spec("silero_vad")
+        if spec is None or not spec.submodule_search_locations:
+            raise SystemExit("silero-vad is not installed (pip install --no-deps silero-vad onnxruntime)")
+        path = Path(list(spec.submodule_search_locations)[0]) / "data" / "silero_vad.onnx"
+        opts = onnxruntime.SessionOptions()
+        opts.inter_op_num_threads = opts.intra_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(str(path), sess_options=opts,
+                                                    providers=["CPUExecutionProvider"])
+
+    def __call__(self, y: np.ndarray, sr: int = 16000) -> tuple[np.ndarray, np.ndarray]:
+        """Speech probability of each 512-sample chunk (centre times, probabilities)."""
+        state = np.zeros((2, 1, 128), np.float32)
+        ctx = np.zeros((1, 64), np.float32)
+        m = len(y) // 512
+        p = np.zeros(m, np.float32)
+        srt = np.array(sr, np.int64)
+        for i in range(m):
+            x = np.concatenate([ctx, y[None, i * 512 : (i + 1) * 512].astype(np.float32)], axis=1)
+            out, state = self.session.run(None, {"input": x, "state": state, "sr": srt})
+            p[i] = float(out.reshape(-1)[0])
+            ctx = x[:, -64:]
+        return (np.arange(m) + 0.5) * 512 / sr, p
+
+
+def stream_windows(y: np.ndarray, meta: ModelMeta) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The chain's windows of a model-rate signal: starts, summaries, frames per window (and the short
+    final window's frame count, as the streamer cuts it)."""
+    f = meta.features
+    feats, level = frame_features(y, f)
+    flags = SpeechGate(meta.gate, f)(level)
+    rows, _ = frame_rows(feats, level, flags, f, None)
+    wa = WindowAssembler(f, _row_width(f))
+    starts, means = wa.push(rows)
+    s2, m2, wf2 = wa.flush()
+    out_s = [starts]
+    out_x = [summarise(means.mean(axis=1), f)] if len(starts) else []
+    frames = np.full(len(starts), f.window_frames)
+    if len(s2):
+        out_s.append(s2)
+        out_x.append(summarise(m2.mean(axis=1), f))
+        frames = np.concatenate([frames, [wf2]])
+    if not out_x:
+        return np.zeros(0, np.int64), np.zeros((0, 1), np.float32), frames, 0
+    return np.concatenate(out_s), np.concatenate(out_x), frames, 0
+
+
+def _key(meta: ModelMeta, split: str, per_kind: int, libs: bool) -> str:
+    """Cache key: everything the cached arrays depend on (the set's and the summary's code too)."""
+    import inspect
+
+    code = Path(speech_set.__file__).read_bytes() + \
+        "".join(inspect.getsource(fn) for fn in (frame_rows, summarise, _row_width)).encode()
+    blob = json.dumps([_VERSION, split, per_kind, libs, sorted(vars(meta.features).items()),
+                       [meta.gate.abs_db, meta.gate.rel_db, meta.gate.peak_decay_db_per_s],
+                       hashlib.sha1(code).hexdigest()], default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def collect(split: str, meta: ModelMeta, per_kind: int = 3, libs: bool = True,
+            progress: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
+    """Per-window arrays of a split (cached): summaries, energy fraction, library fractions, truth."""
+    import soxr
+
+    path = CACHE / f"{split}-{_key(meta, split, per_kind, libs)}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    f = meta.features
+    silero = Silero() if libs else None
+    cols: dict[str, list] = {k: [] for k in ("x", "speech_s", "stream", "kind", "condition", "speaker",
+                                             "webrtc", "silero", "seconds")}
+    t_lib = {"webrtc": 0.0, "silero": 0.0, "chain": 0.0}
+    for si, s in enumerate(speech_set.streams(split, per_kind=per_kind)):
+        y = s.audio if s.rate == f.sample_rate else soxr.resample(s.audio, s.rate, f.sample_rate, quality="HQ")
+        y = np.asarray(y, np.float32)
+        t = time.perf_counter()
+        starts, x, frames, _ = stream_windows(y, meta)
+        t_lib["chain"] += time.perf_counter() - t
+        t0, t1 = _window_spans(starts, frames, f)
+        # true speech seconds: frames (by centre) inside an utterance's span
+        n_fr = 1 + (len(y) - f.n_fft) // f.hop_length if len(y) >= f.n_fft else 0
+        centres = (np.arange(n_fr) * f.hop_length + f.n_fft / 2) / f.sample_rate
+        truth = np.zeros(n_fr, bool)
+        for a, b in s.spans:
+            truth |= (centres >= a) & (centres < b)
+        c = np.concatenate([[0], np.cumsum(truth)])
+        a_idx = np.searchsorted(centres, t0)
+        b_idx = np.searchsorted(centres, t1)
+        cols["speech_s"].append((c[b_idx] - c[a_idx]) * f.hop_length / f.sample_rate)
+        cols["x"].append(x)
+        cols["seconds"].append((t1 - t0))
+        k = len(starts)
+        cols["stream"].append(np.full(k, si))
+        cols["kind"].append(np.full(k, s.kind, object))
+        cols["condition"].append(np.full(k, s.condition, object))
+        cols["speaker"].append(np.full(k, s.speaker, object))
+        if libs:
+            t = time.perf_counter()
+            w = []
+            for mode in WEBRTC_MODES:
+                tc, fl = webrtc_flags(y, mode)
+                w.append(_fraction_in(t0, t1, tc, fl))
+            t_lib["webrtc"] += time.perf_counter() - t
+            t = time.perf_counter()
+            tc, p = silero(y)
+            t_lib["silero"] += time.perf_counter() - t
+            cols["webrtc"].append(np.stack(w, axis=1))
+            cols["silero"].append(np.stack([_fraction_in(t0, t1, tc, p >= th) for th in (0.3, 0.5, 0.7)], axis=1))
+        if progress:
+            progress(f"{split} {si}: {s.name} {k} windows")
+    out = {k: np.concatenate(v) for k, v in cols.items() if v}
+    for k in ("kind", "condition", "speaker"):
+        out[k] = out[k].astype(str)
+    out["timing"] = np.array([t_lib["chain"], t_lib["webrtc"] / len(WEBRTC_MODES), t_lib["silero"]])
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **out)
+    return out
+
+
+def head_probs(data: dict[str, np.ndarray], model_json: str | os.PathLike[str]) -> np.ndarray:
+    """The speech probability a model's head gives each window."""
+    from streamer.speech import SpeechHead, summary_names
+
+    meta = load_meta(model_json)
+    det = meta.gate.detector
+    if det is None:
+        raise SystemExit(f"{model_json} names no speech detector")
+    head = SpeechHead(meta.model_path.parent / det.model, len(summary_names(meta.features)))
+    return np.concatenate([head(data["x"][a : a + 4096]) for a in range(0, len(data["x"]), 4096)])
+
+
+def score(data: dict[str, np.ndarray], accept: np.ndarray, min_speech_s: float) -> dict[str, float]:
+    """Rejection of non-speech windows and speech time kept, overall and by condition and kind."""
+    ns = data["kind"] != "speech"
+    sp = (data["kind"] == "speech") & (data["speech_s"] >= min_speech_s)
+    pause = (data["kind"] == "speech") & (data["speech_s"] < 0.05)
+    out: dict[str, float] = {}
+    out["rejected"] = float(1 - accept[ns].mean())
+    for cond in ("16k", "8k-mulaw"):
+        m = ns & (data["condition"] == cond)
+        out[f"rejected {cond}"] = float(1 - accept[m].mean())
+    w = data["speech_s"]
+    out["kept"] = float((w[sp] * accept[sp]).sum() / w[sp].sum())
+    for cond in speech_set.CONDITIONS:
+        m = sp & (data["condition"] == cond)
+        out[f"kept {cond}"] = float((w[m] * accept[m]).sum() / max(w[m].sum(), 1e-9))
+    m = pause & np.char.endswith(data["condition"].astype(str), "noisy")
+    out["pauses in noise rejected"] = float(1 - accept[m].mean()) if m.any() else float("nan")
+    for kind in speech_set.NONSPEECH:
+        m = data["kind"] == kind
+        out[f"rejected {kind}"] = float(1 - accept[m].mean())
+    return out
+
+
+def candidates(data: dict[str, np.ndarray], min_fraction: float, head: np.ndarray | None,
+               threshold: float) -> dict[str, np.ndarray]:
+    """Each candidate's window verdicts."""
+    energy = data["x"][:, 0] >= min_fraction
+    c = {"energy gate (1.4.0)": energy}
+    if "webrtc" in data:
+        for i, mode in enumerate(WEBRTC_MODES):
+            c[f"webrtcvad mode {mode}"] = data["webrtc"][:, i] >= min_fraction
+        c["energy + webrtcvad 3"] = energy & (data["webrtc"][:, 3] >= min_fraction)
+        for i, th in enumerate((0.3, 0.5, 0.7)):
+            c[f"silero p>={th}"] = data["silero"][:, i] >= min_fraction
+        c["energy + silero 0.5"] = energy & (data["silero"][:, 1] >= min_fraction)
+    if head is not None:
+        c[f"energy + head >= {threshold:g}"] = energy & (head >= threshold)
+        if "webrtc" in data:
+            c["energy + head + silero 0.5"] = energy & (head >= threshold) & (data["silero"][:, 1] >= min_fraction)
+    return c
+
+
+def table(data: dict[str, np.ndarray], cands: dict[str, np.ndarray], min_speech_s: float) -> str:
+    """A Markdown table: one row per candidate."""
+    cols = ["rejected", "rejected 16k", "rejected 8k-mulaw", "kept", "kept 16k", "kept 16k-noisy",
+            "kept 8k-mulaw", "kept 8k-mulaw-noisy", "pauses in noise rejected"]
+    lines = ["| candidate | " + " | ".join(cols) + " | worst non-speech kind |",
+             "|---" * (len(cols) + 2) + "|"]
+    for name, acc in cands.items():
+        s = score(data, acc, min_speech_s)
+        worst = min(speech_set.NONSPEECH, key=lambda k: s[f"rejected {k}"])
+        lines.append(f"| {name} | " + " | ".join(f"{100 * s[c]:.1f}" for c in cols) +
+                     f" | {worst} {100 * s[f'rejected {worst}']:.1f} |")
+    return "\n".join(lines)
+
+
+def cost(meta_path: str | None, seconds: float = 120.0, repeats: int = 5) -> dict[str, float]:
+    """Per window: the whole chain (``label`` of a file, features to timeline) and the detector's part.
+
+    The chain runs on speech-like audio (every window reaches the classifier); the detector's part
+    is the per-frame rows, their windows and the head, timed on the same frames.
+    """
+    from streamer.analysis import ChannelAnalyzer  # noqa: F401  (the chain the pipeline runs)
+    from streamer.classifier import Classifier
+    from streamer.pipeline import Pipeline
+    from streamer.speech import SpeechDetector
+
+    meta = load_meta(meta_path)
+    f = meta.features
+    rng = np.random.default_rng(0)
+    by = speech_set.speech_items()
+    y = speech_set.speech_stream(by["ravdess-15"], rng, seconds, "16k", "cost").audio
+    clf = Classifier(meta=meta)
+    best_chain = best_det = np.inf
+    n_win = 0
+    for _ in range(repeats):
+        pipe = Pipeline(meta, clf, in_rate=f.sample_rate, in_channels=1)
+        t = time.perf_counter()
+        for a in range(0, len(y), 10 * f.sample_rate):
+            pipe.feed(y[a : a + 10 * f.sample_rate, None])
+        pipe.finish()
+        best_chain = min(best_chain, time.perf_counter() - t)
+        n_win = pipe.windows_out
+        feats, level = frame_features(y, f)
+        det = SpeechDetector(meta)
+        t = time.perf_counter()
+        for a in range(0, len(feats), 500):  # 10 s blocks of frames, as a file is read
+            det(feats[a : a + 500], level[a : a + 500])
+            mine, means = det._pending
+            if len(mine):
+                det.probability(means)
+        best_det = min(best_det, time.perf_counter() - t)
+    gate = SpeechGate(meta.gate, f)
+    t = time.perf_counter()
+    for a in range(0, len(level), 500):
+        gate(level[a : a + 500])
+    energy = time.perf_counter() - t
+    return {"windows": n_win, "chain_ms_per_window": 1e3 * best_chain / n_win,
+            "detector_ms_per_window": 1e3 * (best_det - energy) / n_win,
+            "share": (best_det - energy) / best_chain}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the candidates' table (or the cost figures) as Markdown."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--split", choices=sorted(speech_set.SPEAKERS), default="measure")
+    ap.add_argument("--model", default=None, help="model whose features and gate to use (default: shipped)")
+    ap.add_argument("--head", default=None, help="a model .json whose gate.detector to measure too")
+    ap.add_argument("--per-kind", type=int, default=3, help="streams per non-speech kind and rate")
+    ap.add_argument("--no-libs", action="store_true", help="skip webrtcvad and Silero")
+    ap.add_argument("--cost", action="store_true", help="time the detector against the whole chain")
+    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.cost:
+        c = cost(args.head or args.model)
+        print(json.dumps(c, indent=2))
+        return 0
+    meta = load_meta(args.model)
+    data = collect(args.split, meta, args.per_kind, not args.no_libs, progress=lambda s: print(s, file=sys.stderr))
+    hp, thr = None, 0.5
+    if args.head:
+        hp = head_probs(data, args.head)
+        thr = load_meta(args.head).gate.detector.threshold
+    min_speech_s = meta.gate.min_fraction * meta.features.window_s
+    cands = candidates(data, meta.gate.min_fraction, hp, thr)
+    n_ns = int((data["kind"] != "speech").sum())
+    n_sp = int(((data["kind"] == "speech") & (data["speech_s"] >= min_speech_s)).sum())
+    print(f"split {args.split}: {n_ns} non-speech windows, {n_sp} speech windows "
+          f"(>= {min_speech_s:g} s of speech), window {meta.features.window_s:g} s every {meta.features.hop_s:g} s")
+    if "timing" in data:
+        tm = data["timing"]
+        print(f"time over the split: frame features + summaries {tm[0]:.1f} s, webrtcvad (one mode) {tm[1]:.1f} s, "
+              f"silero {tm[2]:.1f} s")
+    print(table(data, cands, min_speech_s))
+    if args.json:
+        Path(args.json).write_text(json.dumps({k: score(data, v, min_speech_s) for k, v in cands.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

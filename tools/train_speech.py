@@ -1,0 +1,199 @@
+"""Train the speech detector's head: window summaries -> probability of speech (TensorFlow, one thread).
+
+Data: the ``choose`` split of tools/speech_set.py (its own speakers and random streams), through the
+streamer's chain as in tools/speech_eval.py. Windows the energy gate already rejects never reach the
+head and are left out; a window is speech when it holds at least ``min_fraction`` of a window of speech,
+non-speech when it comes from a non-speech stream or is a pause (under 50 ms of speech) in a speech
+stream; windows in between are left out. Classes and non-speech kinds are weighted equally.
+
+The threshold is chosen on out-of-fold probabilities (5 folds grouped by stream): the highest one
+that keeps ``--keep`` of the speech time of the choose split. A leave-one-kind-out run (each
+non-speech kind held out of training in turn) measures how the head copes with a kind of sound it
+has never heard. The head is then trained on all of the choose split, converted to TFLite, measured
+on the ``measure`` split, and written with its figures into the model's ``gate.detector``:
+
+    python tools/train_speech.py --model model/emotion.json --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from streamer.config import ModelMeta, SpeechConfig, gate_dict, load_meta  # noqa: E402
+from streamer.speech import SUMMARY, detector_features, summary_names  # noqa: E402
+from tools import speech_eval, speech_set  # noqa: E402
+
+PAUSE_S = 0.05  # a window with less speech than this in a speech stream is a pause
+
+
+def training_set(data: dict[str, np.ndarray], meta: ModelMeta) -> tuple[np.ndarray, ...]:
+    """Windows that reach the head, their labels, weights and groups (streams)."""
+    g = meta.gate
+    min_s = g.min_fraction * meta.features.window_s
+    reach = data["x"][:, 0] >= g.min_fraction
+    speech = data["kind"] == "speech"
+    pos = speech & (data["speech_s"] >= min_s)
+    neg = ~speech | (data["speech_s"] < PAUSE_S)
+    use = reach & (pos | neg)
+    y = pos[use].astype(np.float32)
+    kind = np.where(speech & ~pos, "pause", data["kind"])[use]
+    # every non-speech kind (pauses in noise count as one) weighs as much as the others together
+    # weigh speech: a rare kind of sound is not drowned by common ones
+    w = np.zeros(len(y), np.float32)
+    kinds = sorted(set(kind) - {"speech"})
+    for k in kinds:
+        m = kind == k
+        w[m] = 0.5 / len(kinds) / m.sum()
+    w[y == 1] = 0.5 / max((y == 1).sum(), 1)
+    w *= len(y)
+    return data["x"][use], y, w, data["stream"][use], kind, data["speech_s"][use]
+
+
+def build(x: np.ndarray, seed: int):
+    """The head: standardised summaries (statistics of the training windows), two small layers."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    norm = keras.layers.Normalization()
+    norm.adapt(x)
+    inp = keras.Input((x.shape[1],))
+    h = keras.layers.Lambda(lambda t: keras.ops.clip(t, -8.0, 8.0))(norm(inp))  # outliers do not dominate
+    h = keras.layers.Dense(32, activation="relu")(h)
+    h = keras.layers.Dropout(0.1)(h)
+    h = keras.layers.Dense(16, activation="relu")(h)
+    out = keras.layers.Dense(1, activation="sigmoid")(h)
+    model = keras.Model(inp, out)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy")
+    return model
+
+
+def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int):
+    """Train a head on windows."""
+    model = build(x, seed)
+    model.fit(x, y, sample_weight=w, epochs=epochs, batch_size=128, verbose=0, shuffle=True)
+    return model
+
+
+def predict(model, x: np.ndarray) -> np.ndarray:
+    """Speech probabilities of a Keras head."""
+    return model.predict(x, batch_size=4096, verbose=0).reshape(-1)
+
+
+def kept(p: np.ndarray, y: np.ndarray, speech_s: np.ndarray, thr: float) -> float:
+    """Share of the speech time (of speech windows) whose window the head keeps at ``thr``."""
+    m = y == 1
+    return float((speech_s[m] * (p[m] >= thr)).sum() / speech_s[m].sum())
+
+
+def choose_threshold(p: np.ndarray, y: np.ndarray, speech_s: np.ndarray, keep: float) -> float:
+    """The highest threshold that still keeps ``keep`` of the speech time."""
+    for thr in np.round(np.arange(0.95, 0.0, -0.01), 2):
+        if kept(p, y, speech_s, float(thr)) >= keep:
+            return float(thr)
+    return 0.01
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train, choose the threshold, measure, write model/speech.tflite and the metadata block."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="model/emotion.json", help="emotion model metadata to add the detector to")
+    ap.add_argument("--out", default=None, help="TFLite file to write (default: speech.tflite beside the model)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--keep", type=float, default=0.985, help="speech time to keep on the choose split (out of fold)")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--no-holdout", action="store_true", help="skip the leave-one-kind-out run")
+    ap.add_argument("--dry-run", action="store_true", help="measure only; write nothing")
+    args = ap.parse_args(argv)
+
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from tools.convert import to_tflite
+
+    meta_path = Path(args.model)
+    meta = load_meta(meta_path)
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    data = speech_eval.collect("choose", meta, libs=False, progress=log)
+    x, y, w, groups, kind, speech_s = training_set(data, meta)
+    log(f"choose split: {len(y)} windows reach the head ({int(y.sum())} speech)")
+
+    # out-of-fold probabilities, folds grouped by stream
+    rng = np.random.default_rng(args.seed)
+    streams = np.unique(groups)
+    fold_of = dict(zip(rng.permutation(streams), np.arange(len(streams)) % args.folds))
+    fold = np.array([fold_of[g] for g in groups])
+    oof = np.zeros(len(y), np.float32)
+    for k in range(args.folds):
+        m = fold == k
+        oof[m] = predict(fit(x[~m], y[~m], w[~m], args.seed, args.epochs), x[m])
+    thr = choose_threshold(oof, y, speech_s, args.keep)
+    ns = y == 0
+    log(f"threshold {thr}: out of fold, speech time kept {kept(oof, y, speech_s, thr):.4f}, "
+        f"non-speech reaching the head rejected {float((oof[ns] < thr).mean()):.4f}")
+
+    holdout: dict[str, float] = {}
+    if not args.no_holdout:
+        for k in sorted(set(kind) - {"speech", "pause"}):
+            m = kind == k
+            model = fit(x[~m], y[~m], w[~m], args.seed, args.epochs)
+            holdout[k] = round(float((predict(model, x[m]) < thr).mean()), 4)
+            log(f"held-out kind {k}: {holdout[k]:.4f} of its windows that reach the head rejected")
+
+    model = fit(x, y, w, args.seed, args.epochs)
+    out = Path(args.out) if args.out else meta_path.with_name("speech.tflite")
+    tfl = to_tflite(model, quant="none")
+    command = "python tools/train_speech.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    spec = SpeechConfig(kind="head", model=out.name, inputs=SUMMARY, threshold=thr,
+                        features=tuple(detector_features(meta.features).items()), command=command)
+    if args.dry_run:
+        return 0
+    out.write_bytes(tfl)
+
+    # measure the written head on the measure split through the same code the streamer runs
+    d = json.loads(meta_path.read_text(encoding="utf-8"))
+    figs = measure(meta, spec, out)
+    figs["held_out_kinds_rejected"] = holdout
+    figs["threshold_chosen_on"] = f"choose split out of fold, {args.keep:g} of speech time kept"
+    spec = SpeechConfig(**{**vars(spec), "figures": SpeechConfig.from_dict({"figures": figs}).figures})
+    new_meta = ModelMeta.from_dict(d, meta.model_path)
+    new_meta = ModelMeta(**{**vars(new_meta), "gate": type(new_meta.gate)(**{**vars(new_meta.gate), "detector": spec})})
+    d["gate"] = gate_dict(new_meta.gate)
+    meta_path.write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")
+    log(f"wrote {out} ({len(tfl)} bytes) and gate.detector in {meta_path}")
+    print(json.dumps(figs, indent=1))
+    return 0
+
+
+def measure(meta: ModelMeta, spec: SpeechConfig, path: Path) -> dict:
+    """The head's figures on the measure split (speakers and streams never used in training)."""
+    from streamer.speech import SpeechHead
+
+    data = speech_eval.collect("measure", meta, libs=True, progress=lambda s: None)
+    head = SpeechHead(path, len(summary_names(meta.features)))
+    p = np.concatenate([head(data["x"][a : a + 4096]) for a in range(0, len(data["x"]), 4096)])
+    g = meta.gate
+    acc = (data["x"][:, 0] >= g.min_fraction) & (p >= spec.threshold)
+    s = speech_eval.score(data, acc, g.min_fraction * meta.features.window_s)
+    keys = ["rejected", "rejected 16k", "rejected 8k-mulaw", "kept", "kept 16k", "kept 16k-noisy",
+            "kept 8k-mulaw", "kept 8k-mulaw-noisy", "pauses in noise rejected"]
+    figs = {k.replace(" ", "_").replace("-", "_"): round(s[k], 4) for k in keys}
+    figs["rejected_by_kind"] = {k: round(s[f"rejected {k}"], 4) for k in speech_set.NONSPEECH}
+    figs["measured_on"] = ("tools/speech_set.py measure split: speakers " + ", ".join(speech_set.SPEAKERS["measure"]) +
+                           "; command: python tools/speech_eval.py --split measure --head MODEL.json")
+    return figs
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
