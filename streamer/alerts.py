@@ -30,7 +30,7 @@ from typing import Any, Iterable, Sequence
 
 from streamer.errors import UsageError
 
-__all__ = ["AlertRule", "AlertTracker", "parse_rule", "load_rules", "rule_name"]
+__all__ = ["AlertRule", "AlertTracker", "parse_rule", "load_rules", "rule_name", "check_channels"]
 
 DEFAULT_MAX_GAP_S = 2.0
 
@@ -217,6 +217,30 @@ def load_rules(path: str | os.PathLike[str], labels: Iterable[str] | None = None
         labels = list(labels)
     return [_rule_from_obj(obj, f"alert rules file {p}, rule {i + 1}", labels)
             for i, obj in enumerate(data)]
+
+
+def check_channels(rules: Iterable[AlertRule], channel_names: Sequence[str]) -> None:
+    """Refuse rules that watch a channel the timeline does not have: such a rule could never fire.
+
+    Args:
+        rules: the rules.
+        channel_names: the timeline's channel names by index (``["mix"]`` for a mixed stream).
+
+    Raises:
+        UsageError: a rule names an unknown channel or an index beyond the channel count.
+    """
+    names = list(channel_names)
+    for rule in rules:
+        ch = rule.channel
+        if ch is None:
+            continue
+        if isinstance(ch, int):
+            if not 0 <= ch < len(names):
+                raise UsageError(f"alert rule {rule.name!r}: no channel {ch} (channel indexes 0 to "
+                                 f"{len(names) - 1}: {', '.join(names)})")
+        elif ch not in names:
+            hint = "; name the channels with --channels split --channel-names A,B" if names == ["mix"] else ""
+            raise UsageError(f"alert rule {rule.name!r}: no channel {ch!r} (channels: {', '.join(names)}){hint}")
 
 
 @dataclass

@@ -192,7 +192,12 @@ def atomic_path(path: str | os.PathLike[str], what: str = "output", fsync: bool 
     p = os.fspath(path)
     check_output(p, what)
     if _direct(_stat(p)):
-        yield p
+        try:
+            yield p
+        except OSError as exc:  # the block wrote to the device itself: its write errors are ours
+            if exc.errno not in _WRITE_ERRNOS:
+                raise
+            raise OutputError(f"cannot write {what} {display_name(p)}: {_strerror(exc)}", p) from None
         return
     directory = os.path.dirname(os.path.abspath(p))
     base = os.path.basename(p)
@@ -203,7 +208,12 @@ def atomic_path(path: str | os.PathLike[str], what: str = "output", fsync: bool 
         raise OutputError(f"cannot write {what} {display_name(p)}: {_strerror(exc)}", p) from None
     os.close(fd)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:  # the block was writing the temporary file: a full disk is ours to report
+            if exc.errno not in _WRITE_ERRNOS:
+                raise
+            raise OutputError(f"cannot write {what} {display_name(p)}: {_strerror(exc)}", p) from None
         try:
             st = _stat(p)
             # a new file gets the mode open() would give it; a replaced file keeps its own

@@ -226,3 +226,27 @@ def test_hop_spans_line_up_with_segments():
     tracker = AlertTracker([parse_rule("angry>3")], hop_s=1.0)
     alerts = [a for ev in windows("aa", window=3.0) for a in tracker.update(ev)]
     assert [(a["start"], a["end"]) for a in alerts] == [(0.0, 3.0)]
+
+
+# -- rules that can never fire are refused (issue 16) --------------------------------------------
+
+def test_unknown_labels_are_refused_when_the_model_labels_are_given(tmp_path):
+    with pytest.raises(UsageError, match="unknown label 'nosuchlabel'"):
+        parse_rule("nosuchlabel>5", LABELS)
+    f = tmp_path / "rules.json"
+    f.write_text(json.dumps([{"labels": ["angry", "furious"], "seconds": 3}]))
+    with pytest.raises(UsageError, match="rule 1: unknown label 'furious'"):
+        load_rules(f, LABELS)
+
+
+def test_unknown_channels_are_refused():
+    from streamer.alerts import check_channels
+
+    names = ["agent", "customer"]
+    check_channels([parse_rule("customer:angry>5"), parse_rule("1:sad>5"), parse_rule("angry>5")], names)
+    with pytest.raises(UsageError, match="no channel 'boss'.*agent, customer"):
+        check_channels([parse_rule("boss:angry>5")], names)
+    with pytest.raises(UsageError, match="no channel 2"):
+        check_channels([parse_rule("2:angry>5")], names)
+    with pytest.raises(UsageError, match="--channel-names"):
+        check_channels([parse_rule("customer:angry>5")], ["mix"])

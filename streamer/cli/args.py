@@ -59,10 +59,31 @@ def add_alerts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alerts", metavar="FILE", help="alert rules from a JSON file")
 
 
+# --window/--hop bounds: a window must hold a few feature frames and stay small enough to analyse;
+# a hop below a few feature hops (20 ms) only repeats windows. inf, nan and 1e9 are usage errors.
+WINDOW_S = (0.5, 600.0)
+HOP_S = (0.05, 600.0)
+
+
+def seconds_between(lo: float, hi: float) -> Any:
+    """An argparse type: a finite number of seconds in [lo, hi]."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text[:40]!r}") from None
+        if not lo <= v <= hi:  # also refuses nan and inf
+            raise argparse.ArgumentTypeError(f"must be between {lo:g} and {hi:g} seconds: {text[:40]!r}")
+        return v
+    return parse
+
+
 def add_window(p: argparse.ArgumentParser) -> None:
     """--window S and --hop S (overrides of the model's window)."""
-    p.add_argument("--window", type=positive, metavar="S", help="window length in seconds")
-    p.add_argument("--hop", type=positive, metavar="S", help="seconds between window starts")
+    p.add_argument("--window", type=seconds_between(*WINDOW_S), metavar="S",
+                   help=f"window length in seconds ({WINDOW_S[0]:g} to {WINDOW_S[1]:g})")
+    p.add_argument("--hop", type=seconds_between(*HOP_S), metavar="S",
+                   help=f"seconds between window starts ({HOP_S[0]:g} to {HOP_S[1]:g})")
 
 
 def add_token(p: argparse.ArgumentParser, help: str | None = None) -> None:
@@ -85,16 +106,21 @@ def channel_names_arg(args: argparse.Namespace) -> list[str] | None:
 
 
 def alert_rules_arg(args: argparse.Namespace) -> list | None:
-    """Alert rules from --alert and --alerts (None when neither is given)."""
+    """Alert rules from --alert and --alerts (None when neither is given).
+
+    A label the model (--model) does not have is refused: such a rule could never fire.
+    """
     specs = getattr(args, "alert", None) or []
     path = getattr(args, "alerts", None)
     if not specs and not path:
         return None
     from streamer.alerts import load_rules, parse_rule
+    from streamer.config import load_meta
 
-    rules = [parse_rule(s) for s in specs]
+    labels = load_meta(getattr(args, "model", None)).labels
+    rules = [parse_rule(s, labels) for s in specs]
     if path:
-        rules.extend(load_rules(path))
+        rules.extend(load_rules(path, labels))
     return rules
 
 
@@ -150,8 +176,7 @@ async def serve_until_stopped(server: Any, source: Any, realtime: bool, linger: 
                 await asyncio.gather(task, return_exceptions=True)
                 await asyncio.sleep(linger)
                 stop.set()
-            # TODO(SERVER): a public way to run a task under the server's lifetime
-            server._spawn(stop_later())
+            server.spawn(stop_later())
         await stop.wait()
         print("emostream: stopping", file=sys.stderr, flush=True)
     finally:

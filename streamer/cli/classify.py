@@ -23,11 +23,13 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """One label per file: the mean of the speech windows' probabilities."""
     from streamer.labelling import analyse, load_model, overall
+    from streamer.outputs import display_name
 
     meta, clf = load_model(args.model)
     names = channel_names_arg(args)
     status = 0
     for path in args.files:
+        shown = display_name(path)  # a name that is not UTF-8 prints (and goes into JSON) with U+FFFD
         try:
             res = analyse(path, meta, clf, channels=args.channels, channel_names=names)
         except EmostreamError as exc:
@@ -40,14 +42,14 @@ def run(args: argparse.Namespace) -> int:
         for ch, name in chans:
             label, conf, probs = overall(res, meta.labels, ch)
             if label is None:
-                warn(args, [f"{path}: no speech found" + (f" on channel {name}" if name else "")])
+                warn(args, [f"{shown}: no speech found" + (f" on channel {name}" if name else "")])
             if args.json:
-                obj: dict[str, Any] = {"path": path, "label": label, "confidence": round(conf, 4), "probs": probs}
+                obj: dict[str, Any] = {"path": shown, "label": label, "confidence": round(conf, 4), "probs": probs}
                 if name is not None:
                     obj["channel"] = ch
                     obj["channel_name"] = name
                 print(json.dumps(obj), flush=True)
             else:
-                cols = [path] + ([name] if name is not None else []) + [label or "none", f"{conf:.3f}"]
+                cols = [shown] + ([name] if name is not None else []) + [label or "none", f"{conf:.3f}"]
                 print("\t".join(cols), flush=True)
     return status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any
@@ -61,16 +62,29 @@ def run(args: argparse.Namespace) -> int:
         if not rules:
             raise UsageError("--clips needs alert rules (--alert or --alerts): a clip is an alert's stretch")
         check_clips_dir(args.clips, args.file)
-    source = open_source(args.file)  # opened before the output so a bad input leaves no file behind
-    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
+    from streamer.alerts import check_channels
+    from streamer.outputs import atomic_open, atomic_path, check_output
+
+    for target, what in ((args.output, "-o"), (args.summary, "--summary"), (args.plot, "--plot")):
+        check_output(target, what)  # a bad target fails now, not after an hour of audio
+    source = open_source(args.file)  # a bad input fails before any output exists
     summary = None
     collected: list[dict[str, Any]] = []
-    try:
+    # Every output goes to a temporary name beside its target; all of them appear together, and
+    # only once the whole recording is labelled (a failure or Ctrl-C leaves none behind).
+    with contextlib.ExitStack() as outputs:
+        outputs.callback(source.close)
+        out = outputs.enter_context(atomic_open(args.output, what="-o"))
         writer = open_writer(args.format, out)
         if args.summary:
             from streamer.summary import Summary
 
             summary = Summary()
+
+        def on_header(info: dict[str, Any]) -> None:
+            if rules:
+                check_channels(rules, info["channels"])  # a rule for a channel that is not there never fires
+            writer.header(info)
 
         def on_event(ev: dict[str, Any]) -> None:
             writer.event(ev)
@@ -80,23 +94,18 @@ def run(args: argparse.Namespace) -> int:
                 collected.append(ev)
 
         res = analyse(source, meta, clf, channels=args.channels, channel_names=names, alert_rules=rules,
-                      on_header=writer.header, on_event=on_event, progress=not args.quiet)
+                      on_header=on_header, on_event=on_event, progress=not args.quiet)
         writer.close(duration=res.duration)
-    finally:
-        if args.output:
-            out.close()
-        else:
-            sys.stdout.flush()
-    warn(args, res.stats.warnings)
-    if summary is not None:
-        with open(args.summary, "w", encoding="utf-8") as fh:
-            json.dump(summary.result(res.duration), fh, indent=2)
-            fh.write("\n")
-    if args.plot:
-        from streamer.plot import plot_timeline
+        if summary is not None:
+            with open(outputs.enter_context(atomic_path(args.summary, "--summary")), "w", encoding="utf-8") as fh:
+                json.dump(summary.result(res.duration), fh, indent=2, ensure_ascii=False)
+                fh.write("\n")
+        if args.plot:
+            from streamer.plot import plot_timeline
 
-        plot_timeline(collected, res.duration, args.plot, meta.labels, channels=res.channel_names,
-                      source=res.source)
+            plot_timeline(collected, res.duration, outputs.enter_context(atomic_path(args.plot, "--plot")),
+                          meta.labels, channels=res.channel_names, source=res.source)
+    warn(args, res.stats.warnings)
     if args.clips:
         from streamer.clips import alert_stretches, plan_clips, write_clips
 
