@@ -18,7 +18,7 @@ import numpy as np
 
 from streamer.config import ModelMeta, NormConfig
 from streamer.features import FrameFeaturizer, WindowAssembler
-from streamer.gate import SpeechGate
+from streamer.speech import SpeechDetector
 from streamer.normalise import Normaliser
 
 __all__ = ["ChannelAnalyzer", "Windows", "classify_windows", "clip_probs", "to_input"]
@@ -48,7 +48,7 @@ class ChannelAnalyzer:
         f = meta.features
         self.cfg = f
         self.featurizer = FrameFeaturizer(f)
-        self.gate = SpeechGate(meta.gate, f)
+        self.gate = SpeechDetector(meta)  # the energy gate, then the model's speech detector if it names one
         self.norm = Normaliser(norm or meta.normalisation, f.n_channels)
         # one extra column carries each frame's speech flag, so a window's speech fraction comes
         # out of the same running-sum means as its features
@@ -56,12 +56,12 @@ class ChannelAnalyzer:
 
     def speech(self, feats: np.ndarray, level: np.ndarray) -> np.ndarray:
         """Speech flags of frames (their features and levels in dBFS)."""
-        return self.gate(level)
+        return self.gate(feats, level)
 
     def push(self, y: np.ndarray) -> Windows:
         """Mono samples at the model's rate -> the windows completed by them."""
         feats, level = self.featurizer.push(y)
-        return self.push_frames(feats, self.speech(feats, level))
+        return self.gate.judge(self.push_frames(feats, self.speech(feats, level)))
 
     def prime(self, feats: np.ndarray, speech: np.ndarray) -> None:
         """Feed frames to the normaliser only: speech heard earlier on the stream (no windows)."""
@@ -88,7 +88,7 @@ class ChannelAnalyzer:
             return Windows(starts, np.zeros((0, 0, self.cfg.n_channels), np.float32), np.zeros(0), 0)
         mean, std = self.norm.current()
         feats = self.norm.apply(means[:, :, :-1], np.repeat(mean, len(starts), 0), np.repeat(std, len(starts), 0))
-        return Windows(starts, feats, means[:, :, -1].mean(axis=1), wf)
+        return self.gate.judge(Windows(starts, feats, means[:, :, -1].mean(axis=1), wf))
 
     def frames(self, feats: np.ndarray, speech: np.ndarray) -> list[Windows]:
         """All windows of a whole clip's frames, as if the clip were streamed to its end."""
