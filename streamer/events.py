@@ -84,6 +84,42 @@ class _Wire:
             out["seq"] = int(seq)
         return out
 
+    # A read-only view as the wire dict, for code that still takes event dicts (``ev.get("label")``,
+    # ``{**hello}``) while it moves to attributes. New code reads the attributes.
+    def keys(self) -> list[str]:
+        """The wire object's keys."""
+        return list(self.to_wire())
+
+    def items(self) -> Any:
+        """The wire object's items."""
+        return self.to_wire().items()
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "type":
+            return self.type
+        if key in self._PRIVATE or key == "extra" or key not in self.__dataclass_fields__:
+            extra = getattr(self, "extra", None)
+            if extra and key in extra:
+                return extra[key]
+            raise KeyError(key)
+        v = getattr(self, key)
+        if v is None and key in self._OPTIONAL:
+            raise KeyError(key)
+        return list(v) if isinstance(v, tuple) else v
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``self[key]``, or ``default`` when the wire object has no such key."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key, _MISSING) is not _MISSING
+
+
+_MISSING = object()
+
 
 @dataclass(frozen=True, slots=True)
 class Hello(_Wire):
@@ -124,6 +160,18 @@ class Hello(_Wire):
     stream: str | None = None
     started: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, pipeline: Any, source: str | None, **fields_: Any) -> "Hello":
+        """The hello of a stream that ``pipeline`` analyses (its labels, rate, window, channels, model).
+
+        ``pipeline`` is a :class:`streamer.pipeline.Pipeline` (or anything with the same facts:
+        ``labels``, ``sample_rate``, ``window_s``, ``hop_s``, ``channel_names``, ``model_info``);
+        ``fields_`` sets the optional fields (``encoding=``, ``stream=``, ``colors=``...).
+        """
+        return cls(labels=tuple(pipeline.labels), sample_rate=int(pipeline.sample_rate),
+                   window=pipeline.window_s, hop=pipeline.hop_s, source=source,
+                   channels=tuple(pipeline.channel_names), model=dict(pipeline.model_info), **fields_)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
-"""File formats for an emotion timeline: writers that observe event dicts.
+"""File formats for an emotion timeline: writers that observe the timeline's events.
 
 Every writer follows one protocol (`Writer`): ``header(info)`` once, ``event(ev)`` for each window,
-segment and alert event (see docs/INTERNALS.md), then ``close(duration=None)``. A writer writes to a
+segment and alert event (:mod:`streamer.events`, or its wire dict), then ``close(duration=None)``. A writer writes to a
 text stream it does not own: ``close()`` flushes it and leaves it open.
 
 ``info`` is ``{"source", "duration" (or None until close), "sample_rate",
@@ -53,8 +53,8 @@ FORMATS = ("json", "jsonl", "csv", "vtt", "srt", "audacity", "textgrid")
 EXTENSIONS = {"json": ".json", "jsonl": ".jsonl", "csv": ".csv", "vtt": ".vtt", "srt": ".srt",
               "audacity": ".txt", "textgrid": ".TextGrid"}
 
-# Keys that live only inside the process or on the wire, never in a file.
-_PRIVATE = ("type", "seq", "raw")
+# Keys that live only on the wire, never in a file.
+_PRIVATE = ("type", "seq")
 
 
 @runtime_checkable
@@ -64,8 +64,8 @@ class Writer(Protocol):
     def header(self, info: dict[str, Any]) -> None:
         """Called once, before any event."""
 
-    def event(self, ev: dict[str, Any]) -> None:
-        """One window, segment or alert event; other types are ignored."""
+    def event(self, ev: Any) -> None:
+        """One window, segment or alert event (or its wire dict); other types are ignored."""
 
     def close(self, duration: float | None = None) -> None:
         """Finish the file; ``duration`` overrides the header's. Safe to call twice."""
@@ -150,7 +150,9 @@ class _Base:
                 return float(d)
         return self.max_end
 
-    def event(self, ev: dict[str, Any]) -> None:
+    def event(self, ev: Any) -> None:
+        if not isinstance(ev, dict):
+            ev = ev.to_wire()  # a typed event: its wire object is what every format writes from
         self._seen(ev)
         kind = ev.get("type")
         if kind == "window":

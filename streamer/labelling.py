@@ -12,12 +12,11 @@ import numpy as np
 
 from streamer.classifier import Classifier
 from streamer.config import ModelMeta
+from streamer.events import Event, Window
 from streamer.pipeline import Pipeline, RunStats, run
 from streamer.sources import Source, open_source
 
-__all__ = ["Analysis", "analyse", "load_model", "header_info", "overall", "strip_internal", "make_labeler"]
-
-Events = list[dict[str, Any]]
+__all__ = ["Analysis", "analyse", "load_model", "header_info", "overall", "make_labeler"]
 
 
 def load_model(model: str | None = None, window: float | None = None, hop: float | None = None) -> tuple[ModelMeta, Classifier]:
@@ -42,13 +41,6 @@ class Analysis:
     raw: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (channel, probs) of speech windows
 
 
-def strip_internal(ev: dict[str, Any]) -> dict[str, Any]:
-    """The event as it goes on the wire and into files (no in-process fields)."""
-    if "raw" in ev:
-        ev = {k: v for k, v in ev.items() if k != "raw"}
-    return ev
-
-
 def header_info(meta: ModelMeta, source: str, sample_rate: int, channel_names: list[str],
                 duration: float | None) -> dict[str, Any]:
     """What a writer's header gets: source, duration, sample rate, model and channels."""
@@ -60,12 +52,12 @@ def header_info(meta: ModelMeta, source: str, sample_rate: int, channel_names: l
 def analyse(src: Source | str | os.PathLike[str], meta: ModelMeta, classifier: Classifier, *,
             channels: str = "mix", channel_names: list[str] | None = None, alert_rules: list | None = None,
             on_header: Callable[[dict[str, Any]], None] | None = None,
-            on_event: Callable[[dict[str, Any]], None] | None = None,
+            on_event: Callable[[Event], None] | None = None,
             progress: bool = False) -> Analysis:
     """Run a file (or any source) through the pipeline as fast as it goes.
 
     ``on_header`` is called once before any event with :func:`header_info`; ``on_event`` with each
-    wire event as it is produced (so a jsonl sink writes as it goes).
+    event (:mod:`streamer.events`) as it is produced (so a jsonl sink writes as it goes).
     """
     source = open_source(src) if not isinstance(src, Source) else src
     with source:
@@ -76,13 +68,12 @@ def analyse(src: Source | str | os.PathLike[str], meta: ModelMeta, classifier: C
         if on_header is not None:
             on_header(header_info(meta, source.uri, source.sample_rate, pipe.channel_names, source.duration))
 
-        def sink(events: Events) -> None:
+        def sink(events: list[Event]) -> None:
             for ev in events:
-                raw = ev.get("raw")
-                if raw is not None:
-                    result.raw.append((ev["channel"], raw))
+                if isinstance(ev, Window) and ev.raw is not None:
+                    result.raw.append((ev.channel, ev.raw))
                 if on_event is not None:
-                    on_event(strip_internal(ev))
+                    on_event(ev)
 
         bar = _Progress(source.duration) if progress else None
         result.stats = run(source, pipe, sink, progress=bar)

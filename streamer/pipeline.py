@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -22,13 +22,14 @@ from streamer.analysis import ChannelAnalyzer, Windows, classify_windows
 from streamer.classifier import Classifier
 from streamer.config import ModelMeta
 from streamer.errors import UsageError
+from streamer.events import Event, Hello
 from streamer.ringbuffer import RingBuffer
 from streamer.sources import Source
 from streamer.timeline import Timeline, TimelineConfig
 
 __all__ = ["Conditioner", "ChannelAnalyzer", "Pipeline", "RunStats", "run", "make_pipeline_factory"]
 
-Events = list[dict[str, Any]]
+Events = list[Event]
 
 
 class Conditioner:
@@ -72,7 +73,11 @@ class Conditioner:
 
 
 class Pipeline:
-    """Audio blocks in, timeline events out (see docs/INTERNALS.md for the event dicts).
+    """Audio blocks in, timeline events out (:mod:`streamer.events`: windows, segments, alerts).
+
+    The pipeline knows nothing of the network: whoever starts a stream builds its hello from the
+    pipeline's facts (:attr:`labels`, :attr:`sample_rate`, :attr:`window_s`, :attr:`hop_s`,
+    :attr:`channel_names`, :attr:`model_info`) with :meth:`streamer.events.Hello.of`.
 
     Args:
         meta: the model's metadata (features, gate, normalisation, labels).
@@ -111,13 +116,34 @@ class Pipeline:
         """Audio analysed so far, in seconds."""
         return self.samples_in / self.meta.features.sample_rate
 
-    def hello(self, source: str) -> dict[str, Any]:
-        """The stream's hello message (without seq)."""
-        f = self.meta.features
-        return {"type": "hello", "labels": list(self.meta.labels), "sample_rate": f.sample_rate,
-                "window": self.timeline.window_s, "hop": self.timeline.hop_s, "source": source,
-                "channels": list(self.channel_names),
-                "model": {"name": self.meta.name, "version": self.meta.version}}
+    @property
+    def labels(self) -> list[str]:
+        """The model's labels, in output order."""
+        return list(self.meta.labels)
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate windows are analysed at (the model's), in Hz."""
+        return int(self.meta.features.sample_rate)
+
+    @property
+    def window_s(self) -> float:
+        """A window's length in seconds."""
+        return self.timeline.window_s
+
+    @property
+    def hop_s(self) -> float:
+        """Seconds between window starts."""
+        return self.timeline.hop_s
+
+    @property
+    def model_info(self) -> dict[str, str]:
+        """``{"name", "version"}`` of the model."""
+        return {"name": self.meta.name, "version": self.meta.version}
+
+    def hello(self, source: str) -> Hello:
+        """Deprecated (the server's old call): use ``streamer.events.Hello.of(pipeline, source)``."""
+        return Hello.of(self, source)
 
     def condition(self, block: np.ndarray, last: bool = False) -> np.ndarray:
         """Source-format block -> model-rate block [m, out_channels]."""

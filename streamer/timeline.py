@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
+
+from streamer.events import Alert, Event, Segment, Window, from_wire
 
 __all__ = ["TimelineConfig", "Timeline"]
 
@@ -51,7 +52,7 @@ class _Channel:
 
 
 class Timeline:
-    """Turns classified windows into window, segment and alert events, per channel.
+    """Turns classified windows into :class:`~streamer.events.Window`, ``Segment`` and ``Alert`` events, per channel.
 
     Args:
         labels: label names in model output order.
@@ -79,22 +80,26 @@ class Timeline:
         mid = (start + end) / 2.0
         return max(start, mid - half), min(end, mid + half)
 
-    def _segment(self, ch: _Channel, run: _Run, end: float | None = None) -> dict[str, Any]:
+    def _segment(self, ch: _Channel, run: _Run, end: float | None = None) -> Segment:
         p = run.psum / max(run.n, 1)
-        return {"type": "segment", "start": round(run.start, 3), "end": round(end if end is not None else run.end, 3),
-                "channel": ch.index, "channel_name": ch.name, "label": self.labels[run.label],
-                "confidence": round(float(p[run.label]), 4)}
+        return Segment(start=round(run.start, 3), end=round(end if end is not None else run.end, 3),
+                       channel=ch.index, channel_name=ch.name, label=self.labels[run.label],
+                       confidence=round(float(p[run.label]), 4))
 
-    def add(self, channel: int, start: float, end: float, speech: bool, probs: np.ndarray | None) -> list[dict[str, Any]]:
+    def _alert(self, ev: Window) -> list[Event]:
+        if self._alerts is None:
+            return []
+        return [from_wire(a) for a in self._alerts.update(ev)]
+
+    def add(self, channel: int, start: float, end: float, speech: bool, probs: np.ndarray | None) -> list[Event]:
         """Add one classified window of a channel (in time order); return the events it causes."""
         ch = self._ch[channel]
         cfg = self.config
-        out: list[dict[str, Any]] = []
-        ev: dict[str, Any] = {"type": "window", "start": round(start, 3), "end": round(end, 3),
-                              "channel": ch.index, "channel_name": ch.name, "speech": bool(speech),
-                              "label": None, "confidence": None, "probs": None}
+        out: list[Event] = []
         a, b = self._owned(start, end)
         if not speech or probs is None:
+            ev = Window(start=round(start, 3), end=round(end, 3), channel=ch.index, channel_name=ch.name,
+                        speech=False)
             if ch.silence_since is None:
                 ch.silence_since = a
             ch.first = False
@@ -102,8 +107,7 @@ class Timeline:
                 ch.recent.clear()
                 out.extend(self._close(ch, end=ch.silence_since))
             out.insert(0, ev)
-            if self._alerts is not None:
-                out.extend(self._alerts.update(ev))
+            out.extend(self._alert(ev))
             return out
         if ch.first:
             a = start  # the first window of a stream owns everything before its centre too
@@ -115,9 +119,10 @@ class Timeline:
             ch.recent.popleft()
         sm = np.mean(ch.recent, axis=0)
         k = int(np.argmax(sm))
-        ev.update(label=self.labels[k], confidence=round(float(sm[k]), 4),
-                  probs={lab: round(float(v), 4) for lab, v in zip(self.labels, sm)},
-                  raw=np.asarray(probs, dtype=np.float32))
+        ev = Window(start=round(start, 3), end=round(end, 3), channel=ch.index, channel_name=ch.name,
+                    speech=True, label=self.labels[k], confidence=round(float(sm[k]), 4),
+                    probs={lab: round(float(v), 4) for lab, v in zip(self.labels, sm)},
+                    raw=np.asarray(probs, dtype=np.float32))
         out.append(ev)
         if ch.cur is None:
             ch.cur = _Run(k, a, b, sm.copy())
@@ -141,8 +146,7 @@ class Timeline:
             if ch.cand.end - ch.cand.start >= cfg.min_segment_s - 1e-9:
                 out.append(self._segment(ch, ch.cur, end=ch.cand.start))
                 ch.cur, ch.cand = ch.cand, None
-        if self._alerts is not None:
-            out.extend(self._alerts.update(ev))
+        out.extend(self._alert(ev))
         return out
 
     @staticmethod
@@ -151,7 +155,7 @@ class Timeline:
         cur.psum += cand.psum
         cur.n += cand.n
 
-    def _close(self, ch: _Channel, end: float | None = None) -> list[dict[str, Any]]:
+    def _close(self, ch: _Channel, end: float | None = None) -> list[Event]:
         if ch.cur is None:
             return []
         if ch.cand is not None:
@@ -161,9 +165,9 @@ class Timeline:
         e = run.end if end is None else max(run.start, min(run.end, end))
         return [self._segment(ch, run, end=e)]
 
-    def finish(self, end_time: float | None = None) -> list[dict[str, Any]]:
+    def finish(self, end_time: float | None = None) -> list[Event]:
         """Close every open segment (end of stream)."""
-        out: list[dict[str, Any]] = []
+        out: list[Event] = []
         for ch in self._ch:
             if ch.cur is not None and ch.silence_since is None:
                 ch.cur.end = max(ch.cur.end, ch.last_end if ch.cand is None else ch.cur.end)

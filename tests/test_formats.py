@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from streamer.errors import UsageError
+from streamer.events import Alert, Event, Segment, Window
 from streamer.formats import EXTENSIONS, FORMATS, Writer, open_writer
 
 LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
@@ -35,28 +37,28 @@ def probs_for(label: str) -> dict[str, float]:
     return p
 
 
-def build_events() -> list[dict[str, Any]]:
+def build_events() -> list[Event]:
     """Window, segment and alert events in the order a timeline emits them (windows by time,
     channels interleaved; a segment when it closes; an alert just after its window)."""
-    events: list[dict[str, Any]] = []
+    events: list[Event] = []
     closes = {(ch, end): (ch, a, end, lb) for ch, a, end, lb in SEGMENTS}
     for t in range(int(DURATION)):
         for ch, track in TRACKS.items():
             code = track[t]
             label = CODES.get(code)
-            events.append({
-                "type": "window", "start": float(t), "end": float(t + 1), "channel": ch,
-                "channel_name": NAMES[ch], "speech": label is not None, "label": label,
-                "confidence": None if label is None else probs_for(label)[label],
-                "probs": None if label is None else probs_for(label),
-                "raw": np.zeros(len(LABELS), dtype=np.float32),  # in-process only, never written
-            })
+            events.append(Window(
+                start=float(t), end=float(t + 1), channel=ch, channel_name=NAMES[ch],
+                speech=label is not None, label=label,
+                confidence=None if label is None else probs_for(label)[label],
+                probs=None if label is None else probs_for(label),
+                raw=np.zeros(len(LABELS), dtype=np.float32),  # in-process only, never written
+            ))
             if (ch, float(t + 1)) in closes:
                 c, a, e, lb = closes[(ch, float(t + 1))]
-                events.append({"type": "segment", "start": a, "end": e, "channel": c,
-                               "channel_name": NAMES[c], "label": lb, "confidence": 0.86})
+                events.append(Segment(start=a, end=e, channel=c, channel_name=NAMES[c], label=lb,
+                                      confidence=0.86))
             if ch == 1 and t + 1 == 3:
-                events.append(dict(ALERT))
+                events.append(Alert(**{k: v for k, v in ALERT.items() if k != "type"}))
     return events
 
 
@@ -65,7 +67,7 @@ def header(duration: float | None = DURATION) -> dict[str, Any]:
             "model": {"name": "emotion-cnn", "version": "1.0", "labels": LABELS}, "channels": NAMES}
 
 
-def write(fmt: str, events: list[dict[str, Any]] | None = None, duration: float | None = DURATION,
+def write(fmt: str, events: list[Any] | None = None, duration: float | None = DURATION,
           close_duration: float | None = None) -> str:
     buf = io.StringIO()
     w = open_writer(fmt, buf)
@@ -207,11 +209,10 @@ def test_json_schema():
 
 def test_json_duration_at_close_and_numpy_values():
     evs = build_events()
-    for ev in evs:  # values straight from numpy must still serialise
-        if ev["type"] == "window" and ev["speech"]:
-            ev["confidence"] = np.float32(ev["confidence"])
-            ev["start"] = np.float64(ev["start"])
-            ev["speech"] = np.bool_(True)
+    for i, ev in enumerate(evs):  # values straight from numpy must still serialise
+        if isinstance(ev, Window) and ev.speech:
+            evs[i] = dataclasses.replace(ev, confidence=np.float32(ev.confidence), start=np.float64(ev.start),
+                                         speech=np.bool_(True))
     obj = json.loads(write("json", evs, duration=None, close_duration=12.5))
     assert obj["duration"] == 12.5
     assert isinstance(obj["windows"][0]["confidence"], float)

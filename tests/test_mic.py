@@ -288,7 +288,7 @@ tee = Tee(m)
 events, result = [], {{}}
 def work():
     try:
-        result["analysis"] = analyse(tee, meta, clf, on_event=events.append)
+        result["analysis"] = analyse(tee, meta, clf, on_event=lambda ev: events.append(ev.to_wire()))
     except BaseException as exc:
         result["error"] = repr(exc)
 t = threading.Thread(target=work)

@@ -22,8 +22,6 @@ def _events(meta, clf, y, sr, blocks):
         i += n
     out += pipe.feed(y[i:, None])
     out += pipe.finish()
-    for ev in out:
-        ev.pop("raw", None)
     return out
 
 
