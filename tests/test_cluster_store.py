@@ -1,15 +1,19 @@
-"""The Redis side of a cluster against a real ``redis-server`` on loopback: streams, replay, the
-id lease, a dead owner's streams ended by a reaper, the listing, and an unreachable Redis."""
+"""The Redis hub backend against a real ``redis-server`` on loopback: streams, replay, the id lease,
+a dead owner's streams ended by a reaper, the listing, two hubs ("nodes") sharing a stream, an
+unreachable Redis at start and a frozen one while serving."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 
 import pytest
 
 from streamer import protocol
-from streamer.redis_store import RedisStore, RedisUnavailable
+from streamer.server.hub import Hub
+from streamer.server.redis_backend import RedisBackend, RedisStore, RedisUnavailable, check_redis
 from tools.local_cluster import RedisServer, free_port
 
 
@@ -27,49 +31,56 @@ def msg(seq: int, kind: str = "window") -> str:
     return protocol.encode({"type": kind, "seq": seq, "start": seq * 0.5, "end": seq * 0.5 + 1, "label": "calm"})
 
 
-async def stores(url: str, n: int, **kw) -> list[RedisStore]:
-    out = []
-    for i in range(n):
-        s = RedisStore(url, f"n{i}", prefix=kw.pop("prefix", "t") if i == 0 else out[0].prefix, **kw)
+def window(i: int, channel: int = 0) -> dict:
+    return {"type": "window", "start": i * 0.5, "end": i * 0.5 + 1, "channel": channel, "speech": True,
+            "label": "calm", "confidence": 0.5, "probs": {"calm": 0.5, "angry": 0.5}}
+
+
+async def stores(url: str, n: int, prefix: str, **kw) -> list[RedisStore]:
+    out = [RedisStore(url, f"n{i}", prefix=prefix, **kw) for i in range(n)]
+    for s in out:
         await s.connect()
-        out.append(s)
     return out
 
 
-async def collect(store: RedisStore, sid: str, since: int = 0, limit: float = 20) -> list[dict]:
-    got = []
+async def follow(store: RedisStore, sid: str, since: int = 0, limit: float = 20) -> list[dict]:
+    """Replay after ``since`` then live entries until end, as wire objects (notes included)."""
+    rs = await store.get(sid)
+    items, gap, last = await store.read_since(rs.log, since)
+    got = [json.loads(t) for _, t in items]
+    if got and got[-1]["type"] == "end":
+        return got
 
-    async def read():
-        async for text in store.follow(sid, since):
+    async def live():
+        async for _, _, text in store.follow(rs.log, last):
             got.append(json.loads(text))
-    await asyncio.wait_for(read(), limit)
+    await asyncio.wait_for(live(), limit)
     return got
 
 
-def test_publish_replay_follow_and_end(redis_url):
+def test_publish_replay_follow_and_finish(redis_url):
     async def main():
-        a, b = await stores(redis_url, 2, prefix="t1")
+        a, b = await stores(redis_url, 2, "t1")
         try:
-            hello = protocol.encode({"type": "hello", "labels": ["calm"], "stream": "call-1"})
-            assert await a.claim("call-1", hello, {"id": "call-1", "kind": "ingest"})
-            assert await a.append("call-1", [(1, msg(1)), (2, msg(2))]) == 2
-            assert await a.append("call-1", [(2, msg(2)), (3, msg(3))]) == 3  # a retried batch: no duplicate
-            follower = asyncio.ensure_future(collect(b, "call-1", since=1))
+            assert await a.claim("call-1")
+            lg = a.owned["call-1"]
+            assert await a.append("call-1", lg, [(1, msg(1)), (2, msg(2))], {"hello": '{"type":"hello"}'}) == 2
+            assert await a.append("call-1", lg, [(2, msg(2)), (3, msg(3))]) == 3  # a retried batch: no duplicate
+            follower = asyncio.ensure_future(follow(b, "call-1", since=1))
             await asyncio.sleep(0.3)
-            assert await a.append("call-1", [(4, msg(4))]) == 4
-            assert await a.end("call-1") == 5
+            assert await a.append("call-1", lg, [(4, msg(4)), (5, protocol.encode({"type": "end", "seq": 5}))]) == 5
+            assert await a.finish("call-1", lg) == 1
             got = await follower
-            assert got[0]["type"] == "hello"
-            assert [m["seq"] for m in got[1:]] == [2, 3, 4, 5]
-            assert got[-1] == {"type": "end", "seq": 5}
-            # an ended stream is still readable from the start, on any node
-            again = await collect(b, "call-1")
-            assert [m.get("seq") for m in again] == [None, 1, 2, 3, 4, 5]
-            # the id is free again: a new generation, the listing shows it live from seq 0
-            assert await b.claim("call-1", hello)
-            listed = {s["id"]: s for s in await a.list_streams()}
-            assert listed["call-1"]["live"] and listed["call-1"]["seq"] == 0 and listed["call-1"]["node"] == "n1"
-            await b.end("call-1")
+            assert [m["seq"] for m in got] == [2, 3, 4, 5] and got[-1]["type"] == "end"
+            assert [m["seq"] for m in await follow(b, "call-1")] == [1, 2, 3, 4, 5]  # still readable, anywhere
+            # the id is free again: a new generation; the old one's writes no longer land anywhere
+            assert await b.claim("call-1")
+            assert await a.append("call-1", lg, [(6, msg(6))]) == -1
+            listed = {rs.id: rs for rs in await a.list_streams()}
+            assert "call-1" not in listed  # no hello yet: not listed
+            await b.append("call-1", b.owned["call-1"], [], {"hello": '{"type":"hello","source":"x"}'})
+            row = {rs.id: rs for rs in await a.list_streams()}["call-1"].row()
+            assert row["live"] and row["seq"] == 0 and row["node"] == "n1" and row["source"] == "x"
         finally:
             for s in (a, b):
                 await s.close()
@@ -78,7 +89,7 @@ def test_publish_replay_follow_and_end(redis_url):
 
 def test_lease_refuses_second_claim_and_renews(redis_url):
     async def main():
-        a, b = await stores(redis_url, 2, prefix="t2", lease_s=0.6)
+        a, b = await stores(redis_url, 2, "t2", lease_s=0.6)
         try:
             assert await a.claim("x")
             assert not await b.claim("x")
@@ -87,9 +98,10 @@ def test_lease_refuses_second_claim_and_renews(redis_url):
                 assert await a.renew(["x"]) == []
             assert not await b.claim("x")
             await a.release("x")  # a claim that never became a stream leaves nothing behind
-            assert await a.list_streams(include_ended=True) == []
+            assert await a.list_streams() == [] and await a.get("x") is None
             assert await b.claim("x")
-            assert await a.renew(["x"]) == ["x"]  # not a's any more
+            a.owned["x"] = b.owned["x"]
+            assert await a.renew(["x"]) == ["x"]  # b's lease now
         finally:
             for s in (a, b):
                 await s.close()
@@ -98,20 +110,20 @@ def test_lease_refuses_second_claim_and_renews(redis_url):
 
 def test_dead_owner_streams_end_with_error_for_followers(redis_url):
     async def main():
-        a, b = await stores(redis_url, 2, prefix="t3", lease_s=0.5)
+        a, b = await stores(redis_url, 2, "t3", lease_s=0.5)
         try:
-            assert await a.claim("c", protocol.encode({"type": "hello", "labels": []}))
-            await a.append("c", [(1, msg(1)), (2, msg(2))])
-            follower = asyncio.ensure_future(collect(b, "c", since=0))
+            assert await a.claim("c")
+            lg = a.owned["c"]
+            await a.append("c", lg, [(1, msg(1)), (2, msg(2))], {"hello": '{"type":"hello"}'})
+            follower = asyncio.ensure_future(follow(b, "c"))
             await asyncio.sleep(0.2)
-            # a dies: no renewal, no end. b's reaper ends the stream once the lease expired
-            assert await b.reap() == []
-            await asyncio.sleep(0.8)
+            assert await b.reap() == []  # a's lease still runs
+            await asyncio.sleep(0.8)   # a "died": no renewal
             assert await b.reap() == ["c"]
             got = await follower
-            assert [m["type"] for m in got] == ["hello", "window", "window", "error", "end"]
-            assert "lease expired" in got[3]["message"] and got[4]["seq"] == 3
-            assert await a.append("c", [(3, msg(3))]) == -1  # the old owner learns it lost the stream
+            assert [m["type"] for m in got] == ["window", "window", "error", "end"]
+            assert "node n0 stopped" in got[2]["message"] and got[3]["seq"] == 3
+            assert await a.append("c", lg, [(3, msg(3))]) == -1  # the old owner learns it lost the stream
             assert await b.claim("c")  # the id is free
         finally:
             for s in (a, b):
@@ -121,50 +133,140 @@ def test_dead_owner_streams_end_with_error_for_followers(redis_url):
 
 def test_claim_of_an_unreaped_orphan_ends_it_first(redis_url):
     async def main():
-        a, b = await stores(redis_url, 2, prefix="t4", lease_s=0.3)
+        a, b = await stores(redis_url, 2, "t4", lease_s=0.3)
         try:
-            assert await a.claim("c", protocol.encode({"type": "hello", "labels": []}))
-            await a.append("c", [(1, msg(1))])
-            follower = asyncio.ensure_future(collect(b, "c"))
+            assert await a.claim("c")
+            await a.append("c", a.owned["c"], [(1, msg(1))])
+            follower = asyncio.ensure_future(follow(b, "c"))
             await asyncio.sleep(0.6)
             assert await b.claim("c")  # no reaper ran: the claim ends the old generation itself
-            got = await follower
-            assert [m["type"] for m in got] == ["hello", "window", "error", "end"]
+            assert [m["type"] for m in await follower] == ["window", "error", "end"]
         finally:
             for s in (a, b):
                 await s.close()
     run(main())
 
 
-def test_trimmed_history_says_what_is_missing(redis_url):
+def test_trimmed_history_is_reported(redis_url):
     async def main():
-        (a,) = await stores(redis_url, 1, prefix="t5", maxlen=10)
+        (a,) = await stores(redis_url, 1, "t5", maxlen=10)
         try:
             assert await a.claim("long")
             for i in range(0, 300, 50):
-                await a.append("long", [(s, msg(s)) for s in range(i + 1, i + 51)])
-            await a.end("long")
-            got = await collect(a, "long", since=5)
-            assert got[0]["type"] == "error" and "no longer holds seq 6 to" in got[0]["message"]
-            seqs = [m["seq"] for m in got[1:]]
-            assert seqs == list(range(seqs[0], 302)) and seqs[0] > 6
+                await a.append("long", a.owned["long"], [(s, msg(s)) for s in range(i + 1, i + 51)])
+            items, gap, _ = await a.read_since(a.owned["long"], 5)
+            assert gap == 6 and items[0][0] > 6 and [s for s, _ in items] == list(range(items[0][0], 301))
+            items, gap, _ = await a.read_since(a.owned["long"], 299)
+            assert gap is None and [s for s, _ in items] == [300]
         finally:
             await a.close()
     run(main())
 
 
-def test_unreachable_redis_is_one_error_and_health_says_so(redis_url):
+def test_unreachable_redis_at_start_is_one_error_with_exit_4():
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with pytest.raises(RedisUnavailable) as err:
+        check_redis(url, timeout_s=1)
+    assert err.value.exit_code == 4 and str(err.value).startswith(f"cannot reach Redis at {url}: ")
+    assert "\n" not in str(err.value)
+    with pytest.raises(RedisUnavailable):
+        run(RedisStore(url, "n", timeout_s=1).connect())
+
+
+# -- the backend under two hubs: two nodes in one process -------------------------------------
+
+async def node(url: str, name: str, prefix: str, **kw) -> Hub:
+    backend = RedisBackend(url, name, prefix=prefix, **kw)
+    await backend.open()
+    return Hub(backend=backend)
+
+
+async def read_all(hub: Hub, sid: str, since: int = 0, limit: float = 20) -> list[dict]:
+    """Subscribe on ``hub`` to ``sid`` and collect frames until the subscriber closes."""
+    stream = await hub.find(sid)
+    assert stream is not None, f"{sid} not found"
+    sub, replay, _ = hub.subscribe(stream, since)
+    got = [json.loads(t) for t in replay]
+
+    async def drain():
+        while True:
+            await sub.wait()
+            got.extend(json.loads(t) for t in sub.take())
+            if sub.closed and not sub.queue:
+                return
+    await asyncio.wait_for(drain(), limit)
+    return got
+
+
+def test_two_nodes_share_a_stream_in_order(redis_url):
     async def main():
-        s = RedisStore(f"redis://127.0.0.1:{free_port()}/0", "n", timeout_s=1)
-        with pytest.raises(RedisUnavailable) as err:
-            await s.connect()
-        assert err.value.exit_code == 4 and "cannot reach Redis" in str(err.value)
-        with RedisServer() as srv:
-            s = RedisStore(srv.url, "n", timeout_s=1)
-            await s.connect()
-            assert (await s.health())["redis"] == "ok"
-            srv.stop()
-            h = await s.health()
-            assert h["redis"] == "unreachable" and h["redis_error"]
-            await s.close()
+        a, b = await node(redis_url, "alpha", "t6"), await node(redis_url, "beta", "t6")
+        try:
+            assert await a.claim("call-7")
+            assert not await b.claim("call-7")  # refused cluster-wide while live
+            s = a.create("call-7", {"type": "hello", "labels": ["calm", "angry"], "source": "ingest:call-7"},
+                         kind="ingest")
+            s.publish_many(window(i) for i in range(5))
+            await asyncio.sleep(0.3)
+            listed = {r["id"]: r for r in await b.list_all()}
+            assert listed["call-7"]["node"] == "alpha" and listed["call-7"]["live"]
+            assert listed["call-7"]["current"][0]["label"] == "calm"
+            await b.find("call-7")  # followed once on b; both subscribers below share it
+            await asyncio.sleep(0.3)  # (the hub's copy catches up before a since= subscriber joins)
+            reader = asyncio.ensure_future(read_all(b, "call-7"))
+            late = asyncio.ensure_future(read_all(b, "call-7", since=3))
+            await asyncio.sleep(0.3)
+            s.publish_many(window(i) for i in range(5, 200))
+            s.end()
+            got, tail = await reader, await late
+            assert got[0]["type"] == "hello" and got[0]["source"] == "ingest:call-7"
+            assert [m["seq"] for m in got[1:]] == list(range(1, 202)) and got[-1]["type"] == "end"
+            assert [m["seq"] for m in tail[1:]] == list(range(4, 202))
+            assert await b.claim("call-7")  # free after the end
+        finally:
+            for h in (a, b):
+                await h.aclose()
     run(main())
+
+
+def test_frozen_redis_keeps_the_call_local_and_loses_nothing():
+    async def main(srv: RedisServer):
+        a = await node(srv.url, "alpha", "t7", timeout_s=0.5, lease_s=30)
+        b = await node(srv.url, "beta", "t7", timeout_s=0.5, lease_s=30)
+        notices: list[str] = []
+        a.backend.on_notice = lambda sid, text: notices.append(text)
+        try:
+            assert await a.claim("c")
+            s = a.create("c", {"type": "hello", "labels": ["calm"]}, kind="ingest")
+            local_sub, _, _ = s.subscribe(0)
+            s.publish_many(window(i) for i in range(10))
+            await asyncio.sleep(0.3)
+            reader = asyncio.ensure_future(read_all(b, "c", limit=40))
+            await asyncio.sleep(0.5)
+            os.kill(srv.proc.pid, signal.SIGSTOP)  # Redis stops answering: a partition, not a restart
+            try:
+                s.publish_many(window(i) for i in range(10, 40))
+                await asyncio.sleep(2.0)
+                health = await a.backend.health()
+                assert not health["ok"] and health["redis"] == "unreachable"
+                assert any("Redis unreachable" in n for n in notices)
+                assert [json.loads(t)["seq"] for t in local_sub.take()][-1] == 40  # labelled locally meanwhile
+            finally:
+                os.kill(srv.proc.pid, signal.SIGCONT)
+            s.publish_many(window(i) for i in range(40, 50))
+            s.end()
+            got = await reader
+            seqs = [m["seq"] for m in got if m.get("seq") is not None]
+            assert seqs == list(range(1, 52))  # nothing lost, nothing repeated, in order
+            for _ in range(40):
+                if (await a.backend.health())["ok"]:
+                    break
+                await asyncio.sleep(0.1)
+            assert (await a.backend.health())["ok"]
+            assert any("reachable again" in n for n in notices)
+        finally:
+            for h in (a, b):
+                await h.aclose()
+
+    with RedisServer() as srv:
+        run(main(srv), timeout=90)
