@@ -76,3 +76,93 @@ def test_validate_server():
         protocol.validate_server({"type": "segment", "seq": 1})
     with pytest.raises(ProtocolError, match="unknown"):
         protocol.validate_server({"type": "nope"})
+
+
+# -- hostile messages (issue 16) -----------------------------------------------------------------
+
+@pytest.mark.parametrize("frame", [
+    '{"type":"start","sample_rate":NaN}',
+    '{"type":"start","sample_rate":Infinity}',
+    '{"type":"start","sample_rate":-Infinity}',
+    '{"type":"start","sample_rate":1e400}',
+    '{"type":"start","sample_rate":8000,"channels":NaN}',
+    '{"type":"start","sample_rate":8000,"channels":1e400}',
+    '{"type":"start","sample_rate":8000,"channels":-1e400}',
+    '{"type":"start","sample_rate":' + "9" * 5000 + "}",
+    '{"type":"start","sample_rate":8000.0000001}',
+    '{"type":"start","sample_rate":8000,"encoding":["pcm_s16le"]}',
+    '{"type":"start","sample_rate":8000,"encoding":{"a":1}}',
+])
+def test_non_finite_and_absurd_numbers_are_protocol_errors(frame):
+    with pytest.raises(ProtocolError):
+        protocol.parse_client(frame)
+
+
+def test_integral_floats_are_still_accepted():
+    assert protocol.parse_client('{"type":"start","sample_rate":8000.0,"channels":2.0}') == protocol.Start(8000, 2, "pcm_s16le")
+
+
+@pytest.mark.parametrize("depth", [33, 1000, 30_000])
+def test_deep_nesting_is_refused_without_recursion(depth):
+    for frame in ("[" * depth + "]" * depth,
+                  '{"type":"start","x":' + "[" * depth + "]" * depth + "}",
+                  '{"type":"start","x":' + '{"a":' * depth + "1" + "}" * depth + "}"):
+        with pytest.raises(ProtocolError, match="nested too deep"):
+            protocol.decode(frame, max_bytes=1 << 20)
+        with pytest.raises(ProtocolError, match="nested too deep|too large"):
+            protocol.parse_client(frame)
+
+
+def test_json_depth_skips_strings_and_escapes():
+    assert protocol.json_depth('{"a": "[[[[\\"{{{", "b": [[1]]}') == 3
+    assert protocol.json_depth('"\\\\"' + "[]") == 1
+    frame = '{"type":"stop","note":"' + "[" * 1000 + '"}'
+    assert isinstance(protocol.parse_client(frame), protocol.Stop)  # brackets in a string are text
+
+
+def test_error_messages_quote_a_short_prefix():
+    long = "y" * 5000
+    for frame in (json.dumps({"type": long}), json.dumps({"type": "start", "sample_rate": long}),
+                  json.dumps({"type": "start", "sample_rate": 8000, "encoding": long})):
+        with pytest.raises(ProtocolError) as info:
+            protocol.parse_client(frame)
+        assert len(str(info.value)) < 200 and "5000 characters" in str(info.value)
+    with pytest.raises(ProtocolError) as info:
+        protocol.parse_since(long)
+    assert len(str(info.value)) < 200
+
+
+@pytest.mark.parametrize("text", ["é" * 200, "\U0001F621" * 100, "a" * 122 + "é", "x" * 500, "ok", ""])
+def test_close_reason_fits_in_a_control_frame(text):
+    out = protocol.close_reason(text)
+    raw = out.encode("utf-8")
+    assert len(raw) <= protocol.MAX_CLOSE_REASON
+    if len(text.encode()) <= protocol.MAX_CLOSE_REASON:
+        assert out == text
+    else:
+        assert out.endswith("\u2026") and text.startswith(out[:-1])
+
+
+def test_close_reason_with_lone_surrogates():
+    assert len(protocol.close_reason("\udcff" * 100).encode("utf-8")) <= 123
+
+
+@pytest.mark.parametrize("sid,ok", [("abc", True), ("a" * 64, True), ("a" * 65, False), ("abc\n", False),
+                                    ("abc%0A", False), ("-abc", False), ("", False), ("ab c", False),
+                                    ("call:42@node_1.x-y", True), ("\u0661\u0662", False), (None, False)])
+def test_stream_id_is_matched_whole(sid, ok):
+    if ok:
+        assert protocol.check_stream_id(sid) == sid
+    else:
+        with pytest.raises(ProtocolError):
+            protocol.check_stream_id(sid)
+
+
+@pytest.mark.parametrize("text,ok", [("0", 0), ("42", 42), ("-1", None), ("1.5", None), ("", None),
+                                     ("\u0661", None), ("9" * 19, None), (" 1", None), ("1\n", None)])
+def test_parse_since(text, ok):
+    if ok is not None:
+        assert protocol.parse_since(text) == ok
+    else:
+        with pytest.raises(ProtocolError):
+            protocol.parse_since(text)
