@@ -118,3 +118,164 @@ def test_bad_record_path():
     from streamer.errors import UsageError
     with pytest.raises(UsageError):
         Hub(record="/nonexistent-dir/x.jsonl")
+
+
+# -- messages, typed events, the memory backend ----------------------------------------------
+
+def test_typed_events_and_dicts_give_the_same_frames():
+    from streamer.events import End, Window
+
+    a, b = Stream("a"), Stream("b")
+    for s in (a, b):
+        s.set_hello({"labels": ["calm"]})
+    d = {**win(0), "raw": [0.3]}
+    a.publish(d)
+    b.publish(Window(start=0.0, end=3.0, channel=0, channel_name="mix", speech=True, label="calm",
+                     confidence=0.5, probs={"calm": 0.5}, raw=None))
+    a.publish({"type": "end"})
+    b.publish(End())
+    ra, rb = a.subscribe(0)[1][1:], b.subscribe(0)[1][1:]
+    assert ra == rb and "raw" not in ra[0]
+    assert a.info()["current"] == b.info()["current"]
+
+
+def test_message_is_encoded_once_and_only_when_read():
+    from streamer.server.message import Message
+
+    calls = []
+
+    class Counting(dict):
+        def items(self):
+            calls.append(1)
+            return super().items()
+
+    m = Message(4, Counting(win(1)))
+    assert calls == [] and m.type == "window"
+    assert m.text == m.text and len(calls) == 1
+    assert json.loads(m.text)["seq"] == 4
+    assert Message(None, text='{"type":"end","seq":9}').wire() == {"type": "end", "seq": 9}
+
+
+def test_memory_backend_claims_and_history():
+    from streamer.server.memory import MemoryBackend
+    from streamer.server.message import Message
+
+    async def main():
+        b = MemoryBackend(history=4)
+        assert await b.claim("x") and not await b.claim("x")
+        b.start("x", Message(None, {"type": "hello", "labels": []}), "ingest")
+        for i in range(1, 7):
+            b.append("x", Message(i, win(i)))
+        kept, gap = b.read_since("x", 0)
+        assert [m.seq for m in kept] == [3, 4, 5, 6] and gap == 1
+        kept, gap = b.read_since("x", 4)
+        assert [m.seq for m in kept] == [5, 6] and gap is None
+        assert b.read_since("x", 6) == ([], None) and b.read_since("nope", 0) == ([], None)
+        b.end("x")
+        assert await b.claim("x")  # free again after the end
+        b.forget("x")
+        assert b.read_since("x", 0) == ([], None)
+        assert (await b.health())["ok"] and await b.list_streams() == [] and await b.lookup("x") is None
+        assert [m async for m in b.follow("x", 0)] == []
+    asyncio.run(main())
+
+
+def test_hub_claims_through_its_backend():
+    from streamer.server.memory import MemoryBackend
+
+    class Busy(MemoryBackend):  # another node holds "taken"
+        async def claim(self, stream_id):
+            return stream_id != "taken" and await super().claim(stream_id)
+
+    async def main():
+        hub = Hub(backend=Busy())
+        assert not await hub.claim("taken") and "taken" not in hub.reserved
+        assert await hub.claim("free") and not await hub.claim("free")
+        await hub.unclaim("free")
+        assert await hub.claim("free")
+        s = hub.create("free", {"labels": []}, kind="ingest")
+        s.end()
+        assert await hub.claim("free")  # ended: free again here and in the backend
+        await hub.aclose()
+    asyncio.run(main())
+
+
+class FarBackend:
+    """A stand-in for another node: one stream 'far' with three windows, an error, then end."""
+
+    name = "far"
+
+    def __init__(self, end=True):
+        from streamer.server.message import Message
+
+        self.hello = Message(None, text=json.dumps({"type": "hello", "labels": ["calm"], "stream": "far",
+                                                    "started": 1000.0}))
+        self.items = [Message(i, text=json.dumps({**win(i), "seq": i})) for i in range(1, 4)]
+        self.items.insert(1, Message(None, text='{"type":"error","message":"warning: far away"}'))
+        if end:
+            self.items.append(Message(4, text='{"type":"end","seq":4}'))
+        self.go = asyncio.Event()
+
+    async def claim(self, sid): return True
+    async def release(self, sid): pass
+    def start(self, sid, hello, kind): pass
+    def append(self, sid, message): pass
+    def read_since(self, sid, since): return [], None
+    def end(self, sid): pass
+    def forget(self, sid): pass
+    async def list_streams(self): return [{"id": "far", "live": True, "kind": "ingest"}]
+    async def lookup(self, sid): return self.hello if sid == "far" else None
+    async def health(self): return {"ok": True}
+    async def close(self): pass
+
+    async def follow(self, sid, after):
+        await self.go.wait()
+        for m in self.items:
+            if m.seq is None or m.seq > after:
+                yield m
+            await asyncio.sleep(0)
+
+
+def test_another_nodes_stream_is_followed_through_the_backend():
+    from streamer.server.hub import HubBackend
+
+    async def main():
+        far = FarBackend()
+        assert isinstance(far, HubBackend)
+        hub = Hub(backend=far)
+        assert await hub.find("nope") is None
+        s = await hub.find("far")
+        assert s.kind == "remote" and s.started == 1000.0 and await hub.find("far") is s
+        sub, replay, _ = hub.subscribe(s, 0)
+        assert [json.loads(f)["type"] for f in replay] == ["hello"]
+        far.go.set()
+        got = []
+        while not (sub.closed and not sub.queue):
+            await sub.wait()
+            got += [json.loads(f) for f in sub.take()]
+        assert [(m["type"], m.get("seq")) for m in got] == \
+            [("window", 1), ("error", None), ("window", 2), ("window", 3), ("end", 4)]
+        assert s.ended and s.info()["current"][0]["label"] == "calm"
+        # a late subscriber reads it from this node's copy
+        _, replay, _ = hub.subscribe(s, 2)
+        assert [json.loads(f).get("seq") for f in replay] == [None, 3, 4]
+        assert hub.list() == [] and [r["id"] for r in await hub.list_all()] == ["far"]
+        assert hub.live_count() == 0
+        await hub.aclose()
+    asyncio.run(main())
+
+
+def test_a_followed_stream_that_stops_without_end_is_ended_here():
+    async def main():
+        far = FarBackend(end=False)
+        far.go.set()
+        hub = Hub(backend=far)
+        s = await hub.find("far")
+        sub, _, _ = hub.subscribe(s, 0)
+        for _ in range(100):
+            if s.ended:
+                break
+            await asyncio.sleep(0.01)
+        assert s.ended and sub.closed
+        await hub.aclose()
+    asyncio.run(main())

@@ -10,6 +10,7 @@ from typing import Any
 from streamer.cli.args import (add_alerts, add_channels, add_model, add_token, add_window, alert_rules_arg,
                                channel_names_arg, positive, serve_until_stopped, server_config)
 from streamer.errors import UsageError
+from streamer.server.logs import LOG_FORMATS, LOG_LEVELS
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -26,6 +27,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", metavar="PATH", help="append every timeline message to this JSONL file")
     p.add_argument("--idle-timeout", type=positive, default=30.0, metavar="S",
                    help="close an ingest stream that sends nothing for S seconds")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                   help="access and server log lines on stderr: text, or one JSON object per line (default: text)")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="info",
+                   help="least severe log lines shown; info logs every request and connection (default: info)")
     add_window(p)
     add_channels(p)
     add_alerts(p)
@@ -46,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from streamer.labelling import load_model, make_labeler
     from streamer.pipeline import make_pipeline_factory
     from streamer.server import EmoServer
+    from streamer.server.logs import configure
 
     if args.realtime and not args.file:
         raise UsageError("--realtime needs --file")
@@ -69,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             device = int(device)
         source = MicSource(device=device)
     kw = dict(channels=args.channels, channel_names=names, alert_rules=rules)
+    configure(args.log_format, args.log_level)
     server = EmoServer(server_config(args), pipeline_factory=make_pipeline_factory(meta, clf, **kw),
                        labeler=make_labeler(meta, clf, **kw))
     try:

@@ -35,10 +35,25 @@ run ``Pipeline.feed`` in a small thread pool, one frame at a time per stream.
 
 from __future__ import annotations
 
-from streamer.server.app import EmoServer
-from streamer.server.config import MAIN_STREAM, WEB_DIR, PipelineLike, ServerConfig, is_loopback
-from streamer.server.hub import Hub, HubBackend, Stream, Subscriber
-from streamer.server.memory import MemoryBackend
+import importlib
+from typing import Any
 
 __all__ = ["EmoServer", "ServerConfig", "PipelineLike", "is_loopback", "WEB_DIR", "MAIN_STREAM", "Hub",
            "HubBackend", "Stream", "Subscriber", "MemoryBackend"]
+
+# lazy, so that `import streamer.server.logs` (the CLI's options) does not load websockets
+_WHERE = {"EmoServer": "app", "ServerConfig": "config", "PipelineLike": "config", "is_loopback": "config",
+          "WEB_DIR": "config", "MAIN_STREAM": "config", "Hub": "hub", "HubBackend": "hub", "Stream": "hub",
+          "Subscriber": "hub", "MemoryBackend": "memory"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'streamer.server' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"streamer.server.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -267,6 +267,8 @@ class Stream:
         """The stream's hello (sent first to every subscriber, no seq)."""
         msg = {k: v for k, v in wire(hello).items() if k != "type"}
         msg = {"type": "hello", **msg}
+        if isinstance(msg.get("started"), (int, float)):  # another node's stream keeps its start
+            self.started = float(msg["started"])
         msg.setdefault("stream", self.id)
         msg.setdefault("started", round(self.started, 3))  # tells a resuming client it is the same stream
         self.hello = msg
@@ -491,18 +493,18 @@ class Hub:
         return self.streams.get(stream_id)
 
     async def find(self, stream_id: str) -> Stream | None:
-        """The stream to subscribe to: one held here, else another node's (followed through the
-        backend from its first message, kept here as a ``remote`` stream), else None."""
+        """The stream to subscribe to: one produced here, else another node's (followed through
+        the backend from its first message and kept here as a ``remote`` stream), else None."""
         stream = self.streams.get(stream_id)
-        if stream is not None and not (stream.kind == "remote" and stream.ended and stream_id not in self._followers
-                                       and self._expired(stream)):
+        if stream is not None and (stream.kind != "remote" or stream_id in self._followers):
             return stream
         hello = await self.backend.lookup(stream_id)
         if hello is None:
-            return stream
-        stream = self.streams.get(stream_id)
-        if stream is not None and stream.kind != "remote":
-            return stream  # created meanwhile
+            return stream  # an ended followed stream stays readable here until it expires
+        current = self.streams.get(stream_id)
+        if current is not None and (current.kind != "remote" or stream_id in self._followers
+                                    or (current.hello or {}).get("started") == hello.wire().get("started")):
+            return current  # made meanwhile, or the same stream (ended) we followed already
         stream = self.create(stream_id, hello.wire(), kind="remote")
         self._followers[stream_id] = asyncio.get_running_loop().create_task(self._follow(stream))
         return stream
@@ -520,7 +522,8 @@ class Hub:
             stream.error(f"stream {stream.id} is no longer reachable: {exc}")
         finally:
             self._followers.pop(stream.id, None)
-        if not stream.ended:
+        if not stream.ended:  # the backend gave up on it without an end
+            stream.error(f"stream {stream.id} stopped without its end: its node may be gone")
             stream._close()
 
     def _stop_following(self, stream_id: str) -> None:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from streamer import protocol
+from streamer.events import to_wire
 
 __all__ = ["Event", "Message", "wire", "stream_frame"]
 
@@ -13,10 +14,9 @@ Event = Any  # an event dict (``{"type": ..., ...}``) or a typed event of stream
 
 
 def wire(event: Event, seq: int | None = None) -> dict[str, Any]:
-    """An event as its wire object (private keys such as ``raw`` dropped, ``seq`` set when given)."""
-    if isinstance(event, dict):
-        return protocol.to_wire(event, seq)
-    return event.to_wire(seq)  # a typed event (streamer.events)
+    """An event (dict or typed) as its wire object: private keys such as ``raw`` dropped, ``seq``
+    set when given."""
+    return to_wire(event, seq)
 
 
 class Message:
