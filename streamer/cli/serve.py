@@ -31,6 +31,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="access and server log lines on stderr: text, or one JSON object per line (default: text)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info",
                    help="least severe log lines shown; info logs every request and connection (default: info)")
+    p.add_argument("--redis", metavar="URL",
+                   help="share streams with other nodes through Redis (redis://HOST:6379/0; needs emostream[cluster])")
+    p.add_argument("--node-id", metavar="NAME", help="this node's name in a --redis cluster (default: host-pid)")
     add_window(p)
     add_channels(p)
     add_alerts(p)
@@ -59,6 +62,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--device needs --mic")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"bad port {args.port}")
+    if args.node_id is not None and not args.redis:
+        raise UsageError("--node-id needs --redis")
+    backend = None
+    if args.redis:  # before the model loads: a missing Redis is one line and exit 4 at once
+        from streamer.server.redis_backend import RedisBackend, check_redis
+
+        check_redis(args.redis)
+        backend = RedisBackend(args.redis, args.node_id)
     names = channel_names_arg(args)
     rules = alert_rules_arg(args)
     source = None
@@ -77,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     kw = dict(channels=args.channels, channel_names=names, alert_rules=rules)
     configure(args.log_format, args.log_level)
     server = EmoServer(server_config(args), pipeline_factory=make_pipeline_factory(meta, clf, **kw),
-                       labeler=make_labeler(meta, clf, **kw))
+                       labeler=make_labeler(meta, clf, **kw), backend=backend)
+    if backend is not None:
+        backend.attach(server.hub)
     try:
         asyncio.run(serve_until_stopped(server, source, bool(args.realtime), None, _announce))
     finally:

@@ -563,6 +563,15 @@ class RedisBackend:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.store.close()
 
+    def attach(self, hub: Any) -> None:
+        """Tell the subscribers of ``hub``'s own live streams about Redis (outage, recovery, a lost
+        lease) with an ``error`` frame each (see :attr:`on_notice`)."""
+        def notice(sid: str | None, text: str) -> None:
+            for stream in list(hub.streams.values()):
+                if stream.kind != "remote" and not stream.ended and sid in (None, stream.id):
+                    stream.error(text)
+        self.on_notice = notice
+
     # -- ids -------------------------------------------------------------------------------
 
     async def claim(self, stream_id: str) -> bool:
@@ -850,6 +859,8 @@ class RedisBackend:
         ok = out["redis"] == "ok" and (self._ok or not self._ops)
         if out["redis"] == "ok" and not ok:
             out["redis_error"] = self._problem
+        if not ok:  # the reason /health gives for its 503
+            out["error"] = f"Redis at {_safe_url(self.store.url)}: {out['redis_error']}"
         out.update(ok=ok, published=len(self._published), backlog=len(self._ops))
         if self._dropped:
             out["dropped_while_out"] = self._dropped
