@@ -175,6 +175,8 @@ def test_live_timeline_matches_the_server_and_survives_a_dropped_connection(brow
     page.goto(srv.page_url())
     _wait(page, "window.emostream && window.emostream.connection === 'live' && window.emostream.windows >= 2", 30)
     _shot(page, tmp_path, "live-desktop-during")
+    title = page.locator("[data-testid=live-title]")
+    assert title.inner_text() == "Live" and title.get_attribute("data-state") == "live"
     # a dropped connection mid-stream: the page resumes with since=<last seq> and loses nothing
     page.evaluate("window.emostream.dropConnection()")
     _wait(page, "window.emostream.reconnects >= 1 && window.emostream.connection !== 'reconnecting'", 30)
@@ -225,6 +227,11 @@ def test_live_timeline_matches_the_server_and_survives_a_dropped_connection(brow
         assert (cur.get_attribute("data-label") or "") == want
         assert cur.locator("[data-testid=current-label]").inner_text().lower() == (want or "silence")
     assert page.locator("[data-testid=conn-state]").get_attribute("data-state") == "ended"
+    # the card says the stream is over, not "Live"
+    assert title.inner_text() == "Ended" and title.get_attribute("data-state") == "ended"
+    # the two bands are explained on the page
+    assert "segments" in page.locator("[data-testid=bands-note]").inner_text()
+    assert "window" in page.locator("[data-testid=bands-note]").inner_text()
     assert errors == []
 
     desk = _shot(page, tmp_path, "live-desktop")
@@ -250,21 +257,24 @@ def _label_via_http(srv: Server, path: Path) -> dict:
         return json.loads(r.read())
 
 
-def _overall(res: dict) -> tuple[str | None, float]:
-    """What the page calls the overall emotion: the mean of the speech windows' probabilities."""
-    probs = [w["probs"] for w in res["windows"] if w["speech"] and w.get("probs")]
-    if not probs:
+def _headline(res: dict) -> tuple[str | None, float]:
+    """The upload's headline: the emotion with the most speech time (segments, all channels) and its
+    share of the speech time."""
+    secs: dict[str, float] = {}
+    for s in res["segments"]:
+        if s["label"]:
+            secs[s["label"]] = secs.get(s["label"], 0.0) + s["end"] - s["start"]
+    if not secs:
         return None, 0.0
-    labels = list(probs[0])
-    mean = np.mean([[p[k] for k in labels] for p in probs], axis=0)
-    return labels[int(np.argmax(mean))], float(mean.max())
+    best = max(secs, key=secs.__getitem__)
+    return best, secs[best] / sum(secs.values())
 
 
 @pytest.mark.browser
-def test_upload_shows_the_files_timeline_and_overall_emotion(browser, stereo_server, tmp_path):
+def test_upload_shows_the_files_timeline_and_headline_emotion(browser, stereo_server, tmp_path):
     srv = stereo_server
     ref = _label_via_http(srv, UPLOAD)
-    label, conf = _overall(ref)
+    label, share = _headline(ref)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(srv.page_url())
     page.set_input_files("[data-testid=upload-input]", str(UPLOAD))
@@ -272,7 +282,9 @@ def test_upload_shows_the_files_timeline_and_overall_emotion(browser, stereo_ser
     page.wait_for_function("window.emostream.upload && window.emostream.upload.state === 'done'")
     box = page.locator("[data-testid=upload-overall]")
     assert box.get_attribute("data-label") == (label or "")
-    assert abs(float(box.get_attribute("data-confidence")) - conf) < 1e-3
+    assert abs(float(box.get_attribute("data-share")) - share) < 1e-3
+    # the number is named for what it is: a share of the speech time, not a confidence
+    assert page.locator("[data-testid=upload-share]").inner_text().startswith(f"{round(share * 100)}% of the speech time")
     assert page.locator("[data-testid=upload-name]").inner_text() == UPLOAD.name
     segs = page.eval_on_selector_all("#upload-timeline [data-testid=segment]",
                                      "els => els.map(e => [e.dataset.label, Number(e.dataset.start), Number(e.dataset.end)])")
