@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from streamer.protocol import STREAM_ID_PATTERN
+
 __all__ = ["ServerConfig", "PipelineLike", "PipelineFactory", "Labeler", "SourceRunner", "is_loopback",
            "WEB_DIR", "MAIN_STREAM", "STREAM_ID"]
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 MAIN_STREAM = "main"  # the stream of the server's own source (--file, --mic)
-STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")
+STREAM_ID = re.compile(STREAM_ID_PATTERN + r"\Z")  # use .match: \Z, unlike $, refuses a trailing newline
 
 
 class PipelineLike(Protocol):

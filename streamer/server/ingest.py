@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from streamer import protocol
 from streamer.codecs import bytes_per_sample, decode_pcm
 from streamer.errors import EmostreamError, ProtocolError, UsageError
-from streamer.server.config import STREAM_ID, PipelineLike, ServerConfig
+from streamer.server.config import PipelineLike, ServerConfig
 from streamer.server.hub import Hub, Stream, Subscriber
 from streamer.server.message import wire
 from streamer.server.wsio import abort_later, fail, pump
@@ -46,8 +46,10 @@ class IngestSession:
         """Run one ingest stream to its end, then close the connection (1000, or 1008 after an error)."""
         cfg = self.config
         sid = params.get("stream", "")
-        if not STREAM_ID.match(sid):
-            return await fail(ws, "ingest needs ?stream=ID (letters, digits, _ . : @ -; up to 64)", cfg.drop_grace)
+        try:
+            protocol.check_stream_id(sid)  # the whole id: "abc\n" is not "abc"
+        except ProtocolError as exc:
+            return await fail(ws, f"ingest needs ?stream=ID: {exc}", cfg.drop_grace)
         if not await self.hub.claim(sid):
             return await fail(ws, f"stream ID {sid!r} is in use", cfg.drop_grace)
         loop = asyncio.get_running_loop()
@@ -96,7 +98,7 @@ class IngestSession:
         if failure and stream is None:
             return await fail(ws, failure, cfg.drop_grace)
         try:
-            await ws.close(1008 if failure else 1000, (failure or "end of stream")[:120])
+            await ws.close(1008 if failure else 1000, protocol.close_reason(failure or "end of stream"))
         except ConnectionClosed:
             pass
 

@@ -22,14 +22,7 @@ def parse_since(params: dict[str, str]) -> int:
     Raises:
         ProtocolError: not a whole number of 0 or more.
     """
-    text = params.get("since", "0")
-    try:
-        since = int(text)
-    except ValueError:
-        raise ProtocolError(f"since must be an integer, got {text!r}") from None
-    if since < 0:
-        raise ProtocolError("since must be 0 or more")
-    return since
+    return protocol.parse_since(params.get("since", "0"))
 
 
 async def subscribe(ws: ServerConnection, params: dict[str, str], hub: Hub, cfg: ServerConfig) -> None:
@@ -48,7 +41,7 @@ async def subscribe(ws: ServerConnection, params: dict[str, str], hub: Hub, cfg:
     stream = await hub.find(sid) if sid else None
     if stream is None or stream.hello is None:
         ids = ", ".join(sorted(hub.streams)) or "none yet"
-        what = f"no stream {sid!r}" if sid else "no default stream: add ?stream=ID"
+        what = f"no stream {protocol.quote(sid)}" if sid else "no default stream: add ?stream=ID"
         return await fail(ws, f"{what} (streams: {ids})", cfg.drop_grace)
     sub, replay, gap = hub.subscribe(stream, since, on_drop=abort_later(ws, cfg.drop_grace))
     if gap is not None:  # the oldest kept message follows the hello
@@ -63,7 +56,7 @@ async def _feed(ws: ServerConnection, params: dict[str, str], hub: Hub, cfg: Ser
     """``/ws?streams=all``: the streams list and each live stream's hello, then every stream's
     messages as they happen, each with ``"stream": ID``."""
     if params["streams"] != "all":
-        return await fail(ws, f"streams must be 'all', got {params['streams']!r}", cfg.drop_grace)
+        return await fail(ws, f"streams must be 'all', got {protocol.quote(params['streams'])}", cfg.drop_grace)
     if "stream" in params or "since" in params:
         return await fail(ws, "streams=all takes neither stream= nor since=", cfg.drop_grace)
     sub, first = hub.watch(cfg.feed_queue, on_drop=abort_later(ws, cfg.drop_grace))

@@ -21,7 +21,7 @@ async def fail(ws: ServerConnection, message: str, grace: float, code: int = 100
     """Send an ``error`` and close the connection cleanly (abort it after ``grace`` seconds)."""
     try:
         await asyncio.wait_for(ws.send(protocol.encode(protocol.error(message))), grace)
-        await ws.close(code, message[:120])
+        await ws.close(code, protocol.close_reason(message))  # 123 bytes of UTF-8 at most
     except (ConnectionClosed, asyncio.TimeoutError):
         ws.transport.abort()
 
@@ -72,7 +72,7 @@ async def reject_input(ws: ServerConnection, what: str) -> str:
         m = protocol.decode(msg)
     except ProtocolError as exc:
         return str(exc)
-    return f"unexpected message type {m['type']!r} on {what}"
+    return f"unexpected message type {protocol.quote(m['type'])} on {what}"
 
 
 async def serve_subscriber(ws: ServerConnection, sub: Subscriber, replay: list[str], what: str,
