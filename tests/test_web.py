@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -459,3 +460,33 @@ def test_render_result_gives_what_label_writes_in_every_format(tmp_path):
                 {**result, "windows": [{"start": 0}]}):
         with pytest.raises(InputError):
             render_result(bad, "csv")
+
+
+def test_render_endpoint_answers_downloads_with_the_label_writers(tmp_path):
+    """``POST /render?format=FMT`` on a real server: the upload's result in every format, as a download."""
+    from streamer.formats import EXTENSIONS, FORMATS
+    from streamer.web.export import render_result
+
+    srv = Server(tmp_path)
+    try:
+        res = _label_via_http(srv, UPLOAD)
+        body = json.dumps(res).encode()
+        for fmt in FORMATS:
+            req = urllib.request.Request(f"{srv.http}/render?format={fmt}&token={TOKEN}", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                assert r.read().decode() == render_result(res, fmt)
+                stem = Path(res["source"]).stem
+                assert r.headers["Content-Disposition"] == f'attachment; filename="{stem}{EXTENSIONS[fmt]}"'
+        for query, data in (("format=docx", body), ("format=csv", b"{not json"), ("format=csv", b'{"windows": 3}')):
+            req = urllib.request.Request(f"{srv.http}/render?{query}&token={TOKEN}", data=data, method="POST")
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=60)
+            assert err.value.code == 400 and json.loads(err.value.read())["error"].startswith("cannot render")
+        # the token is required as everywhere else
+        req = urllib.request.Request(f"{srv.http}/render?format=csv", data=body, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=60)
+        assert err.value.code == 401
+    finally:
+        srv.close()

@@ -22,7 +22,7 @@ from streamer.server.responses import error_response, json_response, response
 __all__ = ["Router", "WS_ROUTES", "ROUTES", "client_of"]
 
 WS_ROUTES = ("/ws", "/ingest")
-ROUTES = ("/", "/ws", "/ingest", "/streams", "/label", "/health", "/metrics")
+ROUTES = ("/", "/ws", "/ingest", "/streams", "/label", "/render", "/health", "/metrics")
 _STATIC = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
            ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
            ".ico": "image/x-icon", ".json": "application/json"}
@@ -133,12 +133,12 @@ class Router:
         denied = self.auth.check(method, target, headers)
         if denied is not None:
             return denied
-        if route != "/label":
+        if route not in ("/label", "/render"):  # /render: the page's downloads (uploads.py)
             if route in ROUTES:
                 return error_response(405, f"{method} not allowed on {route}")
             return error_response(404, f"not found: {route}")
         if method != "POST":
-            return error_response(405, f"{method} not allowed on /label (use POST)")
+            return error_response(405, f"{method} not allowed on {route} (use POST)")
         return await self.upload(target, headers, body)
 
     def answered(self, conn: Any, method: str, target: str, status: int, seconds: float) -> None:

@@ -17,7 +17,7 @@ from streamer.errors import EmostreamError, InputError
 from streamer.server.config import Labeler
 from streamer.server.responses import error_response, json_response
 
-__all__ = ["Uploads", "upload_payload", "suffix_for"]
+__all__ = ["Uploads", "upload_payload", "suffix_for", "render"]
 
 _MAGIC = [(b"RIFF", ".wav"), (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"ID3", ".mp3"), (b"FORM", ".aiff")]
 
@@ -86,7 +86,9 @@ class Uploads:
         self._sem: asyncio.Semaphore | None = None
 
     async def handle(self, target: str, headers: Headers, body: bytes) -> Response:
-        """Answer one ``POST /label``."""
+        """Answer one ``POST /label`` (or ``POST /render``)."""
+        if urlsplit(target).path == "/render":
+            return await asyncio.to_thread(render, target, body)
         resp = await self._answer(target, headers, body)
         if self.on_done is not None:
             self.on_done(resp.status_code)
@@ -123,3 +125,24 @@ class Uploads:
                 os.unlink(path)
             except OSError:
                 pass
+
+
+def render(target: str, body: bytes) -> Response:
+    """``POST /render?format=FMT``: a label result (the JSON body: the page's upload) in an export
+    format, written by the same writers as ``label -f FMT`` (`streamer.web.export`), as a download."""
+    import json
+
+    from streamer.errors import UsageError
+    from streamer.server.responses import response
+    from streamer.web.export import CONTENT_TYPES, download_name, render_result
+
+    fmt = (parse_qs(urlsplit(target).query).get("format") or ["json"])[-1]
+    try:
+        result = json.loads(body)
+        text = render_result(result, fmt)
+    except (ValueError, UsageError, InputError) as exc:   # ValueError: not JSON
+        return error_response(400, f"cannot render: {exc}")
+    resp = response(200, text.encode("utf-8"), CONTENT_TYPES[fmt] + "; charset=utf-8")
+    name = download_name(result.get("source"), fmt)
+    resp.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return resp
