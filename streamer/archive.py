@@ -108,9 +108,19 @@ class Job:
 
 
 def _walk(directory: str) -> list[str]:
-    """Audio files under a directory, sorted, hidden names (and our temporary files) skipped."""
+    """Audio files under a directory, sorted, hidden names (and our temporary files) skipped.
+
+    Symbolic links to directories are followed (archives are often assembled from links), each
+    real directory once, so a link back up the tree ends the walk instead of looping.
+    """
     found: list[str] = []
+    visited: set[str] = set()
     for here, dirs, files in os.walk(directory, followlinks=True):
+        real = os.path.realpath(here)
+        if real in visited:
+            dirs[:] = []
+            continue
+        visited.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(os.path.join(here, f) for f in sorted(files)
                      if not f.startswith(".") and os.path.splitext(f)[1].lower() in AUDIO_EXTENSIONS)
@@ -158,7 +168,8 @@ def collect_inputs(inputs: Sequence[str], out_dir: str, fmt: str) -> list[Job]:
     for spec in inputs:
         entries.extend(_read_list(spec) if spec.startswith("@") else [(spec, None)])
     jobs: list[Job] = []
-    seen: dict[str, str] = {}  # absolute input -> rel; rel -> absolute input (both in one map)
+    seen: set[str] = set()  # absolute inputs
+    owner: dict[str, str] = {}  # rel -> the absolute input that writes it
     for path, root in entries:
         if os.path.isdir(path):
             files = _walk(path)
@@ -171,12 +182,11 @@ def collect_inputs(inputs: Sequence[str], out_dir: str, fmt: str) -> list[Job]:
             if absolute in seen:
                 continue  # the same file reached twice (a directory and a file in it): once
             rel = os.path.relpath(absolute, os.path.abspath(root))
-            other = seen.get("rel:" + rel)
-            if other is not None:
-                raise UsageError(f"{display_name(other)} and {display_name(absolute)} would both be "
+            if rel in owner:
+                raise UsageError(f"{display_name(owner[rel])} and {display_name(absolute)} would both be "
                                  f"written to {display_name(os.path.join(out_dir, rel + ext))}")
-            seen[absolute] = rel
-            seen["rel:" + rel] = absolute
+            seen.add(absolute)
+            owner[rel] = absolute
             try:
                 size = os.stat(absolute).st_size
             except OSError:

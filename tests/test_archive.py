@@ -111,6 +111,7 @@ def test_collect_inputs_mirrors_each_input_root(tmp_path: Path, archive: Path) -
     listed.mkdir(parents=True)
     shutil.copy(EXAMPLE, listed / "x.flac")
     (tmp_path / "lists" / "todo.txt").write_text(f"# a comment\n\nmore/x.flac\n{extra}\n")
+    os.symlink(archive, archive / "2024" / "loop")  # a link back up the tree: walked once, no loop
     jobs = collect_inputs([str(archive), str(extra), f"@{tmp_path / 'lists' / 'todo.txt'}"],
                           str(tmp_path / "out"), "vtt")
     rels = [j.rel for j in jobs]
