@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -16,17 +16,52 @@ from streamer.events import Event, Window
 from streamer.pipeline import Pipeline, RunStats, run
 from streamer.sources import Source, open_source
 
-__all__ = ["Analysis", "analyse", "load_model", "header_info", "overall", "make_labeler"]
+__all__ = ["Model", "Analysis", "analyse", "load_model", "header_info", "overall", "make_labeler"]
 
 
-def load_model(model: str | None = None, window: float | None = None, hop: float | None = None) -> tuple[ModelMeta, Classifier]:
-    """Metadata (with any window/hop override) and a classifier for a model path (None: the shipped one)."""
+class Model(NamedTuple):
+    """A loaded model: its metadata and its classifier (unpacks as ``meta, classifier``).
+
+    One classifier serves any number of pipelines and calls (it holds the TFLite interpreter).
+    """
+
+    meta: ModelMeta
+    classifier: Classifier
+
+    @property
+    def labels(self) -> list[str]:
+        """Label names, in the model's output order."""
+        return list(self.meta.labels)
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def version(self) -> str:
+        return self.meta.version
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate the model analyses audio at (any input rate is resampled to it)."""
+        return int(self.meta.features.sample_rate)
+
+
+def load_model(model: str | os.PathLike[str] | None = None, window: float | None = None,
+               hop: float | None = None) -> Model:
+    """The model at a ``.tflite`` path (its ``.json`` beside it), or the shipped one (None; or $EMOSTREAM_MODEL).
+
+    ``window`` and ``hop`` (seconds) override the model's window length and spacing.
+
+    Raises:
+        ModelError: a missing or unreadable model, or metadata that does not match it.
+    """
     from streamer.config import load_meta
 
-    meta = load_meta(model)
+    meta = load_meta(None if model is None else os.fspath(model))
     if window or hop:
         meta = meta.with_window(window, hop)
-    return meta, Classifier(meta=meta)
+    return Model(meta, Classifier(meta=meta))
 
 
 @dataclass
@@ -102,21 +137,16 @@ def make_labeler(meta: ModelMeta, classifier: Classifier, *, channels: str = "mi
                  channel_names: list[str] | None = None, alert_rules: list | None = None
                  ) -> Callable[[str, str], dict[str, Any]]:
     """A (path, display name) -> ``label -f json`` object function (the server's ``POST /label``)."""
-    import io
-    import json
+    from streamer.api import label_source
 
-    from streamer.formats import open_writer
+    model = Model(meta, classifier)
 
     def label(path: str, name: str) -> dict[str, Any]:
-        out = io.StringIO()
-        writer = open_writer("json", out)
-        with open_source(path) as src:
-            n = src.channels if channels == "split" else 1
-            names = channel_names if channel_names and len(channel_names) == n else None
-            res = analyse(src, meta, classifier, channels=channels, channel_names=names,
-                          alert_rules=alert_rules, on_header=writer.header, on_event=writer.event)
-        writer.close(duration=res.duration)
-        obj = json.loads(out.getvalue())
+        src = open_source(path)
+        n = src.channels if channels == "split" else 1
+        names = channel_names if channel_names and len(channel_names) == n else None
+        obj = label_source(src, model, channels=channels, channel_names=names, alert_rules=alert_rules,
+                           check_rules=False).to_dict()
         obj["source"] = name
         return obj
     return label

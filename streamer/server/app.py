@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import OPEN
 
 from streamer.errors import EmostreamError, UsageError
 from streamer.server.auth import Access, redact
@@ -187,6 +188,15 @@ class EmoServer:
             raise
         finally:
             if code is None:
-                code = ws.close_code if ws.close_code is not None else 1000  # websockets closes with 1000 next
+                code = _close_code(ws)
             access(client_of(ws), "GET", redact(ws.request.path), time.monotonic() - getattr(ws, "opened", 0.0),
                    close_code=code)
+
+
+def _close_code(ws: ServerConnection) -> int:
+    """The code of the close this side sent (or echoed), 1006 for a connection that just dropped,
+    1000 for one still open (websockets closes it with 1000 when the handler returns)."""
+    frame = ws.protocol.close_sent or ws.protocol.close_rcvd
+    if frame is not None:
+        return int(frame.code)
+    return 1000 if ws.protocol.state is OPEN else 1006
