@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve the bundled example conversation in real time and print the page's address."""
+    import asyncio
+
     from streamer.labelling import load_model, make_labeler
     from streamer.pipeline import make_pipeline_factory
     from streamer.server import EmoServer

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from streamer.cli.args import add_token, check_ws_url
@@ -21,6 +20,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print a server's timeline as it arrives."""
+    import asyncio
+
     from streamer.client import listen
 
     check_ws_url(args.url, "/ws")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from urllib.parse import parse_qsl, urlsplit
 
@@ -26,6 +25,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Stream a file to a server's ingest endpoint and print the timeline it returns."""
+    import asyncio
+
     from streamer.client import send_file
 
     check_ws_url(args.url, "/ingest?stream=ID")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
@@ -51,6 +50,8 @@ def _announce(server: Any, extra: str = "") -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve a file's, the microphone's or network streams' timelines until Ctrl-C."""
+    import asyncio
+
     from streamer.labelling import load_model, make_labeler
     from streamer.pipeline import make_pipeline_factory
     from streamer.server import EmoServer
