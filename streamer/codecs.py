@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from streamer.errors import ProtocolError
+from streamer.protocol import ENCODINGS  # the one definition: the ingest start message names them
 
 __all__ = ["ENCODINGS", "bytes_per_sample", "decode_pcm", "encode_pcm",
            "ulaw_to_int16", "alaw_to_int16", "int16_to_ulaw", "int16_to_alaw"]
 
-ENCODINGS = ("pcm_s16le", "mulaw", "alaw", "f32le")
+
 _WIDTH = {"pcm_s16le": 2, "mulaw": 1, "alaw": 1, "f32le": 4}
 
 

@@ -167,8 +167,14 @@ class Hello(_Wire):
 
         ``pipeline`` is a :class:`streamer.pipeline.Pipeline` (or anything with the same facts:
         ``labels``, ``sample_rate``, ``window_s``, ``hop_s``, ``channel_names``, ``model_info``);
-        ``fields_`` sets the optional fields (``encoding=``, ``stream=``, ``colors=``...).
+        ``fields_`` sets the optional fields (``encoding=``, ``stream=``...). ``colors`` defaults to
+        the colours the PNG plot uses (:func:`streamer.plot.label_colours`, the one definition), so
+        every client draws a label in the same colour.
         """
+        if "colors" not in fields_:
+            from streamer.plot import label_colours  # no matplotlib: that loads only to draw
+
+            fields_["colors"] = label_colours(pipeline.labels)
         return cls(labels=tuple(pipeline.labels), sample_rate=int(pipeline.sample_rate),
                    window=pipeline.window_s, hop=pipeline.hop_s, source=source,
                    channels=tuple(pipeline.channel_names), model=dict(pipeline.model_info), **fields_)

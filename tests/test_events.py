@@ -102,3 +102,18 @@ def test_design_minimal_messages_parse():
     assert isinstance(w, Window) and w.channel_name is None
     a = events.from_wire({"type": "alert", "seq": 2, "start": 3.0, "channel": 0, "rule": "r", "label": "angry"})
     assert isinstance(a, Alert) and a.end == 3.0
+
+
+def test_hello_of_a_pipeline_carries_the_plots_colours(model):
+    from streamer.pipeline import Pipeline
+    from streamer.plot import label_colours
+
+    meta, clf = model
+    pipe = Pipeline(meta, clf, in_rate=8000, in_channels=2, channels="split", channel_names=["agent", "customer"])
+    h = Hello.of(pipe, "ingest:call-1", encoding="mulaw", input_rate=8000, input_channels=2)
+    w = h.to_wire()
+    assert w["labels"] == list(meta.labels) and w["sample_rate"] == meta.features.sample_rate
+    assert w["channels"] == ["agent", "customer"] and w["window"] == pipe.window_s and w["hop"] == pipe.hop_s
+    assert w["colors"] == label_colours(meta.labels)  # one definition: the page draws what the PNG draws
+    assert (w["encoding"], w["input_rate"], w["input_channels"]) == ("mulaw", 8000, 2)
+    assert w["model"] == {"name": meta.name, "version": meta.version}
