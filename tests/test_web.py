@@ -490,3 +490,213 @@ def test_render_endpoint_answers_downloads_with_the_label_writers(tmp_path):
         assert err.value.code == 401
     finally:
         srv.close()
+
+
+def _tenths(t: float) -> str:
+    """The page's hover times: m:ss.t."""
+    whole = int(t)
+    return f"{whole // 60}:{whole % 60:02d}.{int((t - whole) * 10 + 1e-6)}"
+
+
+@pytest.mark.browser
+def test_reviewing_an_upload_play_seek_zoom_hover_download(browser, stereo_server, tmp_path):
+    """An uploaded call plays under its timeline: the playhead follows the audio, a click on a
+    segment seeks there, the timeline zooms and scrolls, a segment tells its times and confidence on
+    hover, and every export format downloads as the label writers render it."""
+    from streamer.formats import EXTENSIONS, FORMATS
+    from streamer.web.export import render_result
+
+    wav = tmp_path / "review.wav"
+    duration = _stereo(wav)
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(stereo_server.page_url())
+    page.set_input_files("[data-testid=upload-input]", str(wav))
+    page.wait_for_function("window.emostream.upload && window.emostream.upload.state === 'done'", timeout=60000)
+    page.wait_for_function("window.emostream.upload.audio.readyState >= 1", timeout=30000)
+    result = page.evaluate("window.emostream.upload.result")
+    segs = result["segments"]
+    assert len(segs) >= 2 and result["channels"] == ["agent", "customer"]
+    assert abs(page.evaluate("window.emostream.upload.audio.duration") - duration) < 0.05
+    lane = page.locator("#upload-timeline [data-testid=lane]").first
+
+    def head_x() -> float:
+        b = page.locator("#upload-timeline [data-testid=playhead]").first.bounding_box()
+        return b["x"] + b["width"] / 2
+
+    def x_at(t: float) -> float:
+        b = lane.bounding_box()
+        return b["x"] + t / duration * b["width"]
+
+    # a click on a segment seeks there and plays; the playhead moves with the audio, over every lane
+    seg = segs[-1]
+    node = page.locator(f"#upload-timeline [data-testid=segment][data-start='{seg['start']}']")
+    node.click()
+    page.wait_for_function(f"window.emostream.upload.seeks === 1 && !window.emostream.upload.audio.paused", timeout=10000)
+    page.wait_for_function(f"window.emostream.upload.audio.currentTime > {seg['start'] + 0.6}", timeout=20000)
+    page.evaluate("window.emostream.upload.audio.pause()")
+    page.wait_for_timeout(200)
+    t = page.evaluate("window.emostream.upload.audio.currentTime")
+    assert seg["start"] + 0.6 < t < seg["end"] + 2
+    assert abs(head_x() - x_at(t)) < 2.5
+    heads = page.locator("#upload-timeline [data-testid=playhead]")
+    assert heads.count() == 2 and all(heads.nth(i).is_visible() for i in range(2))
+    assert page.locator("[data-testid=upload-pos]").inner_text().startswith(_tenths(t)[:-2])
+    # a click on the empty part of a lane seeks to that time too
+    b = lane.bounding_box()
+    page.mouse.click(b["x"] + b["width"] * 0.25, b["y"] + b["height"] * 0.9)
+    page.wait_for_function("window.emostream.upload.seeks === 2")
+    page.evaluate("window.emostream.upload.audio.pause()")
+    assert abs(page.evaluate("window.emostream.upload.audio.currentTime") - 0.25 * duration) < 0.35
+
+    # hover: label, times and confidence of the segment
+    first = segs[0]
+    page.locator(f"#upload-timeline [data-testid=segment][data-start='{first['start']}']").first.hover()
+    tip = page.locator("[data-testid=tooltip]")
+    tip.wait_for(state="visible", timeout=5000)
+    text = tip.inner_text()
+    assert text.startswith(first["label"]), text
+    assert f"{_tenths(first['start'])}–{_tenths(first['end'])}" in text
+    assert f"confidence {round(first['confidence'] * 100)}%" in text
+    page.mouse.move(5, 5)
+    tip.wait_for(state="hidden", timeout=5000)
+
+    # zoom: 4x wider, scrollable, segments 4x wider, channel names stay in sight
+    scroller = page.locator("#upload-timeline [data-testid=timeline-scroll]")
+    w1, l1 = node.bounding_box()["width"], lane.bounding_box()["width"]
+    page.click("[data-testid=zoom-in]")
+    page.click("[data-testid=zoom-in]")
+    assert page.locator("[data-testid=zoom-level]").inner_text() == "4×"
+    sw, cw = scroller.evaluate("e => [e.scrollWidth, e.clientWidth]")
+    assert 3.9 * cw < sw < 4.1 * cw
+    l4 = lane.bounding_box()["width"]
+    assert l4 > 4 * l1 and abs(node.bounding_box()["width"] / w1 - l4 / l1) < 0.02    # drawn to the wider scale
+    scroller.evaluate("e => { e.scrollLeft = e.scrollWidth; }")
+    page.wait_for_timeout(100)
+    sbox, nbox = scroller.bounding_box(), node.bounding_box()
+    assert sbox["x"] <= nbox["x"] + nbox["width"] <= sbox["x"] + sbox["width"] + 1   # the last segment in view
+    name = page.locator("#upload-timeline .rname").first.bounding_box()
+    assert abs(name["x"] - sbox["x"]) < 2                                               # sticky row names
+    assert page.locator("#upload-timeline [data-testid=axis] span").count() >= 8       # finer ticks
+    page.click("[data-testid=zoom-fit]")
+    assert scroller.evaluate("e => e.scrollWidth <= e.clientWidth + 1")
+
+    # downloads: every format, as `label -f FORMAT` writes it
+    for fmt in FORMATS:
+        with page.expect_download(timeout=30000) as dl:
+            page.click(f"[data-testid=download][data-format={fmt}]")
+        d = dl.value
+        assert d.suggested_filename == f"review{EXTENSIONS[fmt]}"
+        assert Path(d.path()).read_text(encoding="utf-8") == render_result(result, fmt), fmt
+    _shot(page, tmp_path, "review")
+    assert errors == []
+    page.close()
+
+
+def _send(srv: Server, path: Path, stream: str, log: Path) -> subprocess.Popen:
+    """A real ingest client: `emostream send --realtime` (its own process)."""
+    return subprocess.Popen([sys.executable, "-m", "streamer", "send", str(path),
+                             f"{srv.ws}/ingest?stream={stream}&token={TOKEN}", "--realtime", "--quiet"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def _negative_share(windows: list[dict], channel: int) -> float | None:
+    """The wallboard's bar: negative speech windows among the speech windows of the last minute."""
+    mine = [w for w in windows if w["channel"] == channel]
+    if not mine:
+        return None
+    last = [w for w in mine if w["end"] > mine[-1]["end"] - 60 and w["speech"] and w["label"]]
+    if not last:
+        return None
+    return sum(w["label"] in ("angry", "fearful", "sad", "disgust") for w in last) / len(last)
+
+
+@pytest.mark.browser
+def test_wallboard_shows_every_call_from_one_feed(browser, tmp_path):
+    """Four real ingest calls (two with an angry customer, 3 s apart): one card each, from one
+    WebSocket; each channel's current emotion, negative share and alert count are the server's; calls
+    sorted by the most recent alert, fresh alerts highlighted, "ended" at the end; a click opens the
+    call's live view; a dropped feed comes back with the same board."""
+    calls = {"angry-1": CUSTOMER, "calm-1": AGENT, "angry-2": CUSTOMER, "sad-1": UPLOAD}
+    files = {}
+    for sid, clip in calls.items():
+        y, sr = sf.read(clip, dtype="float32")
+        st = np.zeros((len(y) + 2 * sr, 2), np.float32)
+        st[sr // 2: sr // 2 + len(y), 1] = y                     # the customer speaks, the agent listens
+        st[sr // 2: sr // 2 + len(y), 0] = 0.05 * y[::-1]      # and murmurs (not silence)
+        files[sid] = tmp_path / f"{sid}.wav"
+        sf.write(files[sid], st, sr, subtype="PCM_16")
+    srv = Server(tmp_path, "--channels", "split", "--channel-names", "agent,customer",
+                 "--alert", "customer:angry,fearful,disgust>1")
+    senders: list[subprocess.Popen] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        sockets: list[str] = []
+        page.on("websocket", lambda w: sockets.append(w.url))
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{srv.http}/wallboard.html?token={TOKEN}")
+        _wait(page, "window.wallboard && window.wallboard.connection === 'live'", 30)
+        assert page.locator("[data-testid=empty]").is_visible()
+        for sid in ("angry-1", "calm-1", "sad-1"):
+            senders.append(_send(srv, files[sid], sid, tmp_path / f"{sid}.log"))
+        time.sleep(3)
+        senders.append(_send(srv, files["angry-2"], "angry-2", tmp_path / "angry-2.log"))
+        _wait(page, "window.wallboard.count === 4", 60)
+        _wait(page, "document.querySelectorAll('[data-testid=call][data-state=live]').length >= 1", 30)
+        _shot(page, tmp_path, "wallboard-live")
+        for p in senders:
+            assert p.wait(120) == 0
+        _wait(page, "document.querySelectorAll('[data-testid=call][data-state=ended]').length === 4", 60)
+        page.wait_for_timeout(700)                                   # one more redraw
+        assert len(sockets) == 1 and "streams=all" in sockets[0]     # one connection for every call
+
+        order = page.evaluate("window.wallboard.order()")
+        # the most recent alert first: angry-2 started 3 s after angry-1; calls without alerts after
+        assert order[:2] == ["angry-2", "angry-1"] and set(order[2:]) == {"calm-1", "sad-1"}
+        for sid in calls:
+            ref = _messages(f"{srv.ws}/ws?stream={sid}&token={TOKEN}", timeout=30)
+            windows = [m for m in ref if m["type"] == "window"]
+            alerts = [m for m in ref if m["type"] == "alert"]
+            card = page.locator(f"[data-testid=call][data-stream='{sid}']")
+            assert card.get_attribute("data-state") == "ended"
+            assert card.locator("[data-testid=call-state]").inner_text().lower() == "ended"
+            assert int(card.get_attribute("data-alerts")) == len(alerts)
+            assert card.get_attribute("data-fresh") == ("1" if alerts else "0")
+            assert (len(alerts) > 0) == sid.startswith("angry")
+            for ch, name in enumerate(["agent", "customer"]):
+                last = [w for w in windows if w["channel"] == ch][-1]
+                row = card.locator(f"[data-testid=call-channel][data-channel={name}]")
+                want = last["label"] if last["speech"] else ""
+                assert (row.get_attribute("data-label") or "") == want
+                if want:
+                    assert row.locator("[data-testid=call-confidence]").inner_text() == \
+                        f"{round(last['confidence'] * 100)}%"
+                share = _negative_share(windows, ch)
+                got = row.locator("[data-testid=neg-bar]").get_attribute("data-share")
+                assert got == ("" if share is None else f"{share:.2f}"), (sid, name)
+            if alerts:
+                assert card.locator("[data-testid=last-alert]").inner_text().lower().startswith(alerts[-1]["label"])
+        assert page.locator("[data-testid=alerting-count]").inner_text() == "2"
+        _shot(page, tmp_path, "wallboard-ended")
+
+        # a dropped feed: the board reconnects (one more socket) and keeps its ended calls
+        page.evaluate("window.wallboard.dropConnection()")
+        _wait(page, "window.wallboard.reconnects >= 1 && window.wallboard.connection === 'live'", 30)
+        assert page.evaluate("window.wallboard.count") == 4 and len(sockets) == 2
+
+        # a click opens the call's live view
+        page.locator("[data-testid=call][data-stream='angry-2']").click()
+        page.wait_for_url(re.compile(r".*/\?.*stream=angry-2"), timeout=10000)
+        _wait(page, "window.emostream && window.emostream.connection === 'ended'", 30)
+        assert page.evaluate("window.emostream.stream") == "angry-2"
+        assert page.evaluate("window.emostream.alerts") >= 1
+        assert errors == []
+    finally:
+        for p in senders:
+            if p.poll() is None:
+                p.kill()
+        page.close()
+        srv.close()

@@ -468,7 +468,9 @@
   function showResult(name, res, file) {
     const labels = (res.model && res.model.labels) || LABELS;
     upView.reset(labels); upView.hop = null; upView.playhead = null; upView.zoom = 1;
-    const ws0 = (res.windows || [])[0], ws1 = (res.windows || [])[1];
+    // the windows' spacing: the step between two windows of one channel (channels interleave)
+    const ws0 = (res.windows || [])[0];
+    const ws1 = ws0 && (res.windows || []).find((w) => (w.channel || 0) === (ws0.channel || 0) && w.start > ws0.start);
     if (ws0 && ws1) upView.hop = Math.max(0.01, ws1.start - ws0.start);
     const names = res.channels || [];
     upView.setChannels(names);
