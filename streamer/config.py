@@ -116,7 +116,9 @@ class SpeechConfig:
 
     ``model`` is a TFLite file beside the emotion model; it takes ``inputs`` (the name of a window
     summary defined in :mod:`streamer.speech`) and outputs the probability of speech. A window is
-    speech when the energy gate passes it and that probability is at least ``threshold``.
+    speech when at least ``min_fraction`` of its frames pass the energy gate (this replaces the
+    gate's own ``min_fraction``: a short utterance in a window is the head's to judge) and that
+    probability is at least ``threshold``.
     ``features`` are the frame-feature parameters it was trained on: they must equal the model's.
     ``figures`` are its measured figures (shown by ``emostream info``), ``command`` the tool run
     that trained and measured it.
@@ -126,6 +128,7 @@ class SpeechConfig:
     model: str = "speech.tflite"
     inputs: str = "summary-v1"
     threshold: float = 0.5
+    min_fraction: float = 0.1
     features: tuple[tuple[str, Any], ...] = ()
     figures: tuple[tuple[str, Any], ...] = ()
     command: str = ""

@@ -45,12 +45,24 @@ def detector_features(f: FeatureConfig) -> dict[str, Any]:
     return {k: getattr(f, k) for k in _FEATURE_KEYS}
 
 
+_LAG = 5  # frames: changes over ~100 ms follow syllables and phones, not the frame-to-frame jitter
+_FLOOR_RISE_DB_PER_S = 3.0  # how fast the tracked noise floor may rise (it falls at once)
+
+
 def _row_width(f: FeatureConfig) -> int:
-    return 1 + 2 * _N_CEP + 5 + (7 if f.pitch else 0)
+    return 1 + 2 * _N_CEP + 9 + (8 if f.pitch else 0)
+
+
+class RowState:
+    """What :func:`frame_rows` carries from one block to the next: recent frames and the level floor."""
+
+    def __init__(self, history: np.ndarray, floor: float):
+        self.history = history  # the last _LAG frames' [c1..c12, level, log2 f0, voiced]
+        self.floor = floor
 
 
 def frame_rows(feats: np.ndarray, level: np.ndarray, gate: np.ndarray, f: FeatureConfig,
-               prev: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+               prev: RowState | None) -> tuple[np.ndarray, RowState | None]:
     """Per-frame rows whose window means :func:`summarise` turns into a window summary.
 
     Args:
@@ -58,10 +70,10 @@ def frame_rows(feats: np.ndarray, level: np.ndarray, gate: np.ndarray, f: Featur
         level: np.ndarray [shape=(n,)], frame levels in dBFS.
         gate: np.ndarray [shape=(n,)], the energy gate's flags; other frames give zero rows.
         f: the frame parameters.
-        prev: the previous frame's ``[c1..c12, level, log2 f0, voiced]`` (None at a stream's start).
+        prev: the state after the previous block (None at a stream's start).
 
     Returns:
-        rows [n, width] float32, and the last frame's ``prev`` for the next block.
+        rows [n, width] float32, and the state for the next block.
     """
     n = len(feats)
     width = _row_width(f)
@@ -76,7 +88,17 @@ def frame_rows(feats: np.ndarray, level: np.ndarray, gate: np.ndarray, f: Featur
         f0 = v = np.zeros(n)
     u = (v > _VOICED).astype(np.float64)
     cur = np.concatenate([c, lv[:, None], f0[:, None], u[:, None]], axis=1)
-    before = np.concatenate([cur[:1] if prev is None else prev[None, :], cur[:-1]], axis=0)
+    hist = np.repeat(cur[:1], _LAG, axis=0) if prev is None else prev.history
+    allf = np.concatenate([hist, cur], axis=0)
+    before = allf[_LAG - 1 : _LAG - 1 + n]  # the frame before each
+    lagged = allf[:n]  # the frame _LAG before each
+    # noise floor: the level's running minimum, allowed to rise slowly (minimum statistics);
+    # floor[i] = min(level[i], floor[i-1] + r) in one pass, as the energy gate tracks its peak
+    r = _FLOOR_RISE_DB_PER_S / f.frame_rate
+    ramp = r * np.arange(1, n + 1)
+    start = lv[0] if prev is None else prev.floor
+    floor = np.minimum(np.minimum.accumulate(lv - ramp), start) + ramp
+    above = lv - floor
     g = np.asarray(gate, np.float64)
     hi = np.asarray(feats[:, 1 + _N_CEP : f.n_mfcc], np.float64)
     cols = [
@@ -86,24 +108,30 @@ def frame_rows(feats: np.ndarray, level: np.ndarray, gate: np.ndarray, f: Featur
         (g * np.abs(c - before[:, :_N_CEP]).mean(axis=1))[:, None],  # spectral flux
         (g * lv)[:, None],
         (g * lv * lv)[:, None],
-        (g * np.abs(lv - before[:, _N_CEP]))[:, None],  # level modulation
+        (g * np.abs(lv - before[:, _N_CEP]))[:, None],  # level jitter
         (g * (hi * hi).mean(axis=1) if hi.shape[1] else np.zeros(n))[:, None],  # fine spectral ripple (tones)
+        (g * np.abs(lv - lagged[:, _N_CEP]))[:, None],  # level modulation over ~100 ms
+        (g * np.abs(c - lagged[:, :_N_CEP]).mean(axis=1))[:, None],  # spectral change over ~100 ms
+        (g * above)[:, None],  # height above the noise floor
+        (g * above * above)[:, None],
     ]
     if f.pitch:
         uu = u * before[:, _N_CEP + 2]  # voiced after voiced: pitch movement is defined
         cols += [(g * v)[:, None], (g * v * v)[:, None], (g * u)[:, None], (g * u * f0)[:, None],
                  (g * u * f0 * f0)[:, None], (g * uu * np.abs(f0 - before[:, _N_CEP + 1]))[:, None],
-                 (g * uu)[:, None]]
+                 (g * uu)[:, None],
+                 (g * u * (1 - before[:, _N_CEP + 2]))[:, None]]  # voiced onsets: syllables
     rows = np.concatenate(cols, axis=1).astype(np.float32)
-    return rows, cur[-1].copy()
+    return rows, RowState(allf[-_LAG:].copy(), float(floor[-1]))
 
 
 def summary_names(f: FeatureConfig) -> list[str]:
     """Names of the window summary's values, in order."""
     names = ["gated"] + [f"c{i}_mean" for i in range(1, _N_CEP + 1)] + [f"c{i}_std" for i in range(1, _N_CEP + 1)]
-    names += ["flux", "level_std", "level_mod", "ripple"]
+    names += ["flux", "level_std", "level_jitter", "ripple", "level_mod", "spectral_change", "above_floor",
+              "above_floor_std"]
     if f.pitch:
-        names += ["voicing_mean", "voicing_std", "voiced", "f0_std", "f0_glide", "voiced_pairs"]
+        names += ["voicing_mean", "voicing_std", "voiced", "f0_std", "f0_glide", "voiced_pairs", "onsets"]
     return names
 
 
@@ -122,11 +150,15 @@ def summarise(means: np.ndarray, f: FeatureConfig) -> np.ndarray:
     flux = m[:, j : j + 1] / gs
     ml = m[:, j + 1 : j + 2] / gs
     sl = np.sqrt(np.maximum(m[:, j + 2 : j + 3] / gs - ml * ml, 0.0))
-    mod = m[:, j + 3 : j + 4] / gs
+    jit = m[:, j + 3 : j + 4] / gs
     ripple = np.sqrt(m[:, j + 4 : j + 5] / gs)
-    out = [g, mc, sc, flux, sl, mod, ripple]
+    mod = m[:, j + 5 : j + 6] / gs
+    change = m[:, j + 6 : j + 7] / gs
+    ma = m[:, j + 7 : j + 8] / gs
+    sa = np.sqrt(np.maximum(m[:, j + 8 : j + 9] / gs - ma * ma, 0.0))
+    out = [g, mc, sc, flux, sl, jit, ripple, mod, change, ma, sa]
     if f.pitch:
-        j += 5
+        j += 9
         mv = m[:, j : j + 1] / gs
         sv = np.sqrt(np.maximum(m[:, j + 1 : j + 2] / gs - mv * mv, 0.0))
         u = m[:, j + 2 : j + 3]
@@ -135,7 +167,8 @@ def summarise(means: np.ndarray, f: FeatureConfig) -> np.ndarray:
         sf = np.sqrt(np.maximum(m[:, j + 4 : j + 5] / us - mf * mf, 0.0))
         uu = m[:, j + 6 : j + 7]
         glide = m[:, j + 5 : j + 6] / np.maximum(uu, _EPS)
-        out += [mv, sv, u / gs, sf, glide, uu / gs]
+        onsets = m[:, j + 7 : j + 8] / gs
+        out += [mv, sv, u / gs, sf, glide, uu / gs, onsets]
     return np.concatenate(out, axis=1).astype(np.float32)
 
 
@@ -185,8 +218,8 @@ class SpeechDetector:
     """One channel's speech detection: energy flags per frame, and a verdict per window.
 
     Called like the energy gate (``detector(feats, level) -> frame flags``); :meth:`judge` then
-    clears the speech fraction of the windows the head rejects. Without ``gate.detector`` in the
-    metadata it is the energy gate alone.
+    gives the windows the head rejects a speech fraction of zero, and those it accepts at least the
+    gate's ``min_fraction``. Without ``gate.detector`` in the metadata it is the energy gate alone.
     """
 
     def __init__(self, meta: ModelMeta):
@@ -195,7 +228,7 @@ class SpeechDetector:
         self.energy = SpeechGate(meta.gate, f)
         self.spec: SpeechConfig | None = meta.gate.detector
         self.head: SpeechHead | None = None
-        self._prev: np.ndarray | None = None
+        self._prev: RowState | None = None
         if self.spec is None:
             return
         if self.spec.kind != "head" or self.spec.inputs != SUMMARY:
@@ -230,8 +263,8 @@ class SpeechDetector:
         return self.head(summarise(means.mean(axis=1), self.cfg))
 
     def judge(self, windows: Any) -> Any:
-        """The analyser's windows (:class:`streamer.analysis.Windows`), with the speech fraction set
-        to zero where the head finds no speech.
+        """The analyser's windows (:class:`streamer.analysis.Windows`) as the head judges them: speech
+        fraction zero where it finds no speech, at least the gate's ``min_fraction`` where it does.
 
         Call it with every batch of windows the analyser cuts after frames went through
         ``__call__``, and with the final window of :meth:`ChannelAnalyzer.flush`. Windows of frames
@@ -247,10 +280,12 @@ class SpeechDetector:
         if not np.array_equal(mine, starts):
             raise RuntimeError("speech detector windows out of step with the analyser's")
         frac = np.asarray(windows.speech_frac, np.float64).copy()
-        todo = np.flatnonzero(frac >= self.energy.gate.min_fraction)
+        todo = np.flatnonzero(frac >= self.spec.min_fraction)
+        verdict = np.zeros(len(frac), bool)
         if len(todo):
-            p = self.probability(means[todo])
-            frac[todo[p < self.spec.threshold]] = 0.0
+            verdict[todo] = self.probability(means[todo]) >= self.spec.threshold
+        # the head decides: what it keeps passes the gate's min_fraction, what it rejects has none
+        frac = np.where(verdict, np.maximum(frac, self.energy.gate.min_fraction), 0.0)
         return windows._replace(speech_frac=frac)
 
 

@@ -39,7 +39,7 @@ from tools import speech_set  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "cache" / "speech"
 WEBRTC_MODES = (0, 1, 2, 3)
-_VERSION = 3  # bump when what is cached changes
+_VERSION = 4  # bump when what is cached changes
 
 
 def _window_spans(starts: np.ndarray, frames: int, f: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -123,13 +123,17 @@ def stream_windows(y: np.ndarray, meta: ModelMeta) -> tuple[np.ndarray, np.ndarr
 
 
 def _key(meta: ModelMeta, split: str, per_kind: int, libs: bool) -> str:
-    """Cache key: everything the cached arrays depend on (the set's and the summary's code too)."""
+    """Cache key: everything the cached arrays depend on (the set's and the summary's code too;
+    the libraries' columns, ``libs``, depend on the set and the window layout only)."""
     import inspect
 
-    code = Path(speech_set.__file__).read_bytes() + \
-        "".join(inspect.getsource(fn) for fn in (frame_rows, summarise, _row_width)).encode()
-    blob = json.dumps([_VERSION, split, per_kind, libs, sorted(vars(meta.features).items()),
-                       [meta.gate.abs_db, meta.gate.rel_db, meta.gate.peak_decay_db_per_s],
+    code = Path(speech_set.__file__).read_bytes()
+    if not libs:
+        code += "".join(inspect.getsource(fn) for fn in (frame_rows, summarise, _row_width)).encode()
+    f = meta.features
+    frames = [f.sample_rate, f.n_fft, f.hop_length, f.window_s, f.hop_s, f.sub_window_frames]
+    blob = json.dumps([_VERSION, split, per_kind, libs, frames if libs else sorted(vars(f).items()),
+                       [] if libs else [meta.gate.abs_db, meta.gate.rel_db, meta.gate.peak_decay_db_per_s],
                        hashlib.sha1(code).hexdigest()], default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -139,11 +143,23 @@ def collect(split: str, meta: ModelMeta, per_kind: int = 3, libs: bool = True,
     """Per-window arrays of a split (cached): summaries, energy fraction, library fractions, truth."""
     import soxr
 
-    path = CACHE / f"{split}-{_key(meta, split, per_kind, libs)}.npz"
-    if path.exists():
+    path = CACHE / f"{split}-{_key(meta, split, per_kind, False)}.npz"
+    lib_path = CACHE / f"{split}-libs-{_key(meta, split, per_kind, True)}.npz"
+    lib_cols = ("webrtc", "silero", "timing_libs")
+    if path.exists() and (not libs or lib_path.exists()):
         with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+            out = {k: z[k] for k in z.files}
+        if libs:
+            with np.load(lib_path) as z:
+                out.update({k: z[k] for k in lib_cols})
+        return out
     f = meta.features
+    if libs and lib_path.exists():  # the libraries' verdicts do not change with the summaries
+        with np.load(lib_path) as z:
+            have = {k: z[k] for k in lib_cols}
+        libs = False
+    else:
+        have = {}
     silero = Silero() if libs else None
     cols: dict[str, list] = {k: [] for k in ("x", "speech_s", "stream", "kind", "condition", "speaker",
                                              "webrtc", "silero", "seconds")}
@@ -189,9 +205,15 @@ def collect(split: str, meta: ModelMeta, per_kind: int = 3, libs: bool = True,
     out = {k: np.concatenate(v) for k, v in cols.items() if v}
     for k in ("kind", "condition", "speaker"):
         out[k] = out[k].astype(str)
-    out["timing"] = np.array([t_lib["chain"], t_lib["webrtc"] / len(WEBRTC_MODES), t_lib["silero"]])
+    out["timing"] = np.array([t_lib["chain"]])
     CACHE.mkdir(parents=True, exist_ok=True)
+    if libs:
+        out["timing_libs"] = np.array([t_lib["webrtc"] / len(WEBRTC_MODES), t_lib["silero"]])
+        np.savez_compressed(lib_path, **{k: out.pop(k) for k in lib_cols})
+        with np.load(lib_path) as z:
+            have = {k: z[k] for k in lib_cols}
     np.savez_compressed(path, **out)
+    out.update(have)
     return out
 
 
@@ -231,7 +253,7 @@ def score(data: dict[str, np.ndarray], accept: np.ndarray, min_speech_s: float) 
 
 
 def candidates(data: dict[str, np.ndarray], min_fraction: float, head: np.ndarray | None,
-               threshold: float) -> dict[str, np.ndarray]:
+               threshold: float, head_min: float = 0.1) -> dict[str, np.ndarray]:
     """Each candidate's window verdicts."""
     energy = data["x"][:, 0] >= min_fraction
     c = {"energy gate (1.4.0)": energy}
@@ -243,9 +265,9 @@ def candidates(data: dict[str, np.ndarray], min_fraction: float, head: np.ndarra
             c[f"silero p>={th}"] = data["silero"][:, i] >= min_fraction
         c["energy + silero 0.5"] = energy & (data["silero"][:, 1] >= min_fraction)
     if head is not None:
+        gated = data["x"][:, 0] >= head_min
+        c[f"energy >= {head_min:g} + head >= {threshold:g}"] = gated & (head >= threshold)
         c[f"energy + head >= {threshold:g}"] = energy & (head >= threshold)
-        if "webrtc" in data:
-            c["energy + head + silero 0.5"] = energy & (head >= threshold) & (data["silero"][:, 1] >= min_fraction)
     return c
 
 
@@ -327,20 +349,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     meta = load_meta(args.model)
     data = collect(args.split, meta, args.per_kind, not args.no_libs, progress=lambda s: print(s, file=sys.stderr))
-    hp, thr = None, 0.5
+    hp, thr, hmin = None, 0.5, 0.1
     if args.head:
         hp = head_probs(data, args.head)
-        thr = load_meta(args.head).gate.detector.threshold
+        det = load_meta(args.head).gate.detector
+        thr, hmin = det.threshold, det.min_fraction
     min_speech_s = meta.gate.min_fraction * meta.features.window_s
-    cands = candidates(data, meta.gate.min_fraction, hp, thr)
+    cands = candidates(data, meta.gate.min_fraction, hp, thr, hmin)
     n_ns = int((data["kind"] != "speech").sum())
     n_sp = int(((data["kind"] == "speech") & (data["speech_s"] >= min_speech_s)).sum())
     print(f"split {args.split}: {n_ns} non-speech windows, {n_sp} speech windows "
           f"(>= {min_speech_s:g} s of speech), window {meta.features.window_s:g} s every {meta.features.hop_s:g} s")
-    if "timing" in data:
-        tm = data["timing"]
-        print(f"time over the split: frame features + summaries {tm[0]:.1f} s, webrtcvad (one mode) {tm[1]:.1f} s, "
-              f"silero {tm[2]:.1f} s")
+    if "timing_libs" in data:
+        tm, tl = data["timing"], data["timing_libs"]
+        print(f"time over the split: frame features + summaries {tm[0]:.1f} s, webrtcvad (one mode) {tl[0]:.1f} s, "
+              f"silero {tl[1]:.1f} s")
     print(table(data, cands, min_speech_s))
     if args.json:
         Path(args.json).write_text(json.dumps({k: score(data, v, min_speech_s) for k, v in cands.items()}, indent=1))

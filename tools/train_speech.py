@@ -36,11 +36,11 @@ from tools import speech_eval, speech_set  # noqa: E402
 PAUSE_S = 0.05  # a window with less speech than this in a speech stream is a pause
 
 
-def training_set(data: dict[str, np.ndarray], meta: ModelMeta) -> tuple[np.ndarray, ...]:
+def training_set(data: dict[str, np.ndarray], meta: ModelMeta, min_gated: float) -> tuple[np.ndarray, ...]:
     """Windows that reach the head, their labels, weights and groups (streams)."""
     g = meta.gate
     min_s = g.min_fraction * meta.features.window_s
-    reach = data["x"][:, 0] >= g.min_fraction
+    reach = data["x"][:, 0] >= min_gated
     speech = data["kind"] == "speech"
     pos = speech & (data["speech_s"] >= min_s)
     neg = ~speech | (data["speech_s"] < PAUSE_S)
@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--keep", type=float, default=0.985, help="speech time to keep on the choose split (out of fold)")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--min-fraction", type=float, default=0.1,
+                    help="share of a window's frames the energy gate must pass for the head to judge it")
     ap.add_argument("--no-holdout", action="store_true", help="skip the leave-one-kind-out run")
     ap.add_argument("--dry-run", action="store_true", help="measure only; write nothing")
     args = ap.parse_args(argv)
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = load_meta(meta_path)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     data = speech_eval.collect("choose", meta, libs=False, progress=log)
-    x, y, w, groups, kind, speech_s = training_set(data, meta)
+    x, y, w, groups, kind, speech_s = training_set(data, meta, args.min_fraction)
     log(f"choose split: {len(y)} windows reach the head ({int(y.sum())} speech)")
 
     # out-of-fold probabilities, folds grouped by stream
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else meta_path.with_name("speech.tflite")
     tfl = to_tflite(model, quant="none")
     command = "python tools/train_speech.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    spec = SpeechConfig(kind="head", model=out.name, inputs=SUMMARY, threshold=thr,
+    spec = SpeechConfig(kind="head", model=out.name, inputs=SUMMARY, threshold=thr, min_fraction=args.min_fraction,
                         features=tuple(detector_features(meta.features).items()), command=command)
     if args.dry_run:
         return 0
@@ -170,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     new_meta = ModelMeta.from_dict(d, meta.model_path)
     new_meta = ModelMeta(**{**vars(new_meta), "gate": type(new_meta.gate)(**{**vars(new_meta.gate), "detector": spec})})
     d["gate"] = gate_dict(new_meta.gate)
-    meta_path.write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")
+    # only the gate block changes; the rest of the file keeps its owner's layout (indent 1)
+    meta_path.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
     log(f"wrote {out} ({len(tfl)} bytes) and gate.detector in {meta_path}")
     print(json.dumps(figs, indent=1))
     return 0
@@ -184,7 +187,7 @@ def measure(meta: ModelMeta, spec: SpeechConfig, path: Path) -> dict:
     head = SpeechHead(path, len(summary_names(meta.features)))
     p = np.concatenate([head(data["x"][a : a + 4096]) for a in range(0, len(data["x"]), 4096)])
     g = meta.gate
-    acc = (data["x"][:, 0] >= g.min_fraction) & (p >= spec.threshold)
+    acc = (data["x"][:, 0] >= spec.min_fraction) & (p >= spec.threshold)
     s = speech_eval.score(data, acc, g.min_fraction * meta.features.window_s)
     keys = ["rejected", "rejected 16k", "rejected 8k-mulaw", "kept", "kept 16k", "kept 16k-noisy",
             "kept 8k-mulaw", "kept 8k-mulaw-noisy", "pauses in noise rejected"]
