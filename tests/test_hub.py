@@ -139,7 +139,7 @@ def test_typed_events_and_dicts_give_the_same_frames():
     assert a.info()["current"] == b.info()["current"]
 
 
-def test_message_is_encoded_once_and_only_when_read():
+def test_message_is_encoded_once_and_history_keeps_the_text():
     from streamer.server.message import Message
 
     calls = []
@@ -154,6 +154,12 @@ def test_message_is_encoded_once_and_only_when_read():
     assert m.text == m.text and len(calls) == 1
     assert json.loads(m.text)["seq"] == 4
     assert Message(None, text='{"type":"end","seq":9}').wire() == {"type": "end", "seq": 9}
+    m.settle()
+    assert m.event is None and m.type == "window" and json.loads(m.text)["seq"] == 4 and len(calls) == 1
+    s = Stream("a")
+    s.publish(win(0))
+    kept, _ = s.backend.read_since("a", 0)
+    assert kept[0].event is None and json.loads(kept[0].text)["seq"] == 1
 
 
 def test_memory_backend_claims_and_history():

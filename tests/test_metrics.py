@@ -107,3 +107,27 @@ def test_each_server_has_its_own_registry():
             mb = await asyncio.to_thread(scrape, f"http://127.0.0.1:{b.port}/metrics")
             assert value(ma, "emostream_windows_total") == 1 and value(mb, "emostream_windows_total") == 0
     run(main())
+
+
+def test_latency_of_a_realtime_source_is_measured_from_its_real_time_moment():
+    import time
+
+    from serverkit import FakePipeline
+
+    from streamer.server import EmoServer, ServerConfig
+    from streamer.sources import ArraySource
+
+    def runner(source, pipe, on_events, realtime=False, stop=None):  # paced like a live source
+        t0 = time.monotonic()
+        for i in range(1, 4):
+            time.sleep(max(0.0, t0 + 0.2 * i + 0.05 - time.monotonic()))  # 50 ms of "processing"
+            on_events([{**win(i), "start": 0.2 * i - 0.2, "end": 0.2 * i}])
+
+    async def main():
+        async with EmoServer(ServerConfig(port=0), pipeline_factory=FakePipeline, runner=runner) as srv:
+            await srv.start_source(ArraySource(np.zeros(8000, np.float32), 8000, uri="x.wav"), realtime=True)
+            m = await asyncio.to_thread(scrape, f"http://127.0.0.1:{srv.port}/metrics")
+            assert value(m, "emostream_window_latency_seconds_count") == 3
+            mean = value(m, "emostream_window_latency_seconds_sum") / 3
+            assert 0.04 < mean < 2.0  # the 50 ms it waited, plus a loaded machine's scheduling
+    run(main())

@@ -230,6 +230,7 @@ class Stream:
             self._fan_out(message.text)
         if self.on_publish is not None:
             self.on_publish(self, message)
+        message.settle()
 
     def _note(self, kind: str, msg: dict[str, Any]) -> None:
         if kind == "alert":

@@ -22,12 +22,13 @@ def wire(event: Event, seq: int | None = None) -> dict[str, Any]:
 class Message:
     """One message of a stream: its ``seq`` (None for hello and error) and its event.
 
-    The JSON text frame is made on first use and kept, so a message is encoded once however many
-    subscribers get it, and never when nobody reads it. A message read back from another process
-    (a Redis backend) arrives as text only.
+    The JSON text frame is made from the event on first use and kept, so a message is encoded once
+    however many subscribers get it. Once delivered, the stream calls :meth:`settle`: history then
+    holds the text alone (a third of the memory of an event dict). A message read back from another
+    process (a Redis backend) arrives as text only.
     """
 
-    __slots__ = ("seq", "event", "_text")
+    __slots__ = ("seq", "event", "_text", "_type")
 
     def __init__(self, seq: int | None, event: Event | None = None, text: str | None = None):
         if event is None and text is None:
@@ -35,6 +36,7 @@ class Message:
         self.seq = seq
         self.event = event
         self._text = text
+        self._type: str | None = None
 
     @property
     def text(self) -> str:
@@ -52,9 +54,17 @@ class Message:
     @property
     def type(self) -> str:
         """The message type (``hello``, ``window``, ...)."""
-        if self.event is None:
-            return str(json.loads(self.text).get("type"))
-        return str(self.event["type"] if isinstance(self.event, dict) else self.event.type)
+        if self._type is None:
+            if self.event is None:
+                self._type = str(json.loads(self.text).get("type"))
+            else:
+                self._type = str(self.event["type"] if isinstance(self.event, dict) else self.event.type)
+        return self._type
+
+    def settle(self) -> None:
+        """Keep only the text (and the type): the event is let go."""
+        _ = self.text, self.type
+        self.event = None
 
     def __repr__(self) -> str:
         return f"Message(seq={self.seq}, type={self.type!r})"
