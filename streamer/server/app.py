@@ -147,8 +147,6 @@ class EmoServer:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    _spawn = spawn  # the serve command's old name (until streamer/cli/serve.py calls spawn)
-
     # -- sources ---------------------------------------------------------------------------
 
     def _make_pipeline(self, rate: int, channels: int) -> PipelineLike:
