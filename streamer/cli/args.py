@@ -148,6 +148,8 @@ def server_config(args: argparse.Namespace) -> Any:
     return ServerConfig(host=args.host, port=args.port, token=getattr(args, "token", None),
                         record=getattr(args, "record", None),
                         idle_timeout=getattr(args, "idle_timeout", 30.0),
+                        allowed_hosts=list(getattr(args, "allowed_host", None) or []),
+                        max_upload_seconds=getattr(args, "max_upload_seconds", 7200.0),
                         workers=int(os.environ.get("EMOSTREAM_WORKERS") or 2))
 
 
