@@ -204,7 +204,7 @@ def check_stream_id(text: Any) -> str:
 def parse_since(text: Any) -> int:
     """The ``since`` query parameter: a sequence number >= 0 (digits only, at most 18 of them)."""
     if not isinstance(text, str) or not text.isascii() or not text.isdigit() or len(text) > 18:
-        raise ProtocolError(f"since must be an integer >= 0, got {quote(text)}")
+        raise ProtocolError(f"since must be an integer, 0 or more, got {quote(text)}")
     return int(text)
 
 

@@ -33,7 +33,7 @@ from streamer.errors import InputError
 from streamer.outputs import display_name
 
 __all__ = ["Source", "SoundFileSource", "FfmpegSource", "ArraySource", "open_source", "load_audio", "ffmpeg_exe",
-           "STDIN", "MIN_RATE", "MAX_RATE", "MAX_CHANNELS"]
+           "STDIN", "MIN_RATE", "MAX_RATE", "MAX_CHANNELS", "audio_duration", "spool_stdin"]
 
 STDIN = "-"  # the path that means standard input
 # What a file may hold (the pipeline's resampler takes the same range; README: "Input").
@@ -546,3 +546,26 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int | None = None, mon
         y = soxr.resample(y, sr, sample_rate, quality="HQ").astype(np.float32)
         sr = sample_rate
     return y, sr
+
+
+def audio_duration(path: str | os.PathLike[str], limit_s: float | None = None) -> float:
+    """Seconds of audio in a file: the stated length, else decoded (stopping soon after ``limit_s``).
+
+    For a cap checked before any work (the server's ``--max-upload-seconds``): a file that states
+    its length costs an open; one that does not (a stream, a FLAC without a sample count) is
+    decoded, but never much past the limit.
+
+    Raises:
+        InputError: the file cannot be opened or decoded.
+    """
+    with open_source(path) as src:
+        if src.duration is not None:
+            return src.duration
+        cap = None if limit_s is None else int((limit_s + 1) * src.sample_rate)
+        n = 0
+        while cap is None or n <= cap:
+            block = src.read(1 << 16)
+            if len(block) == 0:
+                break
+            n += len(block)
+        return n / src.sample_rate

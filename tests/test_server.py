@@ -343,7 +343,7 @@ def test_upload_with_expect_continue_over_a_raw_socket(tmp_path):
     async def main():
         async with make_server() as srv:
             r, w = await asyncio.open_connection("127.0.0.1", srv.port)
-            w.write(f"POST /label HTTP/1.1\r\nHost: x\r\nContent-Length: {len(wav)}\r\n"
+            w.write(f"POST /label HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(wav)}\r\n"
                     "Expect: 100-continue\r\n\r\n".encode())
             await w.drain()
             assert (await r.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100")
@@ -360,12 +360,12 @@ def test_close_during_an_upload_and_slow_upload_timeout():
         srv = make_server(idle_timeout=0.5)
         await srv.start()
         r, w = await asyncio.open_connection("127.0.0.1", srv.port)
-        w.write(b"POST /label HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+        w.write(b"POST /label HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n0123456789")
         await w.drain()
         resp = await asyncio.wait_for(r.read(), 5)  # the body stalls: 408 after the idle timeout
         assert resp.startswith(b"HTTP/1.1 408")
         r, w = await asyncio.open_connection("127.0.0.1", srv.port)
-        w.write(b"POST /label HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123")
+        w.write(b"POST /label HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n0123")
         await w.drain()
         await asyncio.sleep(0.1)
         t0 = time.perf_counter()

@@ -26,6 +26,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", metavar="PATH", help="append every timeline message to this JSONL file")
     p.add_argument("--idle-timeout", type=positive, default=30.0, metavar="S",
                    help="close an ingest stream that sends nothing for S seconds")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a Host name the server answers to besides loopback names and --host (repeatable; "
+                   "'*' for any): without a token, other names are refused (DNS rebinding)")
+    p.add_argument("--max-upload-seconds", type=positive, default=7200.0, metavar="S",
+                   help="longest recording POST /label accepts, decoded duration (default: 7200)")
     p.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                    help="access and server log lines on stderr: text, or one JSON object per line (default: text)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info",

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import OPEN
 
 from streamer.errors import EmostreamError, UsageError
-from streamer.server.auth import Access, redact
+from streamer.server.auth import Access, check_token, redact
 from streamer.server.config import (MAIN_STREAM, Labeler, PipelineFactory, PipelineLike, ServerConfig,
                                     SourceRunner, is_loopback)
 from streamer.server.connection import HttpSide, SniffingConnection
@@ -56,11 +56,13 @@ class EmoServer:
         self.metrics.bind(self.hub)
         self.pool = concurrent.futures.ThreadPoolExecutor(max(1, cfg.workers), thread_name_prefix="emostream-ingest")
         self.access = Access(cfg)
-        self.uploads = Uploads(labeler, cfg.label_jobs, on_done=self.metrics.upload)
+        self.uploads = Uploads(labeler, cfg.label_jobs, on_done=self.metrics.upload, queue=cfg.upload_queue,
+                               max_seconds=cfg.max_upload_seconds)
         self.ingest = IngestSession(self.hub, self.pool, self._make_pipeline, cfg, on_bytes=self.metrics.ingest_bytes)
         self.router = Router(cfg, self.access, self.hub, self.metrics, self.uploads.handle, self._not_ready)
         self.http = HttpSide(check=self.access.check, handle=self.router.handle_http, answered=self.router.answered,
-                             max_upload=cfg.max_upload, open_timeout=cfg.open_timeout, idle_timeout=cfg.idle_timeout)
+                             max_upload=cfg.max_upload, open_timeout=cfg.open_timeout, idle_timeout=cfg.idle_timeout,
+                             body_timeout=cfg.upload_timeout, admit=self.uploads.admit)
         self._server: Server | None = None
         self._stops: list[threading.Event] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -77,6 +79,7 @@ class EmoServer:
         cfg = self.config
         if not is_loopback(cfg.host) and not cfg.token:
             raise UsageError(f"binding to {cfg.host} (beyond this machine) needs --token or $EMOSTREAM_TOKEN")
+        check_token(cfg.token, cfg.host)
         try:
             self._server = await serve(
                 self._handler, cfg.host, cfg.port,

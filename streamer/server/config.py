@@ -39,6 +39,7 @@ class ServerConfig:
     port: int = 8765
     token: str | None = None
     origins: list[str] = field(default_factory=list)  # extra allowed browser origins
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names served beyond loopback names ("*": any)
     max_message: int = 1 << 20        # largest WebSocket message accepted (bytes)
     max_upload: int = 50 << 20        # largest POST /label body (bytes)
     max_queue: int = 1024             # frames a subscriber may have waiting before it is dropped
@@ -51,7 +52,10 @@ class ServerConfig:
     write_limit: int = 64 * 1024      # bytes buffered for a subscriber before its frames queue
     health_s: float = 5.0             # how often a live source's capture health is checked
     workers: int = 2                  # threads running ingest pipelines
-    label_jobs: int = 1               # uploads labelled at once (others wait)
+    label_jobs: int = 2               # uploads labelled at once (others wait)
+    upload_queue: int = 4             # uploads that may wait for a slot; more get 503 + Retry-After
+    max_upload_seconds: float | None = 7200.0  # longest uploaded recording labelled (decoded duration)
+    upload_timeout: float = 300.0     # the whole body of an upload must arrive within this
     web_dir: Path = WEB_DIR
 
 

@@ -5,15 +5,25 @@ connection's first bytes: a ``GET`` goes on to websockets unchanged; anything el
 /label``) is read by a small HTTP/1.1 reader (Content-Length bodies, ``Expect: 100-continue``,
 head and body timeouts, a size limit) and answered by the ``handle`` callable it was given. This
 module knows nothing of the application: it gets callables and limits (:class:`HttpSide`).
+
+Bodies are bounded in time and memory: the head must arrive within ``open_timeout``, the body may
+not stall for ``idle_timeout`` nor take longer than ``body_timeout`` in all (one byte every few
+seconds is not an upload); a body larger than :data:`SPOOL_ABOVE` goes to a temporary file as it
+arrives (:class:`Body`), so eight 45 MB uploads cost disk, not memory. A ``GET`` whose request
+line is not clean ASCII is answered 400 here (websockets would drop it without a word).
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import os
+import re
+import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, BinaryIO, Callable
 
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
@@ -21,14 +31,65 @@ from websockets.http11 import Response
 
 from streamer.server.responses import error_response, serialize
 
-__all__ = ["MAX_HEAD", "HttpSide", "SniffingConnection"]
+__all__ = ["MAX_HEAD", "SPOOL_ABOVE", "Body", "HttpSide", "SniffingConnection"]
 
 MAX_HEAD = 16 * 1024
+SPOOL_ABOVE = 256 * 1024  # larger bodies are written to a temporary file as they arrive
+_DIRTY_LINE = re.compile(rb"[^\x20-\x7e]")  # a request line is printable ASCII, nothing else
+
+
+class Body:
+    """A request body: in memory when small, else in a temporary file that :meth:`close` removes.
+
+    Attributes:
+        size: bytes.
+        path: the temporary file (None for a body held in memory).
+    """
+
+    def __init__(self, data: bytes = b"", path: str | None = None, size: int | None = None):
+        self._data = data
+        self.path = path
+        self.size = len(data) if size is None else size
+
+    def read(self) -> bytes:
+        """The whole body (for small bodies such as JSON; a spooled one is read from disk)."""
+        if self.path is None:
+            return self._data
+        with open(self.path, "rb") as fh:
+            return fh.read()
+
+    def open(self) -> BinaryIO:
+        """A binary file object positioned at the start of the body."""
+        return open(self.path, "rb") if self.path is not None else io.BytesIO(self._data)
+
+    def detach(self) -> str:
+        """The body as a temporary file that the caller now owns (and removes)."""
+        if self.path is None:
+            fd, path = tempfile.mkstemp(prefix="emostream-upload-")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(self._data)
+            return path
+        path, self.path = self.path, None
+        self._data = b""
+        return path
+
+    def close(self) -> None:
+        """Remove the temporary file, if any; safe to call twice."""
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            self.path = None
+
+    def __len__(self) -> int:
+        return self.size
 
 log = logging.getLogger("emostream.server")
 
 Check = Callable[[str, str, Headers], "Response | None"]
-Handle = Callable[[str, str, Headers, bytes], Awaitable[Response]]
+Handle = Callable[[str, str, Headers, Body], Awaitable[Response]]
+Admit = Callable[[str, str], "Response | None"]  # (method, target): refuse before the body is read
 Answered = Callable[["SniffingConnection", str, str, int, float], None]  # (conn, method, target, status, seconds)
 
 
@@ -43,6 +104,9 @@ class HttpSide:
         max_upload: largest body accepted (bytes).
         open_timeout: seconds to send the request head (and to decide GET or not).
         idle_timeout: seconds the body may stall.
+        body_timeout: seconds the whole body may take (a total deadline, against slow senders).
+        admit: asked after the head, before the body is read: an error response (e.g. 503 when
+            the upload queue is full) or None.
         open: the connections reading or answering a request now (the server aborts them on close).
     """
 
@@ -52,6 +116,8 @@ class HttpSide:
     max_upload: int = 50 << 20
     open_timeout: float = 10.0
     idle_timeout: float = 30.0
+    body_timeout: float = 300.0
+    admit: Admit | None = None
     open: set["SniffingConnection"] = field(default_factory=set)
 
 
@@ -80,13 +146,20 @@ class SniffingConnection(ServerConnection):
         self._buf += data
         self._more.set()
         if self._mode == "http":
-            if len(self._buf) > self.side.max_upload + MAX_HEAD + 65536:
-                self.transport.pause_reading()  # the reader answers 413 and closes
+            if len(self._buf) > (1 << 20):
+                self.transport.pause_reading()  # the reader drains the buffer (to disk) and resumes
             return
         sp = self._buf.find(b" ")
         if sp < 0 and len(self._buf) < 8:
             return
         if self._buf[:sp] == b"GET":
+            eol = self._buf.find(b"\r\n")
+            if eol < 0 and len(self._buf) < MAX_HEAD:
+                return  # the whole request line first
+            if eol < 0 or _DIRTY_LINE.search(self._buf, 0, eol):
+                self._mode = "http"  # the reader below answers it (400)
+                self._decide()
+                return
             self._mode = "ws"
             buf, self._buf = bytes(self._buf), bytearray()
             self._decide()
@@ -193,23 +266,75 @@ class SniffingConnection(ServerConnection):
             return denied
         if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
             return error_response(411, "send a Content-Length (chunked uploads are not supported)")
-        try:
-            length = int(headers.get("Content-Length") or "0")
-        except ValueError:
+        text = headers.get("Content-Length") or "0"
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:  # int() would take "+5", " 5", "5_0"
             return error_response(400, "bad Content-Length")
-        if length < 0:
-            return error_response(400, "bad Content-Length")
+        length = int(text)
         if length > side.max_upload:
             return error_response(413, f"upload of {length} bytes is larger than the limit "
                                        f"({side.max_upload // (1 << 20)} MB)")
+        if side.admit is not None:
+            refused = side.admit(method, target)
+            if refused is not None:
+                return refused
         if method == "POST" and "100-continue" in (headers.get("Expect") or "").lower():
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        while len(self._buf) < length:
-            self.transport.resume_reading()
-            try:
-                await self._read_more(side.idle_timeout)
-            except ConnectionResetError:
-                return None
-        body = bytes(self._buf[:length])
-        self._buf.clear()
-        return await side.handle(method, target, headers, body)
+        body = await self._read_body(length)
+        if body is None:
+            return None
+        if isinstance(body, Response):
+            return body
+        try:
+            return await side.handle(method, target, headers, body)
+        finally:
+            body.close()
+
+    async def _read_body(self, length: int) -> "Body | Response | None":
+        """The body: in memory up to SPOOL_ABOVE, else in a temporary file; 408 past the deadline."""
+        side, loop = self.side, self.loop
+        deadline = loop.time() + side.body_timeout
+        spool: BinaryIO | None = None
+        path: str | None = None
+        if length > SPOOL_ABOVE:
+            fd, path = tempfile.mkstemp(prefix="emostream-upload-")
+            spool = os.fdopen(fd, "wb")
+        got = 0
+        try:
+            while True:
+                if spool is not None and self._buf:
+                    take = min(len(self._buf), length - got)
+                    spool.write(self._buf[:take])
+                    del self._buf[:take]
+                    got += take
+                have = got + len(self._buf)
+                if have >= length:
+                    break
+                left = deadline - loop.time()
+                if left <= 0:
+                    return error_response(408, f"upload took longer than {side.body_timeout:g} s")
+                self.transport.resume_reading()
+                try:
+                    await self._read_more(min(side.idle_timeout, left))
+                except ConnectionResetError:
+                    return None
+                except asyncio.TimeoutError:
+                    if loop.time() >= deadline:
+                        return error_response(408, f"upload took longer than {side.body_timeout:g} s")
+                    raise
+            if spool is None:
+                body = Body(bytes(self._buf[:length]))
+                self._buf.clear()
+                return body
+            spool.close()
+            spool = None
+            self._buf.clear()
+            done, path = Body(path=path, size=length), None
+            return done
+        finally:
+            if spool is not None:
+                spool.close()
+            if path is not None:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass

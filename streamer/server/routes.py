@@ -27,7 +27,7 @@ _STATIC = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset
            ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
            ".ico": "image/x-icon", ".json": "application/json"}
 
-Upload = Callable[[str, Headers, bytes], Awaitable[Response]]
+Upload = Callable[[str, Headers, Any], Awaitable[Response]]  # body: connection.Body
 Ready = Callable[[], "str | None"]  # why the server cannot serve now, or None
 
 
@@ -126,7 +126,7 @@ class Router:
 
     # requests that websockets does not parse (POST and the like)
 
-    async def handle_http(self, method: str, target: str, headers: Headers, body: bytes) -> Response:
+    async def handle_http(self, method: str, target: str, headers: Headers, body: Any) -> Response:
         """Answer a non-GET request (``POST /label``; anything else is 404 or 405)."""
         route = urlsplit(target).path
         self.metrics.request(route if route in ROUTES else "other")
