@@ -120,3 +120,83 @@ def test_slow_feed_is_dropped_and_streams_carry_on():
             await own.close()
             await stuck.close()
     run(main())
+
+
+class Cluster:
+    """A stand-in for other nodes behind a shared backend: their streams, listed and followed."""
+
+    def __init__(self):
+        from streamer.server.memory import MemoryBackend
+
+        class Backend(MemoryBackend):
+            async def list_streams(inner):
+                return [{"id": sid, "live": True, "seq": len(r["log"]), "node": "other", "current": []}
+                        for sid, r in self.remote.items()]
+
+            async def lookup(inner, sid):
+                from streamer.server.message import Message
+                r = self.remote.get(sid)
+                return Message(None, text=json.dumps(r["hello"])) if r else None
+
+            async def follow(inner, sid, after):
+                from streamer.server.message import Message
+                r = self.remote[sid]
+                i = 0
+                while True:
+                    while i < len(r["log"]):
+                        seq, msg = i + 1, r["log"][i]
+                        i += 1
+                        if seq > after:
+                            yield Message(seq, text=json.dumps({**msg, "seq": seq}))
+                        if msg["type"] == "end":
+                            return
+                    r["more"].clear()
+                    await r["more"].wait()
+
+        self.backend = Backend()
+        self.remote: dict[str, dict] = {}
+
+    def add(self, sid, n):
+        self.remote[sid] = {"hello": {"type": "hello", "labels": LABELS, "stream": sid, "started": 1.0},
+                            "log": [win(i) for i in range(n)], "more": asyncio.Event()}
+
+    def publish(self, sid, msg):
+        self.remote[sid]["log"].append(msg)
+        self.remote[sid]["more"].set()
+
+
+def test_feed_covers_the_streams_of_other_nodes():
+    from serverkit import FakePipeline
+
+    from streamer.server import EmoServer, ServerConfig
+
+    async def main():
+        cluster = Cluster()
+        cluster.add("far", 2)  # two windows already: history, not news
+        srv = EmoServer(ServerConfig(port=0), pipeline_factory=FakePipeline, backend=cluster.backend)
+        srv.hub.discover_s = 0.1
+        async with srv:
+            local = srv.hub.create("near", {"labels": LABELS}, kind="ingest")
+            async with connect(f"ws://127.0.0.1:{srv.port}/ws?streams=all") as feed:
+                first = json.loads(await feed.recv())
+                assert sorted(r["id"] for r in first["streams"]) == ["far", "near"]
+                hellos = [json.loads(await feed.recv()) for _ in range(2)]
+                assert sorted(h["stream"] for h in hellos) == ["far", "near"]
+                cluster.publish("far", win(2))
+                m = json.loads(await feed.recv())
+                assert (m["stream"], m["type"], m["seq"]) == ("far", "window", 3)
+                local.publish(win(0))
+                m = json.loads(await feed.recv())
+                assert (m["stream"], m["seq"]) == ("near", 1)
+                cluster.add("late", 0)  # another node starts a call: found within discover_s
+                m = json.loads(await asyncio.wait_for(feed.recv(), 10))
+                assert (m["type"], m["stream"]) == ("hello", "late")
+                cluster.publish("late", win(0))
+                cluster.publish("far", {"type": "end"})
+                got = [json.loads(await feed.recv()) for _ in range(2)]
+                assert sorted((g["stream"], g["type"], g["seq"]) for g in got) == \
+                    [("far", "end", 4), ("late", "window", 1)]
+            # the other nodes' windows are theirs to count
+            body = (await asyncio.to_thread(http, f"http://127.0.0.1:{srv.port}/metrics"))[2]
+            assert b"\nemostream_windows_total 1.0\n" in body
+    run(main())

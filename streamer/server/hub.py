@@ -177,6 +177,8 @@ class Stream:
         self.on_publish = on_publish
         # audio time (s) -> time.monotonic() when that audio reached the server; None if unknown
         self.arrival: Callable[[float], float | None] | None = None
+        # messages up to this seq are history, not news, for the feed (another node's stream followed late)
+        self.feed_after = 0
 
     # -- producing -------------------------------------------------------------------------
 
@@ -348,6 +350,8 @@ class Hub:
         self.reserved: set[str] = set()
         self._feed = _Feed()
         self._followers: dict[str, asyncio.Task[None]] = {}
+        self._discovery: asyncio.Task[None] | None = None
+        self.discover_s = 2.0  # how often a connected feed looks for other nodes' new streams
         self._record: IO[str] | None = None
         if record is not None:
             try:
@@ -410,9 +414,13 @@ class Hub:
         """The stream with this ID held here, or None."""
         return self.streams.get(stream_id)
 
-    async def find(self, stream_id: str) -> Stream | None:
+    async def find(self, stream_id: str, known_seq: int | None = None) -> Stream | None:
         """The stream to subscribe to: one produced here, else another node's (followed through
-        the backend from its first message and kept here as a ``remote`` stream), else None."""
+        the backend from its first message and kept here as a ``remote`` stream), else None.
+
+        ``known_seq`` is the seq the other node's stream has reached (from a listing); what came
+        before it is history, which the feed of every stream does not repeat.
+        """
         stream = self.streams.get(stream_id)
         if stream is not None and (stream.kind != "remote" or stream_id in self._followers):
             return stream
@@ -423,7 +431,11 @@ class Hub:
         if current is not None and (current.kind != "remote" or stream_id in self._followers
                                     or (current.hello or {}).get("started") == hello.wire().get("started")):
             return current  # made meanwhile, or the same stream (ended) we followed already
+        if known_seq is None:
+            rows = [r for r in await self.backend.list_streams() if r.get("id") == stream_id]
+            known_seq = int(rows[0].get("seq") or 0) if rows else 0
         stream = self.create(stream_id, hello.wire(), kind="remote")
+        stream.feed_after = known_seq
         self._followers[stream_id] = asyncio.get_running_loop().create_task(self._follow(stream))
         return stream
 
@@ -484,20 +496,50 @@ class Hub:
 
     # -- the feed of every stream ----------------------------------------------------------
 
-    def watch(self, max_queue: int, on_drop: Callable[[Subscriber], None] | None = None
-              ) -> tuple[Subscriber, list[str]]:
-        """A subscriber to every stream held here (the wallboard feed), plus its first frames:
+    async def watch(self, max_queue: int, on_drop: Callable[[Subscriber], None] | None = None
+                    ) -> tuple[Subscriber, list[str]]:
+        """A subscriber to every live stream (the wallboard feed), plus its first frames:
         ``{"type":"streams","streams":[...]}`` (as ``GET /streams``) and each live stream's hello.
 
         Afterwards it gets each stream's hello, window, segment, alert and end as they happen,
-        each with ``"stream": ID`` (the stream's own seq).
+        each with ``"stream": ID`` (the stream's own seq). Other nodes' streams (a shared backend)
+        are followed from where they are, and new ones are found every :attr:`discover_s`.
         """
+        rows = await self.list_all()
+        for row in rows:
+            if row.get("live", True) and self._unknown(row["id"]):
+                await self._try_find(row)
         sub = Subscriber(self._feed, max_queue, self._dropped(on_drop))
         live = [s for s in self.streams.values() if not s.ended]
-        first = [protocol.encode({"type": "streams", "streams": [s.info() for s in live]})]
+        first = [protocol.encode({"type": "streams", "streams": rows})]
         first += [s.hello_text for s in live if s.hello_text]
         self._feed.subscribers.add(sub)
+        if self._discovery is None or self._discovery.done():
+            self._discovery = asyncio.get_running_loop().create_task(self._discover())
         return sub, first
+
+    def _unknown(self, stream_id: str) -> bool:
+        s = self.streams.get(stream_id)
+        return s is None or (s.kind == "remote" and stream_id not in self._followers)
+
+    async def _try_find(self, row: dict[str, Any]) -> None:
+        try:
+            await self.find(row["id"], known_seq=int(row.get("seq") or 0))
+        except Exception as exc:  # a backend in trouble: its /health says so; the feed goes on
+            log.warning("cannot follow stream %s: %s", row.get("id"), exc)
+
+    async def _discover(self) -> None:
+        """While a feed is connected, follow the streams other nodes start."""
+        while self._feed.subscribers:
+            await asyncio.sleep(self.discover_s)
+            try:
+                rows = await self.backend.list_streams()
+            except Exception as exc:
+                log.warning("listing the cluster's streams failed: %s", exc)
+                continue
+            for row in rows:
+                if row.get("live") and self._unknown(row["id"]) and self._feed.subscribers:
+                    await self._try_find(row)
 
     def _dropped(self, on_drop: Callable[[Subscriber], None] | None) -> Callable[[Subscriber], None]:
         def dropped(sub: Subscriber) -> None:
@@ -513,9 +555,10 @@ class Hub:
         return stream.subscribe(since, self._dropped(on_drop))
 
     def _published(self, stream: Stream, message: Message) -> None:
-        if self.observer is not None:
+        if self.observer is not None and stream.kind != "remote":  # counted by the node that made it
             self.observer.published(stream, message)
-        if self._feed.subscribers and message.type in ("window", "segment", "alert", "end"):
+        if (self._feed.subscribers and message.type in ("window", "segment", "alert", "end")
+                and (message.seq or 0) > stream.feed_after):
             self._to_feed(stream, stream_frame(stream.id, message.text))
 
     def _to_feed(self, stream: Stream, text: str) -> None:
@@ -526,6 +569,8 @@ class Hub:
     async def aclose(self) -> None:
         """:meth:`close`, stop following other nodes' streams, and close the backend."""
         self.close()
+        if self._discovery is not None:
+            self._discovery.cancel()
         for sid in list(self._followers):
             self._stop_following(sid)
         await self.backend.close()

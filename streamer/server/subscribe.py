@@ -59,5 +59,5 @@ async def _feed(ws: ServerConnection, params: dict[str, str], hub: Hub, cfg: Ser
         return await fail(ws, f"streams must be 'all', got {protocol.quote(params['streams'])}", cfg.drop_grace)
     if "stream" in params or "since" in params:
         return await fail(ws, "streams=all takes neither stream= nor since=", cfg.drop_grace)
-    sub, first = hub.watch(cfg.feed_queue, on_drop=abort_later(ws, cfg.drop_grace))
+    sub, first = await hub.watch(cfg.feed_queue, on_drop=abort_later(ws, cfg.drop_grace))
     await serve_subscriber(ws, sub, first, "/ws?streams=all", cfg.drop_grace, cfg.write_limit)
