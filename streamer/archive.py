@@ -50,7 +50,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Callable, Iterator, Sequence
 
 from streamer.errors import EmostreamError, InputError, UsageError
 
@@ -66,6 +66,7 @@ __all__ = [
     "collect_inputs",
     "cached_model",
     "label_one",
+    "write_label",
     "run_archive",
     "default_workers",
 ]
@@ -255,22 +256,48 @@ def cached_model(model: str | None, window: float | None, hop: float | None) -> 
         return _MODELS[key]
 
 
-def _write_output(job: Job, opts: LabelOptions, meta: Any, clf: Any) -> tuple[float, list[str]]:
-    """Label one file into its output atomically; (audio seconds, decoder warnings)."""
+def write_label(source: Any, out: IO[str], fmt: str, meta: Any, clf: Any, *, channels: str = "mix",
+                channel_names: Sequence[str] | None = None, alert_rules: Sequence[Any] | None = None,
+                on_event: Callable[[Any], None] | None = None, progress: bool = False) -> Any:
+    """Label one source into one output stream in one format; the :class:`~streamer.labelling.Analysis`.
+
+    The one labelling of a file to a format: ``emostream label FILE`` and every archive task call
+    it. ``on_event`` sees each event after the writer (a summary, a plot). Alert rules that name a
+    channel the recording does not have are refused when its header is known.
+    """
+    from streamer.alerts import check_channels
     from streamer.formats import open_writer
     from streamer.labelling import analyse
+
+    writer = open_writer(fmt, out)
+    rules = list(alert_rules) if alert_rules else None
+
+    def on_header(info: dict[str, Any]) -> None:
+        if rules:
+            check_channels(rules, info["channels"])  # a rule for a channel that is not there never fires
+        writer.header(info)
+
+    def sink(ev: Any) -> None:
+        writer.event(ev)
+        if on_event is not None:
+            on_event(ev)
+
+    res = analyse(source, meta, clf, channels=channels, channel_names=list(channel_names) if channel_names else None,
+                  alert_rules=rules, on_header=on_header, on_event=sink, progress=progress)
+    writer.close(duration=res.duration)
+    return res
+
+
+def _write_output(job: Job, opts: LabelOptions, meta: Any, clf: Any) -> tuple[float, list[str]]:
+    """Label one file into its output atomically; (audio seconds, decoder warnings)."""
     from streamer.outputs import atomic_open
     from streamer.sources import open_source
 
-    source = open_source(job.path)
+    source = open_source(job.path)  # a bad input fails before its output exists
     source.uri = job.source  # outputs name the file as the user gave it, whatever the worker's cwd
-    with atomic_open(job.output) as fh:
-        writer = open_writer(opts.format, fh)
-        res = analyse(source, meta, clf, channels=opts.channels,
-                      channel_names=list(opts.channel_names) if opts.channel_names else None,
-                      alert_rules=list(opts.alert_rules) or None,
-                      on_header=writer.header, on_event=writer.event)
-        writer.close(duration=res.duration)
+    with source, atomic_open(job.output) as fh:
+        res = write_label(source, fh, opts.format, meta, clf, channels=opts.channels,
+                          channel_names=opts.channel_names, alert_rules=opts.alert_rules)
     return res.duration, list(res.stats.warnings)
 
 

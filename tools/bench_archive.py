@@ -14,10 +14,14 @@ identical) is labelled to JSON, each configuration into a fresh output directory
 
 With ``--repeat R`` the configurations run R rounds, interleaved (so a burst of other work hits
 them alike), and the report gives each one's median and best wall time; rates are from the median.
-Every configuration's outputs are checked to be the same bytes as the pool's (one BLAS thread
-each); the scaling factor is hours per hour over the sequential baseline's. The machine's load
-average (1 min) is recorded before and after each configuration: other work on the machine skews
-the figures, and the report says so.
+CPU time (user + system, of this process, the pool's processes, the scheduler and the workers)
+gives audio hours per CPU hour, which other work on the machine skews much less than wall time.
+Every process runs one BLAS thread (this one sets it before NumPy loads; the pool and Dask
+workers do the same), so the comparison is of processes, not of BLAS threading; every
+configuration's outputs are checked to be the same bytes as the first's. The scaling factor is
+hours per hour over the sequential baseline's. The machine's load average (1 min) is recorded
+before and after each configuration: other work on the machine skews the figures, and the report
+says so.
 
     python tools/bench_archive.py                              # 24 files x 4 min
     python tools/bench_archive.py --files 40 --minutes 5 --json bench_archive.json
@@ -38,6 +42,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+# Before anything imports NumPy: the baseline runs one BLAS thread like every worker process.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -68,6 +76,24 @@ def make_archive(directory: Path, files: int, minutes: float) -> float:
 
 def _load() -> float:
     return round(os.getloadavg()[0], 2)
+
+
+def cpu_seconds(live: list[int]) -> float:
+    """User + system CPU seconds of this process, its reaped children, and the live processes
+    ``live`` with all their descendants (the Dask scheduler, nannies and worker processes)."""
+    import psutil
+
+    t = os.times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for pid in live:
+        try:
+            top = psutil.Process(pid)
+            for p in [top] + top.children(recursive=True):
+                c = p.cpu_times()
+                total += c.user + c.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def _outputs(out: Path) -> dict[str, bytes]:
@@ -151,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[subprocess.Popen] = []
     walls: dict[str, list[float]] = {name: [] for name in only}
     loads: dict[str, list[float]] = {name: [] for name in only}
+    cpus: dict[str, list[float]] = {name: [] for name in only}
     equal: dict[str, bool | None] = {}
     try:
         audio_s = make_archive(tmp / "in", args.files, args.minutes)
@@ -163,28 +190,33 @@ def main(argv: list[str] | None = None) -> int:
             jobs = collect_inputs([str(tmp / "in")], str(out), "json")
             load_before = _load()
             if name == "sequential":
+                cpu0 = cpu_seconds([])
                 wall = run_sequential(jobs, opts, out)
-            elif name.startswith("pool-"):
+            elif name.startswith("pool-"):  # the pool's processes are reaped when it shuts down
+                cpu0 = cpu_seconds([])
                 wall = run_backend(jobs, opts, out, LocalBackend(int(name[5:])))
             else:
                 address, procs = start_dask(2, tmp)
                 load_before = _load()
+                cpu0 = cpu_seconds([p.pid for p in procs])
                 wall = run_backend(jobs, opts, out, DaskBackend(address))
+            cpu = cpu_seconds([p.pid for p in procs]) - cpu0
+            if procs:
                 stop(procs)
                 procs = []
+            cpus[name].append(cpu)
             load_after = _load()
             got = _outputs(out)
-            same = None
-            if name != "sequential":  # the sequential baseline runs with this process's BLAS threads
-                if reference is None:
-                    reference = got
-                same = got == reference
-                equal[name] = same and equal.get(name, True)
+            if reference is None:
+                reference = got
+            same = got == reference
+            equal[name] = same and equal.get(name, True)
             walls[name].append(wall)
             loads[name] += [load_before, load_after]
             print(f"round {rnd + 1} {name:<11} {wall:8.2f} s  {audio_s / wall:8.1f} h/h  "
+                  f"{audio_s / cpu:6.1f} h/CPU-h  "
                   f"load {load_before:.2f} -> {load_after:.2f}"
-                  + ("" if same is None else f"  outputs {'equal' if same else 'DIFFER'}"), flush=True)
+                  + f"  outputs {'equal' if same else 'DIFFER'}", flush=True)
             shutil.rmtree(out, ignore_errors=True)
     finally:
         stop(procs)
@@ -195,15 +227,16 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"config": name, "wall_s_median": round(med, 2), "wall_s_best": round(min(walls[name]), 2),
                      "hours_per_hour": round(audio_s / med, 1),
                      "hours_per_hour_best": round(audio_s / min(walls[name]), 1),
+                     "audio_h_per_cpu_h": round(audio_s / statistics.median(cpus[name]), 1),
                      "load_min": min(loads[name]), "load_max": max(loads[name]),
                      "outputs_equal": equal.get(name)})
     base = next((r["hours_per_hour"] for r in rows if r["config"] == "sequential"), None)
-    print(f"\n{'config':<11} {'median s':>9} {'h/h':>8} {'best h/h':>9} {'scaling':>8}  load (1 min)")
+    print(f"\n{'config':<11} {'median s':>9} {'h/h':>8} {'best h/h':>9} {'scaling':>8} {'h/CPU-h':>8}  load (1 min)")
     for r in rows:
         r["scaling"] = round(r["hours_per_hour"] / base, 2) if base else None
         scaling = f"{r['scaling']:.2f}x" if base else "-"
         print(f"{r['config']:<11} {r['wall_s_median']:9.2f} {r['hours_per_hour']:8.1f} {r['hours_per_hour_best']:9.1f} "
-              f"{scaling:>8}  {r['load_min']:.1f}-{r['load_max']:.1f}")
+              f"{scaling:>8} {r['audio_h_per_cpu_h']:8.1f}  {r['load_min']:.1f}-{r['load_max']:.1f}")
     report = {"files": args.files, "minutes": args.minutes, "repeat": args.repeat, "audio_h": round(audio_s / 3600, 3),
               "cpu_count": os.cpu_count(), "machine": platform.platform(), "python": platform.python_version(),
               "rows": rows}

@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     if len(args.inputs) != 1:
         raise UsageError("several inputs need --out-dir DIR (one output per input)")
     args.file = args.inputs[0]
-    from streamer.formats import open_writer
-    from streamer.labelling import analyse, load_model
+    from streamer.archive import write_label
+    from streamer.labelling import load_model
 
     meta, clf = load_model(args.model, args.window, args.hop)
     names = channel_names_arg(args)
@@ -62,7 +62,6 @@ def run(args: argparse.Namespace) -> int:
         if not rules:
             raise UsageError("--clips needs alert rules (--alert or --alerts): a clip is an alert's stretch")
         check_clips_dir(args.clips, args.file)
-    from streamer.alerts import check_channels
     from streamer.outputs import atomic_open, atomic_path, check_output
 
     for target, what in ((args.output, "-o"), (args.summary, "--summary"), (args.plot, "--plot")):
@@ -75,27 +74,20 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as outputs:
         outputs.callback(source.close)
         out = outputs.enter_context(atomic_open(args.output, what="-o"))
-        writer = open_writer(args.format, out)
         if args.summary:
             from streamer.summary import Summary
 
             summary = Summary()
 
-        def on_header(info: dict[str, Any]) -> None:
-            if rules:
-                check_channels(rules, info["channels"])  # a rule for a channel that is not there never fires
-            writer.header(info)
-
         def on_event(ev: dict[str, Any]) -> None:
-            writer.event(ev)
             if summary is not None:
                 summary.add(ev)
             if args.plot or args.clips:
                 collected.append(ev)
 
-        res = analyse(source, meta, clf, channels=args.channels, channel_names=names, alert_rules=rules,
-                      on_header=on_header, on_event=on_event, progress=not args.quiet)
-        writer.close(duration=res.duration)
+        # the same labelling as every file of an archive (label INPUT... --out-dir)
+        res = write_label(source, out, args.format, meta, clf, channels=args.channels, channel_names=names,
+                          alert_rules=rules, on_event=on_event, progress=not args.quiet)
         if summary is not None:
             with open(outputs.enter_context(atomic_path(args.summary, "--summary")), "w", encoding="utf-8") as fh:
                 json.dump(summary.result(res.duration), fh, indent=2, ensure_ascii=False)
