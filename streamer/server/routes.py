@@ -94,6 +94,9 @@ class Router:
             return response(200, self.metrics.render(), CONTENT_TYPE)
         if route == "/label":
             return error_response(405, "POST an audio file to /label")
+        if route == "/colors.json":  # the page's label colours: the PNG plot's, the one definition
+            from streamer.plot import LABEL_COLOURS, SILENCE_COLOUR
+            return json_response(200, {"colors": LABEL_COLOURS, "silence": SILENCE_COLOUR})
         return self.static(route)
 
     async def health(self) -> Response:
