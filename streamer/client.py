@@ -181,8 +181,11 @@ async def send_file(path: str, url: str, *, realtime: bool = False, rate: int | 
                         continue
                     msg = json.loads(frame)
                     if msg.get("type") == "error":
-                        errors.append(str(msg.get("message")))
-                        print(f"emostream: server: {msg.get('message')}", file=sys.stderr, flush=True)
+                        text = str(msg.get("message"))
+                        if text.startswith("warning:"):  # a notice (lost audio): the stream goes on
+                            print(f"emostream: server: {text}", file=sys.stderr, flush=True)
+                        else:  # raised once at the end, printed once by the command line
+                            errors.append(text)
                         continue
                     messages.append(msg)
                     if out is not None:
@@ -223,7 +226,7 @@ async def send_file(path: str, url: str, *, realtime: bool = False, rate: int | 
     for w in src.warnings:
         print(f"emostream: warning: {w}", file=sys.stderr)
     if errors:
-        raise ProtocolError(errors[-1])
+        raise ProtocolError(f"server: {errors[-1]}")
     if not messages or messages[-1].get("type") != "end":
         raise ProtocolError("the server closed the stream before its end")
     return messages

@@ -34,7 +34,7 @@ def _sounddevice() -> Any:
         raise DeviceError(f"PortAudio is not available ({exc}); install it, e.g. "
                           "apt-get install libportaudio2") from None
     except ImportError:
-        raise DeviceError("the sounddevice package is not installed: pip install 'emostream[mic]'") from None
+        raise DeviceError("the sounddevice package is not installed: pip install sounddevice") from None
     return sounddevice
 
 

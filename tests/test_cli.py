@@ -218,3 +218,62 @@ def test_corrupt_model(tmp_path, clips):
     m.write_bytes(b"not a flatbuffer" * 100)
     shutil.copy(default_model_path().with_suffix(".json"), tmp_path / "bad.json")
     _fails_cleanly(emostream("classify", "--model", str(m), str(clips["sad"])), 3)
+
+
+def test_dependencies_are_what_the_runtime_imports():
+    """pyproject's dependencies = the packages streamer/ imports; the rest only behind extras."""
+    import ast
+    import re
+    import sys
+    import tomllib
+
+    from tests.conftest import ROOT
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def dist(req: str) -> str:
+        return re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+    core = {dist(r) for r in project["dependencies"]}
+    extras = {dist(r) for reqs in project["optional-dependencies"].values() for r in reqs}
+    imported = set()
+    for f in (ROOT / "streamer").rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    imported = {m.lower().replace("_", "-") for m in imported if m not in sys.stdlib_module_names} - {"streamer"}
+    # inference falls back to whichever TFLite runtime is there (tensorflow comes with `train`)
+    fallbacks = {"tflite-runtime", "tensorflow"}
+    assert core <= imported, f"required but never imported: {sorted(core - imported)}"
+    optional = {"matplotlib": "plot", "redis": "cluster", "distributed": "cluster"}
+    for name in sorted(imported - core - fallbacks):
+        assert name in optional and name in extras, f"{name} is imported but neither required nor an extra"
+    assert {"librosa", "matplotlib"}.isdisjoint(core) and "sounddevice" in core
+
+
+def test_readme_setup_commands_run_as_root_or_user_and_ci_runs_the_same_tests():
+    import re
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    setup = readme.split("## Set-up: two commands", 1)[1].split("\n## ", 1)[0]
+    commands = [ln[4:] for ln in setup.splitlines() if ln.startswith("    ") and ln.strip()]
+    first, second = commands[0], commands[1]
+    assert "sudo" not in first
+    for cmd in commands:
+        assert subprocess.run(["sh", "-n", "-c", cmd]).returncode == 0, cmd  # POSIX sh syntax
+    # sudo only for a user: as root the prefix is empty (a fresh container has no sudo)
+    prefix = second.split(";", 1)[0]
+    for uid, want in (("0", ""), ("1000", "sudo")):
+        out = subprocess.run(["sh", "-c", f"id() {{ echo {uid}; }}; {prefix}; printf %s \"$S\""],
+                             capture_output=True, text=True)
+        assert out.stdout == want, (uid, out.stdout, out.stderr)
+    assert "apt-get update" in second  # a fresh machine has no package lists
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_cmd = re.search(r"(\.venv/bin/python -m pytest[^\n&]*)$", second).group(1).strip()
+    assert ci.rstrip().splitlines()[-1].strip() == test_cmd and "--all" in test_cmd
+    assert re.search(r'pip install [^\n]*-e "(\.\[[^\]]+\])"', second).group(1) in ci
