@@ -16,6 +16,8 @@ Event = Any  # an event dict (``{"type": ..., ...}``) or a typed event of stream
 def wire(event: Event, seq: int | None = None) -> dict[str, Any]:
     """An event (dict or typed) as its wire object: private keys such as ``raw`` dropped, ``seq``
     set when given."""
+    if type(event) is dict:  # the common case, without the Mapping checks of events.to_wire
+        return protocol.to_wire(event, seq)
     return to_wire(event, seq)
 
 
@@ -46,10 +48,13 @@ class Message:
         return self._text
 
     def wire(self) -> dict[str, Any]:
-        """The message as a JSON-ready dict."""
+        """The message as a JSON-ready dict (its text is made from it too, if not yet)."""
         if self.event is None:
             return json.loads(self.text)
-        return wire(self.event, self.seq)
+        w = wire(self.event, self.seq)
+        if self._text is None:  # every message is encoded once anyway (settle): do it from this dict
+            self._text = protocol.encode(w)
+        return w
 
     @property
     def type(self) -> str:
