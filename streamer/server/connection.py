@@ -27,6 +27,7 @@ from typing import Any, Awaitable, BinaryIO, Callable
 
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHeaderValue
 from websockets.http11 import Response
 
 from streamer.server.responses import error_response, serialize
@@ -36,6 +37,7 @@ __all__ = ["MAX_HEAD", "SPOOL_ABOVE", "Body", "HttpSide", "SniffingConnection"]
 MAX_HEAD = 16 * 1024
 SPOOL_ABOVE = 256 * 1024  # larger bodies are written to a temporary file as they arrive
 _DIRTY_LINE = re.compile(rb"[^\x20-\x7e]")  # a request line is printable ASCII, nothing else
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # an HTTP token (RFC 9110 5.6.2)
 
 
 class Body:
@@ -254,13 +256,18 @@ class SniffingConnection(ServerConnection):
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             return error_response(400, "malformed request line")
         method, target, _ = parts
+        if not _TOKEN.fullmatch(method):
+            return error_response(400, "malformed request line")
         self._request = (method, target)
         headers = Headers()
         for line in lines[1:]:
             k, sep, v = line.partition(":")
-            if not sep or not k.strip():
+            if not sep or not _TOKEN.fullmatch(k.strip()):
                 return error_response(400, "malformed header")
-            headers[k.strip()] = v.strip()
+            try:
+                headers[k.strip()] = v.strip()
+            except InvalidHeaderValue:  # control characters in a value
+                return error_response(400, "malformed header")
         denied = side.check(method, target, headers)
         if denied is not None:
             return denied
