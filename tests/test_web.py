@@ -520,6 +520,13 @@ def test_reviewing_an_upload_play_seek_zoom_hover_download(browser, stereo_serve
     assert len(segs) >= 2 and result["channels"] == ["agent", "customer"]
     assert abs(page.evaluate("window.emostream.upload.audio.duration") - duration) < 0.05
     lane = page.locator("#upload-timeline [data-testid=lane]").first
+    # the colours are the server's (the PNG plot's), not a copy in the page
+    from streamer.plot import LABEL_COLOURS
+    for sg in segs:
+        bg = page.eval_on_selector(f"#upload-timeline [data-testid=segment][data-start='{sg['start']}']",
+                                   "e => getComputedStyle(e).backgroundColor")
+        c = LABEL_COLOURS[sg["label"]]
+        assert bg == f"rgb({int(c[1:3], 16)}, {int(c[3:5], 16)}, {int(c[5:7], 16)})", (sg, bg)
 
     def head_x() -> float:
         b = page.locator("#upload-timeline [data-testid=playhead]").first.bounding_box()

@@ -28,7 +28,8 @@
     const ident = /^[A-Za-z][A-Za-z0-9_-]*$/.test(label);
     // a CSS variable where possible, so nodes drawn before the server's colours arrive follow them
     if (served[label]) return ident ? `var(--${label})` : served[label];
-    return LABELS.includes(label) ? `var(--${label})` : hashColour(label);
+    // a model label whose colour is still on its way (a variable, filled in when it comes)
+    return LABELS.includes(label) ? `var(--${label}, ${hashColour(label)})` : hashColour(label);
   }
   const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls;
     if (text != null) e.textContent = text; return e; };
@@ -51,6 +52,13 @@
   function wsURL(path, extra) {
     return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}${withToken(path, extra)}`;
   }
-  window.EmoCommon = { LABELS, NEGATIVE, params, TOKEN, setColours, colour, hashColour, el, pct, clock,
+  // the colours as the server defines them, before anything is drawn (nodes use CSS variables,
+  // so whatever was drawn before the answer takes the colours when they come)
+  const coloursReady = fetch(withToken("/colors.json")).then((r) => (r.ok ? r.json() : null)).then((c) => {
+    if (!c) return;
+    setColours(c.colors);
+    if (typeof c.silence === "string") document.documentElement.style.setProperty("--silence", c.silence);
+  }).catch(() => {});
+  window.EmoCommon = { coloursReady, LABELS, NEGATIVE, params, TOKEN, setColours, colour, hashColour, el, pct, clock,
     clockTenths, withToken, wsURL };
 })();
