@@ -277,3 +277,49 @@ def test_readme_setup_commands_run_as_root_or_user_and_ci_runs_the_same_tests():
     test_cmd = re.search(r"(\.venv/bin/python -m pytest[^\n&]*)$", second).group(1).strip()
     assert ci.rstrip().splitlines()[-1].strip() == test_cmd and "--all" in test_cmd
     assert re.search(r'pip install [^\n]*-e "(\.\[[^\]]+\])"', second).group(1) in ci
+
+
+@pytest.mark.parametrize("command", ["classify", "label", "serve", "listen", "send", "demo", "devices", "info"])
+def test_help_shows_defaults_and_examples(command, capsys):
+    from streamer.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    examples = out.split("examples:\n", 1)[1].strip().splitlines()
+    assert 1 <= len(examples) <= 3 and all(ln.strip().startswith("emostream " + command) for ln in examples)
+    if command in ("label", "serve", "listen", "demo", "classify"):
+        assert "(default: " in out
+    if command in ("classify", "label", "send"):
+        positional = out.split("positional arguments:", 1)[1].split("options:", 1)[0]
+        assert "audio" in positional  # FILE says what it may be
+    assert "EMOSTREAM_TOKEN" not in out or "(default: $EMOSTREAM_TOKEN" not in out
+
+
+def test_usage_errors_name_the_command_once(capsys, monkeypatch):
+    from streamer.cli import main
+
+    monkeypatch.setenv("EMOSTREAM_TOKEN", "s3cret")
+    assert main(["label", "x.wav", "-f", "nope"]) == 64
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("emostream: error: argument -f/--format: invalid choice")
+    assert err[0].count("emostream") == 2 and err[0].endswith("(see: emostream label --help)")
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert "s3cret" not in capsys.readouterr().out  # a token from the environment is never shown
+
+
+def test_plot_without_matplotlib_is_one_clear_error_before_any_work(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import sys; sys.modules['matplotlib'] = None  # as if the 'plot' extra were not installed\n"
+            "from streamer.cli import main; sys.exit(main(sys.argv[1:]))")
+    out = tmp_path / "t.json"
+    p = subprocess.run([sys.executable, "-c", code, "label", str(EXAMPLE), "-o", str(out), "--plot",
+                        str(tmp_path / "t.png")], capture_output=True, cwd=ROOT, timeout=120)
+    _fails_cleanly(p, 64, "--plot needs matplotlib: pip install 'emostream[plot]'")
+    assert list(tmp_path.iterdir()) == []

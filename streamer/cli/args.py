@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from streamer.errors import UsageError
 
 __all__ = [
+    "AUDIO_HELP",
     "positive",
     "add_model",
     "add_channels",
@@ -26,6 +27,10 @@ __all__ = [
     "check_ws_url",
     "warn",
 ]
+
+
+AUDIO_HELP = ("an audio or video file: WAV, FLAC, OGG, AIFF, MP3, M4A/AAC, Opus, MP4/MOV/WebM; any rate, "
+              "any channels; - reads standard input")
 
 
 def positive(text: str) -> float:

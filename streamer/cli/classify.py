@@ -7,13 +7,13 @@ import json
 import sys
 from typing import Any
 
-from streamer.cli.args import add_channels, add_model, channel_names_arg, warn
+from streamer.cli.args import AUDIO_HELP, add_channels, add_model, channel_names_arg, warn
 from streamer.errors import EmostreamError
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     """The options of `classify`."""
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE", help=AUDIO_HELP + "; any number")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     add_model(p)
     add_channels(p)

@@ -15,8 +15,8 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "conversation.fl
 
 def configure(p: argparse.ArgumentParser) -> None:
     """The options of `demo`."""
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8765, help="port to listen on (0: any free one)")
     p.add_argument("--fast", action="store_true", help="do not pace the example in real time")
     p.add_argument("--seconds", type=positive, default=None,
                    help="stop the server this many seconds after the example ends")

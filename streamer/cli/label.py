@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from streamer.cli.args import (add_alerts, add_channels, add_model, add_window, alert_rules_arg,
+from streamer.cli.args import (AUDIO_HELP, add_alerts, add_channels, add_model, add_window, alert_rules_arg,
                                channel_names_arg, warn)
 from streamer.errors import UsageError
 from streamer.formats import FORMATS
@@ -17,8 +17,8 @@ from streamer.formats import FORMATS
 def configure(p: argparse.ArgumentParser) -> None:
     """The options of `label`."""
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="a recording; with --out-dir also directories and @LIST files, any number")
-    p.add_argument("-f", "--format", choices=FORMATS, default="json")
+                   help=f"a recording, {AUDIO_HELP}; with --out-dir also directories and @LIST files, any number")
+    p.add_argument("-f", "--format", choices=FORMATS, default="json", help="output format")
     p.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
     add_window(p)
     add_channels(p)
@@ -66,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
 
     for target, what in ((args.output, "-o"), (args.summary, "--summary"), (args.plot, "--plot")):
         check_output(target, what)  # a bad target fails now, not after an hour of audio
+    if args.plot:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("--plot needs matplotlib: pip install 'emostream[plot]'")
     source = open_source(args.file)  # a bad input fails before any output exists
     summary = None
     collected: list[dict[str, Any]] = []
@@ -79,11 +84,14 @@ def run(args: argparse.Namespace) -> int:
 
             summary = Summary()
 
-        def on_event(ev: dict[str, Any]) -> None:
+        def on_event(ev: Any) -> None:
+            if summary is None and not (args.plot or args.clips):
+                return
+            msg = ev.to_wire()  # the summary, the plot and the clips read the wire objects
             if summary is not None:
-                summary.add(ev)
+                summary.add(msg)
             if args.plot or args.clips:
-                collected.append(ev)
+                collected.append(msg)
 
         # the same labelling as every file of an archive (label INPUT... --out-dir)
         res = write_label(source, out, args.format, meta, clf, channels=args.channels, channel_names=names,

@@ -11,9 +11,11 @@ from streamer.errors import UsageError
 
 def configure(p: argparse.ArgumentParser) -> None:
     """The options of `listen`."""
-    p.add_argument("url", metavar="ws://HOST:PORT/ws")
+    p.add_argument("url", metavar="ws://HOST:PORT/ws", help="the server's timeline address (?stream=ID for one "
+                   "ingest stream)")
     p.add_argument("--since", type=int, default=None, metavar="N", help="replay messages after seq N")
-    p.add_argument("-f", "--format", choices=["jsonl", "text"], default="text")
+    p.add_argument("-f", "--format", choices=["jsonl", "text"], default="text",
+                   help="readable lines, or each message as it came (one JSON object a line)")
     add_token(p)
     p.add_argument("--no-reconnect", action="store_true", help="exit when the connection drops")
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from urllib.parse import parse_qsl, urlsplit
 
-from streamer.cli.args import add_token, check_ws_url
+from streamer.cli.args import AUDIO_HELP, add_token, check_ws_url
 from streamer.errors import UsageError
 
 
@@ -14,11 +14,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     """The options of `send`."""
     from streamer.protocol import ENCODINGS
 
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("url", metavar="ws://HOST:PORT/ingest?stream=ID")
+    p.add_argument("file", metavar="FILE", help=AUDIO_HELP)
+    p.add_argument("url", metavar="ws://HOST:PORT/ingest?stream=ID", help="the server's ingest address and the stream's id")
     p.add_argument("--realtime", action="store_true", help="send at the file's own pace")
-    p.add_argument("--rate", type=int, default=None, help="send at this sample rate (default: the file's)")
-    p.add_argument("--encoding", choices=ENCODINGS, default="pcm_s16le")
+    p.add_argument("--rate", type=int, default=None, metavar="HZ",
+                   help="send at this sample rate (default: the file's)")
+    p.add_argument("--encoding", choices=ENCODINGS, default="pcm_s16le", help="sample encoding on the wire")
     add_token(p)
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the timeline")
 
