@@ -323,3 +323,41 @@ def test_plot_without_matplotlib_is_one_clear_error_before_any_work(tmp_path):
                         str(tmp_path / "t.png")], capture_output=True, cwd=ROOT, timeout=120)
     _fails_cleanly(p, 64, "--plot needs matplotlib: pip install 'emostream[plot]'")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_send_prints_a_server_error_once(clips, capsys):
+    """A server that refuses the stream: one line, the server's reason, exit 5 (not the line twice)."""
+    import asyncio
+    import threading
+
+    from websockets.asyncio.server import serve
+
+    from streamer.cli import main
+    from tests.conftest import free_port
+
+    port = free_port()
+    ready, done = threading.Event(), threading.Event()
+
+    async def refuse(ws):
+        await ws.recv()  # the start message
+        await ws.send(json.dumps({"type": "error", "message": "warning: audio lost"}))
+        await ws.send(json.dumps({"type": "error", "message": "stream id call-1 is in use"}))
+        await ws.close()
+
+    async def server():
+        async with serve(refuse, "127.0.0.1", port):
+            ready.set()
+            while not done.is_set():
+                await asyncio.sleep(0.05)
+
+    t = threading.Thread(target=lambda: asyncio.run(server()), daemon=True)
+    t.start()
+    try:
+        assert ready.wait(30)
+        code = main(["send", str(clips["sad"]), f"ws://127.0.0.1:{port}/ingest?stream=call-1", "-q"])
+    finally:
+        done.set()
+        t.join(10)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 5
+    assert err == ["emostream: server: warning: audio lost", "emostream: error: server: stream id call-1 is in use"]
