@@ -160,9 +160,10 @@ def test_ravdess_items_skips_video_duplicates_and_song(tmp_path):
 
 def test_load_audio_resamples(tmp_path):
     sf = pytest.importorskip("soundfile")
-    from tools.datasets import load_audio
+    from streamer.sources import load_audio  # the one decoder, which the dataset tools use
 
     y = (0.1 * np.sin(2 * np.pi * 440 * np.arange(48000) / 48000)).astype(np.float32)
     sf.write(tmp_path / "03-01-01-01-01-01-01.wav", np.stack([y, y], 1), 48000)
-    out = load_audio(tmp_path / "03-01-01-01-01-01-01.wav", 16000)
+    out, sr = load_audio(tmp_path / "03-01-01-01-01-01-01.wav", 16000)
+    assert sr == 16000
     assert out.dtype == np.float32 and out.ndim == 1 and abs(len(out) - 16000) <= 1

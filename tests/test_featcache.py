@@ -14,7 +14,8 @@ if str(ROOT) not in sys.path:
 from streamer.config import FeatureConfig  # noqa: E402
 from streamer.features import frame_features  # noqa: E402
 from tools import augment, featcache  # noqa: E402
-from tools.datasets import Item, load_audio  # noqa: E402
+from streamer.sources import load_audio  # noqa: E402
+from tools.datasets import Item  # noqa: E402
 
 FIX = ROOT / "tests" / "fixtures"
 
@@ -29,11 +30,11 @@ def test_cache_is_per_version_and_matches_the_streamer_features(tmp_path):
     a = featcache.build(items, cfg, ["clean", "noisy#2"], cache_dir=tmp_path, log=None)
     assert len(list(tmp_path.glob("feat-*.npz"))) == 2
     # clean rows are the streamer's own frame features of the clip
-    m, lv = frame_features(load_audio(items[1].path, cfg.sample_rate), cfg)
+    m, lv = frame_features(load_audio(items[1].path, cfg.sample_rate)[0], cfg)
     np.testing.assert_array_equal(a.mfcc(1, a.vindex("clean")), m.astype(np.float32))
     np.testing.assert_array_equal(a.level(1, 0), lv.astype(np.float32))
     # the noisy draw is the one make_version gives with the version's own generator
-    y = augment.make_version(load_audio(items[2].path, cfg.sample_rate), "noisy#2", cfg.sample_rate,
+    y = augment.make_version(load_audio(items[2].path, cfg.sample_rate)[0], "noisy#2", cfg.sample_rate,
                              featcache.version_rng(0, 2, "noisy#2"))
     np.testing.assert_array_equal(a.mfcc(2, 1), frame_features(y, cfg)[0].astype(np.float32))
     # a longer list reuses the cached versions (same arrays, in its own order) and adds one file

@@ -63,6 +63,8 @@ def _run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
     return it.get_tensor(out["index"])
 
 
+@pytest.mark.train
+@pytest.mark.slow
 def test_default_trains_converts_and_runs(tmp_path, corpus):
     pytest.importorskip("tensorflow")
     from streamer.config import load_meta
@@ -81,6 +83,8 @@ def test_default_trains_converts_and_runs(tmp_path, corpus):
         np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-4)
 
 
+@pytest.mark.train
+@pytest.mark.slow
 def test_seed_trains_converts_and_runs(tmp_path, corpus):
     pytest.importorskip("tensorflow")
     from streamer.config import load_meta
@@ -94,6 +98,8 @@ def test_seed_trains_converts_and_runs(tmp_path, corpus):
     assert p.shape == (2, 8)
 
 
+@pytest.mark.train
+@pytest.mark.slow
 def test_cv_report(tmp_path, corpus):
     pytest.importorskip("tensorflow")
     from tools import train
@@ -107,6 +113,8 @@ def test_cv_report(tmp_path, corpus):
     assert (tmp_path / "reports" / "confusion_default_clean_16k.png").exists()
 
 
+@pytest.mark.train
+@pytest.mark.slow
 def test_cv_saved_members_merge_into_one_ensemble(tmp_path, corpus):
     """Two CV runs with disjoint seeds merge into the CV of one ensemble of all their models."""
     pytest.importorskip("tensorflow")
@@ -127,26 +135,31 @@ def test_cv_saved_members_merge_into_one_ensemble(tmp_path, corpus):
     # seed 2 alone is the same model as the second model of the first run (seed = --seed + k)
     pb, _, _ = cv_members.load([str(b)])
     np.testing.assert_allclose(pb["clean/1"][0], probs["clean/1"][1], atol=1e-5)
-    with pytest.raises(SystemExit, match="repeats seeds"):
+    with pytest.raises(ValueError, match="repeats seeds"):
         cv_members.load([str(a), str(b)])
     assert cv_members.main([str(a), "--json", str(tmp_path / "m.json"), "--plots", str(tmp_path / "p"),
                             "--name", "default"]) == 0
     merged = json.loads((tmp_path / "m.json").read_text())
     assert merged["seeds"] == [1, 2] and merged["seeds_cv"] == 2 and merged["recipe"]["name"] == "default"
     # the merged report is a CV report: the model's metadata can be refreshed from it
-    summary = train._eval_summary(merged, train.recipe("default"))
+    from tools.training.export import eval_summary
+    from tools.training.recipe import recipe
+
+    summary = eval_summary(merged, recipe("default"))
     assert summary["clean_16k"]["accuracy"] == rep["clean_16k"]["accuracy"] and summary["models_per_fold"] == 2
     assert (tmp_path / "p" / "confusion_default_mulaw_8k.png").stat().st_size > 1000
 
 
+@pytest.mark.train
 def test_keras_tflite_agreement_float32_and_int8():
     pytest.importorskip("tensorflow")
-    from tools import train
     from tools.convert import agreement, to_tflite
+    from tools.training.network import build_model
+    from tools.training.recipe import recipe
 
-    rcp = train.recipe("default")
-    model = train.build_model(rcp, seed=3)
-    x = np.random.default_rng(0).standard_normal((16, rcp["features"].window_steps, rcp["features"].n_channels)).astype(np.float32)
+    rcp = recipe("default")
+    model = build_model(rcp, seed=3)
+    x = np.random.default_rng(0).standard_normal((16, rcp.features.window_steps, rcp.features.n_channels)).astype(np.float32)
     f32 = agreement(model, to_tflite(model, "none"), x)
     assert f32["max_abs_diff"] < 1e-4
     i8 = agreement(model, to_tflite(model, "dynamic"), x)
@@ -156,13 +169,17 @@ def test_keras_tflite_agreement_float32_and_int8():
 def test_stream_windows_match_streamer_cuts():
     """Evaluation windows: one per hop while whole, plus the streamer's final or short window."""
     from streamer.config import NormConfig
-    from tools.train import recipe, stream_windows
+    from tools.training.recipe import recipe
+    from tools.training.windows import stream_windows, training_meta
 
-    cfg = recipe("default")["features"]
+    rcp = recipe("default")
+    cfg = rcp.features
     rng = np.random.default_rng(0)
     for n, expect in ((185, 2), (120, 1), (250, 3)):
         mf = rng.standard_normal((n, cfg.n_channels)).astype(np.float32)
-        wins, frac = stream_windows(mf, np.ones(n, bool), cfg, NormConfig(kind="none"))
+        parts = stream_windows(mf, np.ones(n, bool), training_meta(rcp, NormConfig(kind="none")))
+        wins = [f for p in parts for f in p.feats]
+        frac = np.concatenate([p.speech_frac for p in parts])
         assert len(wins) == expect and np.all(frac == 1.0)
         assert wins[0].shape[1] == cfg.n_channels
         if n < cfg.window_frames:
@@ -190,7 +207,7 @@ def test_augmentations_shapes_and_telephone_band():
 
 def test_mel_band_mask_removes_whole_mel_bands_from_cepstral_windows():
     from streamer.features import dct_matrix
-    from tools.train import _spec_mask
+    from tools.training.loop import spec_mask as _spec_mask
 
     X = np.random.default_rng(0).normal(size=(32, 150, 64)).astype(np.float32)
     Y = _spec_mask(X.copy(), np.random.default_rng(1), max_t=0, max_c=8, n_mels=64)
@@ -209,7 +226,7 @@ def test_mel_band_mask_removes_whole_mel_bands_from_cepstral_windows():
 
 
 def test_mixup_keeps_each_window_dominant_and_labels_normalised():
-    from tools.train import _mixup
+    from tools.training.loop import mixup as _mixup
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(64, 150, 40)).astype(np.float32)
@@ -226,16 +243,22 @@ def test_mixup_keeps_each_window_dominant_and_labels_normalised():
     assert np.all(dist.min(1) < 1e-3)
 
 
+@pytest.mark.train
+@pytest.mark.slow
 def test_weight_averaging_is_the_mean_of_the_last_epochs(tmp_path, corpus, monkeypatch):
     """--swa 0.5 of 4 epochs: the final weights are the mean of epochs 3 and 4 (BatchNorm statistics too)."""
     pytest.importorskip("tensorflow")
-    from tools import train
+    from tools.datasets import ravdess_items
+    from tools.training import loop
+    from tools.training.data import Data
+    from tools.training.recipe import recipe
+    from tools.training.windows import norm_config
 
-    rcp = train.recipe("default", epochs=4, swa=0.5, mixup=0.4, pool="attention", weight_decay=1e-3)
-    data = train.Data(str(corpus), rcp, cache_dir=str(tmp_path / "cache"))
+    rcp = recipe("default", epochs=4, swa=0.5, mixup=0.4, pool="attention", weight_decay=1e-3)
+    data = Data(ravdess_items(corpus), rcp, cache_dir=str(tmp_path / "cache"))
     tr = np.arange(len(data.items))
-    ncfg = train.norm_config(rcp, *data.prior(tr))
-    snaps, build = [], train.build_model
+    ncfg = norm_config(rcp, *data.prior(tr))
+    snaps, build = [], loop.build_model
 
     def build_and_watch(r, seed, view="all"):
         m = build(r, seed, view)
@@ -249,8 +272,8 @@ def test_weight_averaging_is_the_mean_of_the_last_epochs(tmp_path, corpus, monke
         m.fit = fit_and_snapshot
         return m
 
-    monkeypatch.setattr(train, "build_model", build_and_watch)
-    model, info = train.fit(data, tr, rcp, ncfg, seed=3)
+    monkeypatch.setattr(loop, "build_model", build_and_watch)
+    model, info = loop.fit(data, tr, rcp, ncfg, seed=3)
     assert info["epochs_run"] == 4 and len(snaps) == 4
     final = model.get_weights()
     for w, a, b in zip(final, snaps[2], snaps[3]):
@@ -258,14 +281,18 @@ def test_weight_averaging_is_the_mean_of_the_last_epochs(tmp_path, corpus, monke
     assert max(float(np.abs(w - b).max()) for w, b in zip(final, snaps[3])) > 1e-5
 
 
+@pytest.mark.train
+@pytest.mark.slow
 def test_pitch_model_with_mfcc_view_members_trains_converts_and_runs(tmp_path, corpus):
     """--pitch --views all,mfcc: two networks per seed, one reading the MFCCs only; the shipped graph
     takes n_mfcc + 2 channels, and the mfcc-view member does not see the pitch channels at all."""
     pytest.importorskip("tensorflow")
     from streamer.config import load_meta
     from tools import train
+    from tools.training.network import build_model, members_of
+    from tools.training.recipe import recipe
 
-    assert train.members_of({"views": ["all", "mfcc"]}, 2) == [(0, "all"), (0, "mfcc"), (1, "all"), (1, "mfcc")]
+    assert members_of(recipe("default", views=["all", "mfcc"]), 2) == [(0, "all"), (0, "mfcc"), (1, "all"), (1, "mfcc")]
     assert train.main(_args(tmp_path, corpus, "--model", "default", "--seeds", "1", "--pitch",
                             "--views", "all,mfcc")) == 0
     meta = load_meta(tmp_path / "model" / "emotion.tflite")
@@ -276,19 +303,19 @@ def test_pitch_model_with_mfcc_view_members_trains_converts_and_runs(tmp_path, c
     assert p.shape == (2, 8)
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-4)
 
-    rcp = train.recipe("default", pitch=True)
-    m = train.build_model(rcp, seed=0, view="mfcc")
+    rcp = recipe("default", pitch=True)
+    m = build_model(rcp, seed=0, view="mfcc")
     x = np.random.default_rng(3).standard_normal((2, 150, f.n_channels)).astype(np.float32)
     x2 = x.copy()
     x2[:, :, f.n_mfcc:] += 5.0  # only the pitch channels differ
     np.testing.assert_allclose(m(x, training=False).numpy(), m(x2, training=False).numpy(), atol=1e-6)
-    full = train.build_model(rcp, seed=0, view="all")
+    full = build_model(rcp, seed=0, view="all")
     assert np.abs(full(x, training=False).numpy() - full(x2, training=False).numpy()).max() > 1e-4
 
 
 def test_mfcc_view_masks_fall_on_mfcc_channels_only():
     """An mfcc-view member's masks never touch the pitch channels it does not read."""
-    from tools.train import _spec_mask
+    from tools.training.loop import spec_mask as _spec_mask
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(32, 150, 42)).astype(np.float32) + 10.0  # no exact zeros
@@ -296,3 +323,74 @@ def test_mfcc_view_masks_fall_on_mfcc_channels_only():
     _spec_mask(X[:, :, :40], rng, 30, 12)
     np.testing.assert_array_equal(X[:, :, 40:], before[:, :, 40:])
     assert np.mean(X[:, :, :40] == 0.0) > 0.01  # the masks did fall on the MFCCs
+
+
+def test_no_data_folder_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    """No --data and no $EMOSTREAM_DATA: one line naming both, exit status 2 (no fixed path, no traceback)."""
+    from tools import train
+
+    monkeypatch.delenv("EMOSTREAM_DATA", raising=False)
+    assert train.main(["--cv", "--reports", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("train: error: no data folder") and "EMOSTREAM_DATA" in err[0]
+    assert train.main(["--data", str(tmp_path / "missing"), "--cv"]) == 2
+    assert train.main(["--data", str(tmp_path), "--cv"]) == 2  # a folder without any corpus
+    assert "no ravdess corpus" in capsys.readouterr().err
+
+
+def test_recipes_are_presets_with_checked_overrides():
+    from tools.training.recipe import PRESETS, RecipeError, recipe
+
+    d = recipe("default")
+    assert d.features.pitch and d.seeds == 5 and d.versions[:2] == ("clean", "tel") and len(d.train_versions) == 16
+    r = recipe("default", epochs=3, n_mfcc=20, views=["all", "mfcc"])
+    assert (r.epochs, r.features.n_mfcc, r.views) == (3, 20, ("all", "mfcc")) and PRESETS["default"].epochs == 130
+    assert set(recipe("v2").corpora) == {"ravdess", "emodb"}
+    with pytest.raises(RecipeError, match="unknown recipe fields"):
+        recipe("default", epoch=3)
+    with pytest.raises(RecipeError, match="pitch channels"):
+        recipe("default", std_pool=True)
+    with pytest.raises(RecipeError, match="unknown recipe"):
+        recipe("nope")
+    assert d.to_json()["features"]["n_mfcc"] == 40
+
+
+def test_straddling_windows_mix_the_two_utterances_labels(corpus, tmp_path):
+    """A window over utterance A, a pause and utterance B has a target shared by their speech frames."""
+    from streamer.config import NormConfig
+    from tools.datasets import ravdess_items
+    from tools.training.data import Data
+    from tools.training.loop import epoch_set, straddle_window
+    from tools.training.recipe import recipe
+
+    rcp = recipe("default", train_versions=["clean"], straddle=1.0)
+    data = Data(ravdess_items(corpus, actors=[1]), rcp, cache_dir=str(tmp_path / "cache"), log=None)
+    rng = np.random.default_rng(0)
+    ncfg = NormConfig(kind="none")
+    mixed = 0
+    for _ in range(40):
+        x, t = straddle_window(data, 0, 5, 0, rcp.features, ncfg, rng)
+        assert x.shape == (rcp.features.window_steps, rcp.features.n_channels)
+        np.testing.assert_allclose(t.sum(), 1.0, atol=1e-6)
+        assert set(np.flatnonzero(t)) <= {data.y[0], data.y[5]}
+        mixed += int(np.count_nonzero(t) == 2)
+    assert 0 < mixed < 40  # some windows reach both utterances, some only one
+    X, Y = epoch_set(data, np.arange(len(data.items)), rcp, ncfg, rng)
+    assert Y.shape == (len(data.items), 8) and np.allclose(Y.sum(1), 1.0)
+
+
+def test_temperature_scaling_fits_an_overconfident_model():
+    from tools.training.reports import calibrate, ece, fit_temperature, metrics
+
+    rng = np.random.default_rng(0)
+    n, k = 4000, 8
+    logits = rng.normal(size=(n, k)) * 2
+    y = np.array([rng.choice(k, p=np.exp(l) / np.exp(l).sum()) for l in logits])  # calibrated at T = 1
+    P_over = np.exp(logits * 2.5)
+    P_over /= P_over.sum(1, keepdims=True)  # the same model, over-confident
+    t = fit_temperature(P_over, y)
+    assert 2.1 < t < 2.9
+    assert ece(calibrate(P_over, t), y) < 0.5 * ece(P_over, y)
+    m = metrics(np.array([0, 1, 2, 2]), np.array([0, -1, 2, 1]))  # -1: no label (no speech windows)
+    assert m["accuracy"] == 0.5 and m["no_label"] == 1 and sum(map(sum, m["confusion"])) == 3
+    assert m["predicted"]["neutral"] == round(1 / 3, 4)

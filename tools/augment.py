@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["gain", "add_noise", "reverb", "speed", "telephone", "mulaw_encode", "mulaw_decode", "noisy", "codec", "CODECS", "VERSIONS", "make_version"]
+__all__ = ["gain", "add_noise", "reverb", "speed", "telephone", "mulaw_encode", "mulaw_decode", "noisy", "codec",
+           "equalise", "warp_formants", "babble", "CODECS", "VERSIONS", "make_version"]
 
 
 def gain(y: np.ndarray, db: float) -> np.ndarray:
@@ -119,8 +120,63 @@ def codec(y: np.ndarray, sr: int, name: str, kbps: int) -> np.ndarray:
     return np.clip(z, -1.0, 1.0).astype(np.float32)
 
 
+def equalise(y: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """A random microphone/channel response: a spectral tilt of -4..+4 dB per octave around 1 kHz
+    and two peaks or notches of +-8 dB (one octave wide), applied in the frequency domain."""
+    n = len(y)
+    if n == 0:
+        return y.astype(np.float32)
+    f = np.fft.rfftfreq(n, 1 / sr)
+    octs = np.log2(np.maximum(f, 50.0) / 1000.0)
+    db = rng.uniform(-4, 4) * octs
+    for _ in range(2):
+        c = np.log2(rng.uniform(200, 0.45 * sr) / 1000.0)
+        db += rng.uniform(-8, 8) * np.exp(-0.5 * ((octs - c) / 0.5) ** 2)
+    out = np.fft.irfft(np.fft.rfft(y) * 10 ** (db / 20), n)
+    peak = float(np.max(np.abs(out))) + 1e-9
+    ref = float(np.max(np.abs(y))) + 1e-9
+    return np.clip(out * (ref / peak), -1, 1).astype(np.float32)
+
+
+def warp_formants(y: np.ndarray, sr: int, alpha: float) -> np.ndarray:
+    """Vocal-tract-length perturbation: the short-time magnitude spectrum stretched by ``alpha``
+    along frequency (formants move, duration does not), resynthesised with the original phase."""
+    from scipy.signal import istft, stft
+
+    if len(y) < 512:
+        return y.astype(np.float32)
+    _, _, Z = stft(y, nperseg=512, noverlap=384)
+    k = np.arange(Z.shape[0], dtype=np.float64)
+    src = np.clip(k / alpha, 0, Z.shape[0] - 1)
+    mag = np.abs(Z)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, Z.shape[0] - 1)
+    w = (src - lo)[:, None]
+    warped = (1 - w) * mag[lo] + w * mag[hi]
+    _, out = istft(warped * np.exp(1j * np.angle(Z)), nperseg=512, noverlap=384)
+    out = out[: len(y)]
+    if len(out) < len(y):
+        out = np.pad(out, (0, len(y) - len(out)))
+    ref = float(np.max(np.abs(y))) + 1e-9
+    return np.clip(out * (ref / (float(np.max(np.abs(out))) + 1e-9)), -1, 1).astype(np.float32)
+
+
+def babble(y: np.ndarray, rng: np.random.Generator, snr_db: float) -> np.ndarray:
+    """Babble: 4-6 time-reversed, shifted copies of the clip (speech-like, unintelligible) at ``snr_db``."""
+    n = len(y)
+    if n == 0:
+        return y.astype(np.float32)
+    b = np.zeros(n, np.float64)
+    for _ in range(int(rng.integers(4, 7))):
+        b += np.roll(y[::-1], int(rng.integers(0, n))) * rng.uniform(0.5, 1.0)
+    p = float(np.mean(y.astype(np.float64) ** 2)) + 1e-12
+    b *= np.sqrt(p / (np.mean(b**2) + 1e-12) / 10 ** (snr_db / 10))
+    return np.clip(y + b, -1.0, 1.0).astype(np.float32)
+
+
 #: the versions of a clip a training epoch draws from, by name
-VERSIONS = ("clean", "noisy", "noisy2", "tel", "tel_noisy", "reverb", "speed", "codec", "tel_speed", "pink")
+VERSIONS = ("clean", "noisy", "noisy2", "tel", "tel_noisy", "reverb", "speed", "codec", "tel_speed", "pink",
+            "eq", "vtlp", "babble", "tel_eq", "tel_vtlp")
 
 
 def make_version(y: np.ndarray, name: str, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -146,6 +202,16 @@ def make_version(y: np.ndarray, name: str, sr: int, rng: np.random.Generator) ->
         return telephone(speed(gain(y, rng.uniform(-6, 6)), float(rng.uniform(0.88, 1.12)), sr), sr)
     if name == "pink":  # gain, then pink noise at 5-25 dB SNR (closer to room and car noise than white)
         return add_noise(gain(y, rng.uniform(-6, 6)), rng.uniform(5, 25), rng, colour="pink")
+    if name == "eq":  # another microphone or channel: random tilt and peaks, random level
+        return equalise(gain(y, rng.uniform(-10, 6)), sr, rng)
+    if name == "vtlp":  # another vocal tract: formants moved by -12..+12 %, then a random channel
+        return equalise(warp_formants(y, sr, float(rng.uniform(0.88, 1.12))), sr, rng)
+    if name == "babble":  # other voices in the room at 5-20 dB SNR
+        return babble(gain(y, rng.uniform(-6, 6)), rng, rng.uniform(5, 20))
+    if name == "tel_eq":  # a handset's response, then the telephone channel
+        return telephone(equalise(y, sr, rng), sr)
+    if name == "tel_vtlp":
+        return telephone(warp_formants(gain(y, rng.uniform(-6, 6)), sr, float(rng.uniform(0.88, 1.12))), sr)
     if name == "codec":  # a random lossy codec and bitrate: MP3 24/32 kb/s or Opus 12/16 kb/s
         cname = str(rng.choice(sorted(CODECS)))
         return codec(y, sr, cname, int(rng.choice(CODECS[cname][2])))

@@ -1,11 +1,11 @@
 """Merge the per-model clip probabilities of CV runs and score ensembles of every size.
 
-``tools/train.py --cv --seeds-cv N --save-probs F.npz`` keeps each model's clip probabilities per
+``python -m tools.train --cv --seeds-cv N --save-probs F.npz`` keeps each model's clip probabilities per
 fold and test set. Runs with disjoint seeds (e.g. ``--seed 1`` and ``--seed 6`` with 5 models each)
 merge into the CV of one ensemble of all their models: the same seeds, folds and test clips as one
 run with ``--seeds-cv 10``, at half the wall time when the two halves run side by side.
 
-    python tools/cv_members.py runs/a.npz runs/b.npz [--json out.json]
+    python -m tools.cv_members runs/a.npz runs/b.npz [--json out.json]
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tools.train import FOLDS, plot_confusion, pooled_metrics, set_name  # noqa: E402
+from tools.training.protocols import FOLDS, set_name
+from tools.training.reports import plot_confusion, pooled_metrics
+from tools.training.windows import clip_labels
 
 
 def recipes(paths: list[str]) -> list[dict]:
@@ -47,14 +47,14 @@ def load(paths: list[str]) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]
         rcp = str(z["recipe"]) if "recipe" in z.files else ""
         again = sorted(s for s in run_seeds if (rcp, s) in seen)
         if again:
-            raise SystemExit(f"error: {p} repeats seeds {again} of the same recipe")
+            raise ValueError(f"{p} repeats seeds {again} of the same recipe")
         seen |= {(rcp, s) for s in run_seeds}
         seeds += run_seeds
         for k in z.files:
             if k.startswith("y/"):
                 fi = int(k[2:])
                 if fi in ys and not np.array_equal(ys[fi], z[k]):
-                    raise SystemExit(f"error: {p} has other test clips in fold {fi}")
+                    raise ValueError(f"{p} has other test clips in fold {fi}")
                 ys[fi] = z[k]
             elif "/" in k:
                 probs.setdefault(k, []).append(z[k])
@@ -66,20 +66,24 @@ def score(probs: dict[str, np.ndarray], ys: dict[int, np.ndarray], members: np.n
     folds = sorted(ys)
     sets = [k[:-2] for k in probs if k.endswith("/0")]
     return {set_name(v): pooled_metrics([ys[fi] for fi in folds],
-                                        [probs[f"{v}/{fi}"][members].mean(0).argmax(1) for fi in folds])
+                                        [clip_labels(probs[f"{v}/{fi}"][members].mean(0)) for fi in folds])
             for v in sets}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("runs", nargs="+", help=".npz files from train.py --save-probs")
+    ap.add_argument("runs", nargs="+", help=".npz files from python -m tools.train --cv --save-probs")
     ap.add_argument("--draws", type=int, default=20, help="random subsets averaged per ensemble size")
     ap.add_argument("--json", default=None, help="write the full ensemble's metrics here (a CV report: "
-                    "train.py --refresh-meta reads it as reports/cv_<model>.json)")
+                    "python -m tools.train --refresh-meta reads it as reports/cv_<model>.json)")
     ap.add_argument("--plots", default=None, help="write the full ensemble's confusion-matrix PNGs here")
     ap.add_argument("--name", default="ensemble", help="name in the plots' file names and titles")
     args = ap.parse_args(argv)
-    probs, ys, seeds = load(args.runs)
+    try:
+        probs, ys, seeds = load(args.runs)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"cv_members: error: {exc}", file=sys.stderr)
+        return 2
     n = len(seeds)
     rng = np.random.default_rng(0)
     print(f"{n} models (seeds {seeds} of {len(args.runs)} runs), {sum(len(y) for y in ys.values())} test clips")
@@ -95,7 +99,7 @@ def main(argv=None) -> int:
     print(json.dumps({k: {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"]} for k, v in full.items()}))
     if args.json:
         rs = recipes(args.runs)
-        out = {"command": "python tools/cv_members.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        out = {"command": "python -m tools.cv_members " + " ".join(argv if argv is not None else sys.argv[1:]),
                "protocol": f"{len(ys)}-fold actor-grouped CV, 4 actors a fold: {FOLDS[:len(ys)]}",
                "seeds": seeds, "seeds_cv": n, "accuracy_by_ensemble_size": by_size, **full}
         if len(rs) == 1:

@@ -40,7 +40,11 @@ __all__ = [
     "parse_any",
     "ravdess_items",
     "scan",
-    "load_audio",
+    "corpus_items",
+    "corpus_dir",
+    "data_root",
+    "DataError",
+    "DATA_ENV",
 ]
 
 LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
@@ -239,47 +243,53 @@ def ravdess_items(
     return out
 
 
-def load_audio(path: str | os.PathLike[str], sample_rate: int) -> np.ndarray:
-    """Mono float32 audio at ``sample_rate`` (soxr high-quality resampling when the file differs).
-
-    WAV/FLAC/OGG are read with soundfile; anything else (.mp4, .mp3, .m4a) goes through the
-    streamer's own decoder when it offers one, else an ffmpeg pipe (imageio-ffmpeg's binary).
-    """
-    path = str(path)
-    try:
-        import soundfile as sf
-
-        y, sr = sf.read(path, dtype="float32", always_2d=True)
-        y = y.mean(axis=1)
-    except Exception:
-        y, sr = _decode_other(path, sample_rate)
-    if sr != sample_rate:
-        import soxr
-
-        y = soxr.resample(y, sr, sample_rate, quality="HQ")
-    return np.ascontiguousarray(y, dtype=np.float32)
+#: the environment variable naming the folder that holds the corpora (``--data`` overrides it)
+DATA_ENV = "EMOSTREAM_DATA"
+#: each corpus's folder name inside that folder
+CORPUS_DIRS = {"ravdess": "ravdess-speech-16k", "emodb": "emodb-16k"}
 
 
-def _decode_other(path: str, sample_rate: int) -> tuple[np.ndarray, int]:
-    try:  # the project's own decoder, if the streamer provides one
-        from streamer import sources  # type: ignore
+class DataError(ValueError):
+    """The training or evaluation data is missing or empty (the message says what to do)."""
 
-        read = getattr(sources, "read_audio", None) or getattr(sources, "load_audio", None)
-        if read is not None:
-            out = read(path, sample_rate)
-            if isinstance(out, tuple):
-                y, sr = out
-            else:
-                y, sr = out, sample_rate
-            y = np.asarray(y, dtype=np.float32)
-            return (y.mean(axis=1) if y.ndim == 2 else y), int(sr)
-    except ImportError:
-        pass
-    import subprocess
 
-    import imageio_ffmpeg
+def data_root(path: str | os.PathLike[str] | None = None) -> Path:
+    """The folder holding the corpora: ``path``, else ``$EMOSTREAM_DATA``; there is no default."""
+    path = path or os.environ.get(DATA_ENV)
+    if not path:
+        raise DataError(f"no data folder: pass --data DIR or set {DATA_ENV} (a folder holding "
+                        + " and ".join(f"{v}/" for v in CORPUS_DIRS.values()) + ")")
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist")
+    return root
 
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", path, "-vn", "-ac", "1",
-           "-ar", str(sample_rate), "-f", "f32le", "-"]
-    raw = subprocess.run(cmd, check=True, capture_output=True).stdout
-    return np.frombuffer(raw, dtype=np.float32).copy(), sample_rate
+
+def corpus_dir(root: str | os.PathLike[str], corpus: str) -> Path:
+    """A corpus's folder: ``root/<its folder name>``, or ``root`` itself when it holds that corpus."""
+    root = Path(root)
+    sub = root / CORPUS_DIRS.get(corpus, corpus)
+    if sub.is_dir():
+        return sub
+    here = any(parse_any(p, corpus) is not None for p in _first_files(root, 50))
+    if here:
+        return root
+    raise DataError(f"no {corpus} corpus under {root} (expected {sub}/)")
+
+
+def _first_files(root: Path, n: int) -> list[Path]:
+    out = []
+    for p in _walk(root):
+        out.append(p)
+        if len(out) >= n:
+            break
+    return out
+
+
+def corpus_items(root: str | os.PathLike[str], corpus: str) -> list[Item]:
+    """A corpus's labelled recordings under the data folder ``root`` (RAVDESS: audio-only speech)."""
+    d = corpus_dir(root, corpus)
+    items = ravdess_items(d) if corpus == "ravdess" else scan(d, corpus)
+    if not items:
+        raise DataError(f"no labelled {corpus} recordings under {d}")
+    return items

@@ -21,9 +21,10 @@ import numpy as np
 from streamer.config import FeatureConfig
 from streamer.features import frame_features
 from tools import augment
-from tools.datasets import Item, load_audio
+from streamer.sources import load_audio
+from tools.datasets import Item
 
-__all__ = ["CACHE_DIR", "ClipFeatures", "build", "clips_digest"]
+__all__ = ["CACHE_DIR", "ClipFeatures", "build", "clips_digest", "concat"]
 
 CACHE_DIR = Path(os.environ.get("EMOSTREAM_CACHE", Path(__file__).resolve().parent.parent / "cache"))
 _CACHE_VERSION = 3  # bump when augment.py changes what a version means
@@ -86,7 +87,19 @@ def build(
     cache_dir: str | os.PathLike[str] | None = None,
     log=print,
 ) -> ClipFeatures:
-    """Frame features of every item in every version, from the cache or computed (one file a version)."""
+    """Frame features of every item in every version, from the cache or computed (one file a version).
+
+    Items of several corpora (in runs, one corpus after the other) are cached per corpus, so a
+    corpus's cache serves every combination it is part of.
+    """
+    runs: list[list[Item]] = []
+    for it in items:
+        if runs and runs[-1][0].corpus == it.corpus:
+            runs[-1].append(it)
+        else:
+            runs.append([it])
+    if len(runs) > 1:
+        return concat([build(r, cfg, versions, seed, cache_dir, log) for r in runs])
     cache_dir = Path(cache_dir) if cache_dir else CACHE_DIR
     cache_dir.mkdir(parents=True, exist_ok=True)
     parts = []
@@ -104,7 +117,7 @@ def build(
         row = 0
         for i, it in enumerate(items):
             if i not in audio:
-                audio[i] = load_audio(it.path, cfg.sample_rate)
+                audio[i] = load_audio(it.path, cfg.sample_rate)[0]
             ya = augment.make_version(audio[i], name, cfg.sample_rate, version_rng(seed, i, name))
             m, l = frame_features(ya, cfg)
             mf.append(m)
@@ -120,3 +133,18 @@ def build(
             log(f"  features of version {name!r}: {len(items)} clips ({time.time() - t0:.0f} s)")
         parts.append((offsets, mfcc, level))
     return ClipFeatures(list(versions), parts)
+
+
+def concat(parts: list[ClipFeatures]) -> ClipFeatures:
+    """The clips of several caches (same versions) one after the other."""
+    out = []
+    for v in range(len(parts[0].versions)):
+        offs, mfs, lvs, row = [], [], [], 0
+        for cf in parts:
+            off, mf, lv = cf._parts[v]
+            offs.append(off + row)
+            mfs.append(mf)
+            lvs.append(lv)
+            row += len(mf)
+        out.append((np.concatenate(offs), np.concatenate(mfs), np.concatenate(lvs)))
+    return ClipFeatures(parts[0].versions, out)

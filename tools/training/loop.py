@@ -1,0 +1,209 @@
+"""The training loop: one epoch's windows (a random augmented copy and place per clip), masks, mixup, fit."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from streamer.features import window_means
+from streamer.normalise import Normaliser
+from tools.datasets import LABELS
+from tools.training.network import build_model, optimizer, view_channels
+from tools.training.recipe import Recipe
+from tools.training.windows import clip_labels, eval_windows, predict_clips, sample_window, to_layout, training_meta
+
+__all__ = ["spec_mask", "mixup", "epoch_set", "fit", "keras_predict"]
+
+
+def spec_mask(X: np.ndarray, rng, max_t: int = 15, max_c: int = 8, n_mels: int = 0) -> np.ndarray:
+    """Time mask (zeroed frames) and a coefficient mask; with ``n_mels`` the second masks mel bands.
+
+    A mel-band mask in the cepstral domain: the window's log-mel projection ``X @ D.T`` loses bands
+    ``c0..c0+w`` and is projected back (``D`` the DCT matrix of the features), so the mask is the
+    SpecAugment frequency mask whatever the number of coefficients kept.
+    """
+    B, T, C = X.shape
+    D = None
+    if n_mels:
+        from streamer.features import dct_matrix
+
+        D = dct_matrix(n_mels, C)  # [n_mels, C]
+    for b in range(B):
+        w = int(rng.integers(0, max_t + 1))
+        if w and T > w:
+            t0 = int(rng.integers(0, T - w))
+            X[b, t0 : t0 + w] = 0.0
+        w = int(rng.integers(0, max_c + 1))
+        if D is not None and w:
+            c0 = int(rng.integers(0, n_mels - w))
+            band = D[c0 : c0 + w]  # [w, C]
+            X[b] -= (X[b] @ band.T) @ band
+        elif D is None and w and C > w:
+            c0 = int(rng.integers(0, C - w))
+            X[b, :, c0 : c0 + w] = 0.0
+    return X
+
+
+def mixup(X: np.ndarray, y: np.ndarray, alpha: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Mixup of windows and their one-hot labels, the window's own share drawn from Beta(alpha, alpha)."""
+    lam = rng.beta(alpha, alpha, size=len(X)).astype(np.float32)
+    lam = np.maximum(lam, 1.0 - lam)  # the window keeps the larger share (its own label dominates)
+    perm = rng.permutation(len(X))
+    lx = lam.reshape((-1,) + (1,) * (X.ndim - 1))
+    return lx * X + (1 - lx) * X[perm], lam[:, None] * y + (1 - lam[:, None]) * y[perm]
+
+
+def _speech_span(speech: np.ndarray) -> tuple[int, int]:
+    on = np.flatnonzero(speech)
+    return (int(on[0]), int(on[-1]) + 1) if len(on) else (0, len(speech))
+
+
+def straddle_window(data, i: int, k: int, v: int, cfg, ncfg, rng) -> tuple[np.ndarray, np.ndarray]:
+    """A window cut from utterance ``i``, a pause, then utterance ``k`` (one speaker, as in a stream).
+
+    Both utterances are trimmed to their speech; the pause (0.2-2 s) holds silence frames of the
+    recording. The window sits anywhere on the pair and its target is the labels of the two
+    utterances in proportion to their speech frames inside it (the streamer's pipeline sees such
+    windows at every utterance boundary of a continuous stream).
+    """
+    fa, sa = data.cf.mfcc(i, v), data.speech[i][v]
+    fb, sb = data.cf.mfcc(k, v), data.speech[k][v]
+    a0, a1 = _speech_span(sa)
+    b0, b1 = _speech_span(sb)
+    quiet = fa[~sa] if (~sa).any() else fa[np.argsort(data.cf.level(i, v))[:1]]
+    n_pause = int(rng.integers(int(0.2 * cfg.frame_rate), int(2.0 * cfg.frame_rate) + 1))
+    pause = quiet[rng.integers(0, len(quiet), n_pause)]
+    frames = np.concatenate([fa[a0:a1], pause, fb[b0:b1]])
+    speech = np.concatenate([sa[a0:a1], np.zeros(n_pause, bool), sb[b0:b1]])
+    owner = np.concatenate([np.zeros(a1 - a0, int), np.full(n_pause, -1), np.ones(b1 - b0, int)])
+    wf = cfg.window_frames
+    if len(frames) < wf:
+        pad = wf - len(frames)
+        frames = np.concatenate([frames, np.repeat(frames[-1:], pad, 0)])
+        speech = np.concatenate([speech, np.zeros(pad, bool)])
+        owner = np.concatenate([owner, np.full(pad, -1)])
+    s = int(rng.integers(0, len(frames) - wf + 1))
+    w = window_means(frames, np.array([s]), cfg)
+    norm = Normaliser(ncfg, cfg.n_channels)
+    st = norm.push(frames, speech)
+    m, sd = st.at(np.array([s + wf - 1]))
+    own, sp = owner[s : s + wf], speech[s : s + wf]
+    na, nb = float(np.sum(sp & (own == 0))), float(np.sum(sp & (own == 1)))
+    target = np.zeros(len(LABELS), np.float32)
+    if na + nb == 0:
+        na = 1.0
+    target[data.y[i]] += na / (na + nb)
+    target[data.y[k]] += nb / (na + nb)
+    return norm.apply(w, m, sd)[0], target
+
+
+def epoch_set(data, idx, rcp: Recipe, ncfg, rng, view: str = "all"):
+    """One epoch: one randomly chosen version and random window placement per clip.
+
+    With ``rcp.straddle`` that share of the windows straddles two utterances of the clip's speaker
+    (:func:`straddle_window`) and the targets are label distributions ([clips, labels]); else
+    label indices. Masks fall on the channels the member reads, so an ``mfcc`` member of pitch
+    features trains exactly as a network of MFCC features alone would.
+    """
+    cfg = rcp.features
+    tv = [data.cf.vindex(v) for v in rcp.train_versions]
+    X = np.empty((len(idx), cfg.window_steps, cfg.n_channels), np.float32)
+    p_ctx = float(rcp.context)
+    p_str = float(rcp.straddle)
+    Y = np.eye(len(LABELS), dtype=np.float32)[data.y[idx]] if p_str else None
+    by_speaker: dict[str, list[int]] = {}
+    if p_ctx or p_str:
+        for i in idx:
+            by_speaker.setdefault(str(data.speaker[i]), []).append(i)
+    for j, i in enumerate(idx):
+        v = tv[int(rng.integers(len(tv)))]
+        if p_str and rng.random() < p_str:
+            # the next utterance: half the time one of the same emotion (a run), else any other
+            mates = [o for o in by_speaker[str(data.speaker[i])] if o != i]
+            same = [o for o in mates if data.y[o] == data.y[i]]
+            pool = same if same and rng.random() < 0.5 else mates
+            if pool:
+                X[j], Y[j] = straddle_window(data, i, int(rng.choice(pool)), v, cfg, ncfg, rng)
+                continue
+        ctx = None
+        if p_ctx and rng.random() < p_ctx:
+            # as if the speaker had been talking before this clip in the same stream (same channel)
+            others = [o for o in by_speaker[str(data.speaker[i])] if o != i]
+            pick = rng.choice(others, size=min(len(others), int(rng.integers(1, 9))), replace=False)
+            ctx = (np.concatenate([data.cf.mfcc(o, v) for o in pick]),
+                   np.concatenate([data.speech[o][v] for o in pick]))
+        X[j] = sample_window(data.cf.mfcc(i, v), data.speech[i][v], cfg, ncfg, rng, ctx)
+    if rcp.spec_mask:
+        spec_mask(X[:, :, : view_channels(cfg, view)], rng, int(rcp.mask_t), int(rcp.mask_c),
+                  cfg.n_mels if rcp.mask_domain == "mel" else 0)
+    return to_layout(X, rcp.input_layout), (Y if Y is not None else data.y[idx])
+
+
+def keras_predict(model):
+    """A Keras model as a batch -> probabilities function (inference mode)."""
+    def f(X):
+        return np.asarray(model(X, training=False))
+
+    return f
+
+
+def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=print, view: str = "all"):
+    """Train one model on clips ``tr``; early stopping on clips ``val`` when the recipe says so.
+
+    Returns (model, info) where info has the epochs run, the best epoch, and the curve (clip accuracy
+    on ``curve_sets`` every 5 epochs, for choosing the epoch count by CV).
+    """
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    model = build_model(rcp, seed, view)
+    steps = int(np.ceil(len(tr) / rcp.batch)) * rcp.epochs
+    ls = float(rcp.label_smoothing)
+    mix = float(rcp.mixup)
+    soft = bool(ls or mix or rcp.straddle)  # label distributions as targets
+    loss = tf.keras.losses.CategoricalCrossentropy(label_smoothing=ls) if soft else "sparse_categorical_crossentropy"
+    # weight averaging over the last ``swa`` fraction of the epochs (one snapshot per epoch)
+    swa_from = rcp.epochs - int(round(rcp.epochs * float(rcp.swa)))
+    avg, n_avg = None, 0
+    model.compile(optimizer=optimizer(rcp, steps), loss=loss)
+    g = rcp.gate.min_fraction
+    best, best_ep, best_w, wait = -1.0, 0, None, 0
+    curve = []
+    meta = training_meta(rcp, ncfg)
+    vwins = eval_windows(data, val, "clean", meta) if val is not None and len(val) else None
+    t0 = time.time()
+    ep = 0
+    for ep in range(rcp.epochs):
+        X, y = epoch_set(data, tr, rcp, ncfg, rng, view)
+        if soft and y.ndim == 1:
+            y = np.eye(len(LABELS), dtype=np.float32)[y]
+        if mix:
+            X, y = mixup(X, y, mix, rng)
+        h = model.fit(X, y, batch_size=rcp.batch, epochs=1, verbose=0, shuffle=True)
+        if ep >= swa_from:
+            w = model.get_weights()
+            n_avg += 1
+            avg = w if avg is None else [a + (b - a) / n_avg for a, b in zip(avg, w)]
+        if vwins is not None and rcp.early_stopping:
+            P = predict_clips(keras_predict(model), vwins, rcp.input_layout, g)
+            acc = float(np.mean(clip_labels(P) == data.y[val]))
+            if acc > best:
+                best, best_ep, best_w, wait = acc, ep + 1, model.get_weights(), 0
+            else:
+                wait += 1
+                if wait >= rcp.patience:
+                    break
+        if curve_sets and ((ep + 1) % 5 == 0 or ep + 1 == rcp.epochs):
+            point = {"epoch": ep + 1, "loss": round(float(h.history["loss"][-1]), 4)}
+            for name, (wins, yy) in curve_sets.items():
+                P = predict_clips(keras_predict(model), wins, rcp.input_layout, g)
+                point[name] = round(float(np.mean(clip_labels(P) == yy)), 4)
+            curve.append(point)
+            log(f"    epoch {ep + 1}: {point} ({time.time() - t0:.0f} s)")
+    if best_w is not None:
+        model.set_weights(best_w)
+    elif n_avg > 1:
+        model.set_weights(avg)
+    return model, {"epochs_run": ep + 1, "best_epoch": best_ep or ep + 1, "best_val": best, "curve": curve,
+                   "seconds": round(time.time() - t0, 1)}

@@ -1,0 +1,86 @@
+"""The networks: the seed's Conv1D, the CNN of the default recipes, and ensembles of them."""
+
+from __future__ import annotations
+
+from tools.datasets import LABELS
+from tools.training.recipe import Recipe
+
+__all__ = ["build_model", "ensemble", "members_of", "view_channels", "optimizer"]
+
+
+def view_channels(cfg, view: str) -> int:
+    """Channels a member of ``view`` reads (the first ones of the frame features)."""
+    return cfg.n_mfcc if view == "mfcc" else cfg.n_channels
+
+
+def members_of(rcp: Recipe, n_seeds: int) -> list[tuple[int, str]]:
+    """(seed offset, view) of every network: each seed once per view of the recipe."""
+    return [(s, v) for s in range(n_seeds) for v in rcp.views]
+
+
+def build_model(rcp: Recipe, seed: int, view: str = "all"):
+    """One network of the recipe; ``view="mfcc"`` reads only the MFCC channels of pitch features."""
+    from tensorflow import keras
+    from tensorflow.keras import layers as L
+
+    keras.utils.set_random_seed(seed)
+    cfg = rcp.features
+    n_out = len(LABELS)
+    if rcp.arch == "seed":
+        inp = keras.Input((cfg.n_channels * cfg.window_steps, 1))
+        x = L.Conv1D(128, 5, padding="same")(inp)
+        x = L.Activation("relu")(x)
+        x = L.Dropout(0.1)(x)
+        x = L.MaxPooling1D(8)(x)
+        x = L.Conv1D(128, 5, padding="same")(x)
+        x = L.Activation("relu")(x)
+        x = L.Dropout(0.1)(x)
+        x = L.Flatten()(x)
+        out = L.Dense(n_out, activation="softmax")(x)
+        return keras.Model(inp, out, name="seed")
+    inp = keras.Input((None, cfg.n_channels))
+    x = inp
+    if view == "mfcc" and cfg.n_channels > cfg.n_mfcc:
+        x = L.Lambda(lambda t: t[:, :, : cfg.n_mfcc], name="mfcc_view")(x)
+    for f, k in rcp.blocks:
+        x = L.Conv1D(f, k, padding="same", use_bias=False)(x)
+        x = L.BatchNormalization()(x)
+        x = L.Activation("relu")(x)
+        x = L.MaxPooling1D(2, padding="same")(x)
+    x = L.Dropout(0.3)(x)
+    pools = [L.GlobalAveragePooling1D()(x), L.GlobalMaxPooling1D()(x)]
+    if rcp.pool == "attention":
+        # a learned weight per time step (softmax over the window), next to the average and maximum
+        w = L.Softmax(axis=1)(L.Dense(1)(x))
+        pools.append(L.Flatten()(L.Dot(axes=1)([w, x])))
+    x = L.Concatenate()(pools)
+    x = L.Dense(int(rcp.dense), activation="relu")(x)
+    x = L.Dropout(0.3)(x)
+    out = L.Dense(n_out, activation="softmax")(x)
+    return keras.Model(inp, out, name="cnn")
+
+
+def ensemble(models):
+    """One Keras model averaging the members' probabilities (so one .tflite holds the ensemble)."""
+    from tensorflow import keras
+    from tensorflow.keras import layers as L
+
+    if len(models) == 1:
+        return models[0]
+    for k, m in enumerate(models):
+        m.name = f"{m.name}_{k}"  # member names must be unique inside one model
+    inp = keras.Input(models[0].inputs[0].shape[1:])
+    outs = [m(inp) for m in models]
+    return keras.Model(inp, L.Average()(outs), name="ensemble")
+
+
+def optimizer(rcp: Recipe, steps_total: int):
+    """RMSprop (the seed), or Adam/AdamW with a cosine-decayed learning rate."""
+    from tensorflow import keras
+
+    if rcp.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=rcp.lr)
+    lr = keras.optimizers.schedules.CosineDecay(rcp.lr, decay_steps=max(1, steps_total), alpha=0.02)
+    if rcp.weight_decay:
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=float(rcp.weight_decay))
+    return keras.optimizers.Adam(learning_rate=lr)
