@@ -1,5 +1,5 @@
 """The interfaces around the hub: :class:`HubBackend` (where streams are stored and shared between
-nodes) and :class:`HubObserver` (who is told what happens, e.g. the metrics).
+nodes) and :class:`HubObserver` (who is told of each message and dropped subscriber: the metrics).
 
 Implementations: :class:`streamer.server.memory.MemoryBackend` (one process);
 a Redis backend (``streamer/server/redis_backend.py``) for many nodes.
