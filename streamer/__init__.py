@@ -17,7 +17,9 @@ Everything is imported on first use, so ``import streamer`` stays quick.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing itself is not imported: `import streamer` stays a few milliseconds
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "load_model", "label", "stream", "Model", "Timeline", "EmostreamError"]

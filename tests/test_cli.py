@@ -361,3 +361,18 @@ def test_send_prints_a_server_error_once(clips, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 5
     assert err == ["emostream: server: warning: audio lost", "emostream: error: server: stream id call-1 is in use"]
+
+
+def test_a_command_loads_only_its_own_module():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import sys\nfrom streamer.cli import build_parser, _command_in\n"
+            "build_parser(_command_in(sys.argv[1:]))\n"
+            "print(sorted(m for m in sys.modules if m.startswith('streamer.cli.') or m in ('numpy', 'asyncio')))")
+    for argv, want in (([], []), (["--help"], []), (["info", "--json"], ["streamer.cli.args", "streamer.cli.info"])):
+        out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == repr(want), (argv, out.stdout)

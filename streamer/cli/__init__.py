@@ -76,20 +76,35 @@ def _module(command: str) -> ModuleType:
     return importlib.import_module(f"streamer.cli.{command}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: every command's options, or with ``only`` just that command's.
+
+    Each command module is imported to add its options; ``main`` passes the command being run, so
+    `emostream label ...` imports no other command's module, and `emostream --help` none at all.
+    """
     ap = _Parser(prog="emostream", description="Speech emotion timelines for live and long audio.",
                  epilog="`emostream COMMAND --help` shows a command's options and examples.",
                  formatter_class=_Formatter)
     ap.add_argument("--version", action="version", version=f"emostream {_version()}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (text, examples) in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=text)  # listed in the help; its options are not needed now
+            continue
         mod = _module(name)
         p = sub.add_parser(name, help=text, description=(mod.__doc__ or text).strip().splitlines()[0],
                            epilog="examples:\n" + "\n".join(f"  {ln}" for ln in examples.splitlines()),
                            formatter_class=_Formatter)
         mod.configure(p)
     return ap
+
+
+def _command_in(argv: Sequence[str]) -> str:
+    """The command named on the command line ("" when none: the top-level help or an error)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else ""
+    return ""
 
 
 def _version() -> str:
@@ -101,9 +116,11 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     try:
-        args = build_parser().parse_args(argv)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        parser = build_parser(_command_in(argv))
+        args = parser.parse_args(argv)
         if not args.command:
-            build_parser().print_help(sys.stderr)
+            parser.print_help(sys.stderr)
             return 64
         return int(_module(args.command).run(args) or 0)
     except EmostreamError as exc:
