@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from streamer.errors import ModelError
 
@@ -144,6 +144,27 @@ class SpeechConfig:
             d[k] = tuple((str(a), _freeze(b)) for a, b in v.items())
         return _pick(cls, d)
 
+    #: the frame parameters a head depends on: it must run on the frames it was trained on
+    FEATURE_KEYS: ClassVar[tuple[str, ...]] = ("sample_rate", "n_fft", "hop_length", "n_mels", "n_mfcc",
+                                               "fmin", "fmax", "pitch")
+    KINDS: ClassVar[dict[str, tuple[str, ...]]] = {"head": ("summary-v1",)}
+
+    def validate(self, features: FeatureConfig, model_path: Path | None) -> None:
+        """Raise ModelError unless this detector can run with ``features`` (and its file is there)."""
+        if self.inputs not in self.KINDS.get(self.kind, ()):
+            raise ModelError(f"unknown speech detector {self.kind!r} with inputs {self.inputs!r}")
+        want = dict(self.features)
+        diff = [k for k in self.FEATURE_KEYS if k in want and want[k] != getattr(features, k)]
+        if diff:
+            raise ModelError(f"speech detector was trained on other frame features ({', '.join(diff)}): "
+                             "retrain it with tools/train_speech.py")
+        if model_path is not None and not self.path(model_path).exists():
+            raise ModelError(f"speech detector not found: {self.path(model_path)}")
+
+    def path(self, model_path: Path) -> Path:
+        """The detector's file: beside the emotion model."""
+        return Path(model_path).parent / self.model
+
     def to_dict(self) -> dict[str, Any]:
         """The ``gate.detector`` object as written to the metadata."""
         d = asdict(self)
@@ -243,6 +264,8 @@ class ModelMeta:
             raise ModelError(f"unknown normalisation kind {meta.normalisation.kind!r}")
         if meta.input_layout not in ("steps", "coefficients"):
             raise ModelError(f"unknown input_layout {meta.input_layout!r}")
+        if meta.gate.detector is not None:  # refused at load, not at a stream's first window
+            meta.gate.detector.validate(meta.features, model_path)
         return meta
 
 

@@ -29,20 +29,18 @@ from streamer.errors import ModelError
 from streamer.features import WindowAssembler
 from streamer.gate import SpeechGate
 
-__all__ = ["SUMMARY", "SpeechDetector", "SpeechHead", "detector_features", "frame_rows", "summarise",
-           "summary_names"]
+__all__ = ["SUMMARY", "RowState", "SpeechDetector", "SpeechHead", "describe", "detector_features",
+           "frame_rows", "summarise", "summary_names"]
 
 SUMMARY = "summary-v1"
 _N_CEP = 12  # cepstral coefficients c1..c12 describe the spectral envelope (c0 is the level)
 _VOICED = 0.5  # voicing strength above which a frame counts as voiced
 _EPS = 1e-6
-# the frame parameters a head depends on: it must run on the frames it was trained on
-_FEATURE_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "n_mfcc", "fmin", "fmax", "pitch")
 
 
 def detector_features(f: FeatureConfig) -> dict[str, Any]:
     """The frame parameters a head trained on ``f`` records in its metadata."""
-    return {k: getattr(f, k) for k in _FEATURE_KEYS}
+    return {k: getattr(f, k) for k in SpeechConfig.FEATURE_KEYS}
 
 
 _LAG = 5  # frames: changes over ~100 ms follow syllables and phones, not the frame-to-frame jitter
@@ -231,31 +229,30 @@ class SpeechDetector:
         self._prev: RowState | None = None
         if self.spec is None:
             return
-        if self.spec.kind != "head" or self.spec.inputs != SUMMARY:
-            raise ModelError(f"unknown speech detector {self.spec.kind!r} with inputs {self.spec.inputs!r}")
-        want = dict(self.spec.features)
-        have = detector_features(f)
-        diff = [k for k in _FEATURE_KEYS if k in want and want[k] != have[k]]
-        if diff:
-            raise ModelError(f"speech detector was trained on other frame features ({', '.join(diff)}): "
-                             "retrain it with tools/train_speech.py")
-        base = meta.model_path.parent if meta.model_path is not None else Path(".")
-        path = base / self.spec.model
-        if not path.exists():
-            raise ModelError(f"speech detector not found: {path}")
+        self.spec.validate(f, meta.model_path)
+        path = self.spec.path(meta.model_path) if meta.model_path is not None else Path(self.spec.model)
         self.head = _head(path, len(summary_names(f)))
         self.windows = WindowAssembler(f, _row_width(f))
-        self._pending = _NONE
+        self._frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def __call__(self, feats: np.ndarray, level: np.ndarray) -> np.ndarray:
-        """Energy flags of frames (for the normaliser and the speech fraction); feeds the head's rows."""
+        """Energy flags of frames (for the normaliser and the speech fraction); keeps the frames for the head."""
         flags = self.energy(level)
-        if self.head is not None:
-            rows, self._prev = frame_rows(feats, level, flags, self.cfg, self._prev)
-            starts, means = self.windows.push(rows)
-            if len(starts):
-                self._pending = (starts, means)
+        if self.head is not None and len(flags):
+            # rows are made when a window is due (see judge): a live stream pushes one frame at a
+            # time, and per-call overhead would otherwise cost more than the work
+            self._frames.append((feats, level, flags))
         return flags
+
+    def _rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Turn the kept frames into rows and the detector's windows of them."""
+        if not self._frames:
+            return _NONE
+        parts = self._frames
+        self._frames = []
+        feats, level, flags = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        rows, self._prev = frame_rows(feats, level, flags, self.cfg, self._prev)
+        return self.windows.push(rows)
 
     def probability(self, means: np.ndarray) -> np.ndarray:
         """Speech probability of windows from their step means of :func:`frame_rows` [w, steps, width]."""
@@ -271,10 +268,9 @@ class SpeechDetector:
         whose flags came from elsewhere (training feeds cached frames) pass unchanged.
         """
         starts = np.asarray(windows.starts)
-        if self.head is None or len(starts) == 0 or self.windows.frames_in == 0:
+        if self.head is None or len(starts) == 0 or (self.windows.frames_in == 0 and not self._frames):
             return windows
-        mine, means = self._pending
-        self._pending = _NONE
+        mine, means = self._rows()
         if len(mine) == 0:  # the final window over the stream's tail
             mine, means, _ = self.windows.flush()
         if not np.array_equal(mine, starts):
@@ -290,3 +286,31 @@ class SpeechDetector:
 
 
 _NONE: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float32))
+
+
+def describe(meta: ModelMeta) -> list[str]:
+    """Lines for ``emostream info``: the speech detection in use and its measured figures."""
+    g = meta.gate
+    energy = (f"energy gate: frames above {g.abs_db:g} dBFS and within {g.rel_db:g} dB of the recent peak")
+    det = g.detector
+    if det is None:
+        return [energy + f"; a window is speech when {100 * g.min_fraction:.0f} % of its frames are "
+                "(no speech detector: tones, noise and music count as speech)"]
+    lines = [energy, f"detector: {det.model} ({det.inputs}) judges windows with {100 * det.min_fraction:.0f} % "
+             f"of frames gated; speech when p >= {det.threshold:g}"]
+    figs = dict(det.figures)
+
+    def pct(key: str) -> str:
+        v = figs.get(key)
+        return f"{100 * v:.1f} %" if isinstance(v, (int, float)) else "?"
+
+    if figs:
+        lines.append(f"non-speech windows rejected {pct('rejected')} (16 kHz {pct('rejected_16k')}, "
+                     f"8 kHz mu-law {pct('rejected_8k_mulaw')})")
+        lines.append(f"speech time kept {pct('kept')} (clean {pct('kept_16k')}, 0-20 dB SNR {pct('kept_16k_noisy')}, "
+                     f"8 kHz mu-law {pct('kept_8k_mulaw')}, both {pct('kept_8k_mulaw_noisy')})")
+        if "cost_share" in figs:
+            lines.append(f"cost {pct('cost_share')} of a window's processing")
+        if "measured_on" in figs:
+            lines.append(f"measured on {figs['measured_on']}")
+    return lines

@@ -43,10 +43,10 @@ def test_speech_fraction_of_windows():
 def test_detector_block_round_trips_through_the_metadata():
     d = {"features": {}, "gate": {"abs_db": -60, "detector": {
         "model": "speech.tflite", "threshold": 0.4, "min_fraction": 0.1,
-        "features": {"n_fft": 1024, "pitch": True}, "figures": {"rejected": 0.99, "by_kind": {"tone": 1.0}}}}}
+        "features": {"n_fft": 1024, "pitch": False}, "figures": {"rejected": 0.99, "by_kind": {"tone": 1.0}}}}}
     meta = ModelMeta.from_dict(d)
     det = meta.gate.detector
-    assert isinstance(det, SpeechConfig) and det.threshold == 0.4 and dict(det.features)["pitch"] is True
+    assert isinstance(det, SpeechConfig) and det.threshold == 0.4 and dict(det.features)["pitch"] is False
     hash(meta.gate)  # frozen all the way down (configs are cache keys elsewhere)
     out = gate_dict(meta.gate)
     assert out["abs_db"] == -60 and out["detector"]["figures"] == {"rejected": 0.99, "by_kind": {"tone": 1.0}}
@@ -61,3 +61,15 @@ def test_a_detector_that_is_not_an_object_is_bad_metadata():
 
     with pytest.raises(ModelError):
         ModelMeta.from_dict({"gate": {"detector": "speech.tflite"}})
+
+
+def test_a_detector_for_other_frames_is_refused_at_load():
+    import pytest
+
+    from streamer.errors import ModelError
+
+    d = {"features": {"n_fft": 512}, "gate": {"detector": {"features": {"n_fft": 1024}}}}
+    with pytest.raises(ModelError, match="retrain"):
+        ModelMeta.from_dict(d)
+    with pytest.raises(ModelError, match="unknown speech detector"):
+        ModelMeta.from_dict({"gate": {"detector": {"kind": "oracle"}}})

@@ -385,9 +385,10 @@ def speech_stream(items: list[Item], rng: np.random.Generator, seconds: float, c
 
 
 def streams(split: str, per_kind: int = 3, seconds: float = 30.0, speech_seconds: float = 45.0,
-            root: Path = DATA) -> Iterator[Stream]:
+            root: Path = DATA, noisy: int = 1) -> Iterator[Stream]:
     """Every stream of a split: ``per_kind`` streams per non-speech kind and condition (16 kHz and
-    8 kHz mu-law), and one speech stream per speaker and condition."""
+    8 kHz mu-law), and per speaker one speech stream of each clean condition and ``noisy`` of each
+    noisy one (each with its own bed and SNR)."""
     base = SPLIT_SEED[split]
     for ki, kind in enumerate(NONSPEECH):
         for tel in (False, True):
@@ -399,8 +400,9 @@ def streams(split: str, per_kind: int = 3, seconds: float = 30.0, speech_seconds
         if spk not in by:
             continue
         for ci, cond in enumerate(CONDITIONS):
-            rng = np.random.default_rng([base, 100 + si, ci])
-            yield speech_stream(by[spk], rng, speech_seconds, cond, f"{spk}-{cond}")
+            for r in range(noisy if cond.endswith("noisy") else 1):
+                rng = np.random.default_rng([base, 100 + si, ci] + ([r] if r else []))
+                yield speech_stream(by[spk], rng, speech_seconds, cond, f"{spk}-{cond}" + (f"-{r}" if r else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,9 +68,9 @@ def build(x: np.ndarray, seed: int):
     norm.adapt(x)
     inp = keras.Input((x.shape[1],))
     h = keras.layers.Lambda(lambda t: keras.ops.clip(t, -8.0, 8.0))(norm(inp))  # outliers do not dominate
-    h = keras.layers.Dense(32, activation="relu")(h)
+    h = keras.layers.Dense(64, activation="relu")(h)
     h = keras.layers.Dropout(0.1)(h)
-    h = keras.layers.Dense(16, activation="relu")(h)
+    h = keras.layers.Dense(32, activation="relu")(h)
     out = keras.layers.Dense(1, activation="sigmoid")(h)
     model = keras.Model(inp, out)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy")
@@ -110,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="TFLite file to write (default: speech.tflite beside the model)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--keep", type=float, default=0.985, help="speech time to keep on the choose split (out of fold)")
+    ap.add_argument("--keep", type=float, default=0.97, help="speech time to keep on the choose split (out of fold)")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--per-kind", type=int, default=8, help="choose-split streams per non-speech kind and rate")
+    ap.add_argument("--noisy", type=int, default=3, help="choose-split noisy streams per speaker and rate")
     ap.add_argument("--min-fraction", type=float, default=0.1,
                     help="share of a window's frames the energy gate must pass for the head to judge it")
     ap.add_argument("--no-holdout", action="store_true", help="skip the leave-one-kind-out run")
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     meta_path = Path(args.model)
     meta = load_meta(meta_path)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    data = speech_eval.collect("choose", meta, libs=False, progress=log)
+    data = speech_eval.collect("choose", meta, per_kind=args.per_kind, libs=False, progress=log, noisy=args.noisy)
     x, y, w, groups, kind, speech_s = training_set(data, meta, args.min_fraction)
     log(f"choose split: {len(y)} windows reach the head ({int(y.sum())} speech)")
 
@@ -142,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         oof[m] = predict(fit(x[~m], y[~m], w[~m], args.seed, args.epochs), x[m])
     thr = choose_threshold(oof, y, speech_s, args.keep)
     ns = y == 0
+    for t in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7):
+        log(f"  out of fold at {t}: speech time kept {kept(oof, y, speech_s, t):.4f}, "
+            f"non-speech rejected {float((oof[ns] < t).mean()):.4f}")
     log(f"threshold {thr}: out of fold, speech time kept {kept(oof, y, speech_s, thr):.4f}, "
         f"non-speech reaching the head rejected {float((oof[ns] < thr).mean()):.4f}")
 

@@ -19,7 +19,8 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from streamer.classifier import runtime_name
-    from streamer.config import load_meta
+    from streamer.config import gate_dict, load_meta
+    from streamer.speech import describe
 
     meta = load_meta(args.model)
     info = {
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         "features": asdict(meta.features),
         "window_frames": meta.features.window_frames,
         "normalisation": meta.normalisation.kind,
-        "gate": asdict(meta.gate),
+        "gate": gate_dict(meta.gate),
         "runtime": runtime_name(),
         "evaluation": meta.extra.get("evaluation"),
     }
@@ -44,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"features   {f.n_mfcc} MFCC of {f.n_mels} mels{' + log-f0, voicing' if f.pitch else ''}, {f.sample_rate} Hz, frame {f.n_fft}, hop {f.hop_length}, "
           f"{f.sub_window_frames}-frame means, window {f.window_s} s every {f.hop_s} s")
     print(f"normalise  {meta.normalisation.kind}")
+    for line in describe(meta):
+        print(f"speech     {line}")
     print(f"runtime    {info['runtime']}")
     ev = meta.extra.get("evaluation")
     if isinstance(ev, dict):
