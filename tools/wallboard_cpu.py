@@ -1,5 +1,5 @@
 """The wallboard's CPU with many live calls: a real `emostream serve`, N real-time ingest calls
-(8 kHz mu-law, stereo: agent and customer, alerts on the customer), and the wallboard page in
+(8 kHz mu-law, stereo: agent and customer taking turns, alerts on the customer), and the wallboard page in
 headless Chromium; the page's main-thread time is read through the DevTools protocol
 (``Performance.getMetrics``: TaskDuration, ScriptDuration, LayoutDuration, RecalcStyleDuration) at
 the start and the end of the measured stretch, plus the CPU time of Chromium's renderer processes.
@@ -13,8 +13,8 @@ page alone at the full rate: a stand-in server (the page's files, and ``/ws?stre
 what 100 real-time calls would: per call and channel a window every second, a segment every 4 s, an
 alert now and then, in the server's message format) instead of `emostream serve` and the calls.
 
-CPU figures are shares of one core. The calls loop the test fixtures (angry, happy, sad clips with
-pauses, each call offset in time), so alerts keep firing on some calls while others stay calm.
+CPU figures are shares of one core. The calls loop the bundled example conversation in turns (each
+call from another point of it), so alerts keep firing on some calls while others stay calm.
 Needs Chromium (EMOSTREAM_CHROMIUM, default /usr/bin/chromium) and Playwright for Python.
 """
 
@@ -36,7 +36,7 @@ import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures"
+EXAMPLE = ROOT / "streamer" / "examples" / "conversation.flac"
 CHROMIUM = os.environ.get("EMOSTREAM_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -50,41 +50,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def conversation() -> np.ndarray:
-    """About 30 s of stereo 8 kHz int16: the agent (happy, calm) and the customer (angry, sad)."""
+def conversation(rate: int = RATE) -> np.ndarray:
+    """About a minute of stereo int16 at ``rate``: the bundled example conversation (a minute of varied
+    emotions) cut into turns of 4 s, the turns going to the agent (left) and the customer (right) in
+    turn, with the other side silent."""
     import soxr
 
-    def clip(name: str) -> np.ndarray:
-        y, sr = sf.read(FIXTURES / name, dtype="float32")
-        y = y if y.ndim == 1 else y.mean(axis=1)
-        return soxr.resample(y, sr, RATE).astype(np.float32)
-
-    pause = np.zeros(RATE // 2, np.float32)
-    agent = [clip("03-01-03-02-02-01-05.flac")]
-    customer = [clip("03-01-05-02-01-01-01.flac"), clip("03-01-05-02-01-01-01.flac"),
-                clip("03-01-04-02-01-01-02.flac")]
-    left, right = [], []
-    for k, c in enumerate(customer):           # turns: agent, customer, agent, customer, ...
-        a = agent[k % len(agent)]
-        left += [a, pause, np.zeros(len(c), np.float32), pause]
-        right += [np.zeros(len(a), np.float32), pause, c, pause]
-    y = np.stack([np.concatenate(left), np.concatenate(right)], axis=1)
-    return (np.clip(y, -1, 1) * 32767).astype(np.int16)
+    y, sr = sf.read(EXAMPLE, dtype="float32")
+    y = y if y.ndim == 1 else y.mean(axis=1)
+    y = soxr.resample(y, sr, rate).astype(np.float32)
+    turn = 4 * rate
+    out = np.zeros((len(y), 2), np.float32)
+    for k in range(0, len(y), turn):
+        out[k:k + turn, (k // turn) % 2] = y[k:k + turn]
+    return (np.clip(out, -1, 1) * 32767).astype(np.int16)
 
 
-async def call(url: str, audio: np.ndarray, offset: int, stop: float, sent: list[int], dropped: list[int]) -> None:
-    """One real-time ingest call (mu-law frames of FRAME_S), looping the audio from ``offset``."""
+async def call(url: str, audio: np.ndarray, offset: int, stop: float, sent: list[int], dropped: list[int],
+               rate: int = RATE, encoding: str = "mulaw") -> None:
+    """One real-time ingest call (frames of FRAME_S), looping the audio from ``offset``."""
     from websockets.asyncio.client import connect
 
     from streamer.codecs import encode_pcm
 
-    n = int(RATE * FRAME_S)
-    enc = encode_pcm(np.roll(audio, -offset, axis=0), "mulaw")
-    frame_bytes = n * audio.shape[1]             # one byte per sample and channel
+    n = int(rate * FRAME_S)
+    enc = encode_pcm(np.roll(audio, -offset, axis=0), encoding)
+    frame_bytes = n * audio.shape[1] * (1 if encoding in ("mulaw", "alaw") else 2)
     # no keepalive pings from this side: on a loaded machine a late pong would end a call
     async with connect(url, max_size=None, ping_interval=None) as ws:
-        await ws.send(json.dumps({"type": "start", "sample_rate": RATE, "channels": int(audio.shape[1]),
-                                  "encoding": "mulaw"}))
+        await ws.send(json.dumps({"type": "start", "sample_rate": rate, "channels": int(audio.shape[1]),
+                                  "encoding": encoding}))
 
         async def drain() -> None:
             try:
@@ -113,9 +108,9 @@ async def call(url: str, audio: np.ndarray, offset: int, stop: float, sent: list
 
 
 def run_calls(port: int, token: str, calls: int, seconds: float, done: threading.Event,
-              stats: dict | None = None, channels: int = 2) -> None:
+              stats: dict | None = None, channels: int = 2, rate: int = RATE, encoding: str = "mulaw") -> None:
     """``calls`` real-time ingest calls for ``seconds``; ``stats`` gets samples sent and calls dropped."""
-    audio = conversation()
+    audio = conversation(rate)
     if channels == 1:
         audio = audio.max(axis=1, keepdims=True)   # one side speaks at a time: a mono mix
     stop = time.monotonic() + seconds
@@ -125,7 +120,8 @@ def run_calls(port: int, token: str, calls: int, seconds: float, done: threading
         tasks = []
         for i in range(calls):
             url = f"ws://127.0.0.1:{port}/ingest?stream=call-{i:03d}&token={token}"
-            tasks.append(asyncio.ensure_future(call(url, audio, (i * 7919 * 80) % len(audio), stop, sent, dropped)))
+            offset = (i * 7919 * rate // 100) % len(audio)
+            tasks.append(asyncio.ensure_future(call(url, audio, offset, stop, sent, dropped, rate, encoding)))
             await asyncio.sleep(0.02)            # calls start over two seconds, not all at once
         await asyncio.gather(*tasks, return_exceptions=True)
 
