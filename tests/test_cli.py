@@ -376,3 +376,23 @@ def test_a_command_loads_only_its_own_module():
         out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == repr(want), (argv, out.stdout)
+
+
+def test_info_shows_no_paths_of_the_training_machine(tmp_path, capsys):
+    import shutil
+
+    from streamer.cli import main
+    from tests.conftest import ROOT
+
+    model = tmp_path / "model"
+    shutil.copytree(ROOT / "model", model, ignore=shutil.ignore_patterns("reports", "*.md"))
+    meta = json.loads((model / "emotion.json").read_text())
+    meta.setdefault("evaluation", {}).update(
+        command="python tools/train.py --data /home/trainer/corpora/ravdess",
+        data="/home/trainer/corpora/ravdess (24 actors)", notes="cache in ~/emo-cache/features.npz")
+    (model / "emotion.json").write_text(json.dumps(meta))
+    for argv in (["info", "--model", str(model / "emotion.tflite")], ["info", "--json", "--model", str(model / "emotion.tflite")]):
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert "/home/trainer" not in out and "~/emo-cache" not in out and "tools/train.py" not in out, out
+        assert "ravdess (24 actors)" in out and "features.npz" in out  # the facts stay, the paths go

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+from typing import Any
 
 from streamer.cli.args import add_model
 
@@ -12,6 +14,23 @@ def configure(p: argparse.ArgumentParser) -> None:
     """The options of `info`."""
     add_model(p)
     p.add_argument("--json", action="store_true")
+
+
+# keys of the model's metadata that describe the machine it was trained on, not the model
+_PRIVATE_KEYS = {"command", "commands", "cwd", "host", "hostname", "user", "data_dir", "cache_dir"}
+# an absolute path (POSIX, home, Windows) inside a text: only its last part is shown
+_ABS_PATH = re.compile(r"(?<![\w.:/])(?:~|[A-Za-z]:\\|/)[^\s,;'\"()\[\]]*")
+
+
+def _public(value: Any) -> Any:
+    """The metadata without the training machine's paths and commands."""
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items() if k not in _PRIVATE_KEYS}
+    if isinstance(value, list):
+        return [_public(v) for v in value]
+    if isinstance(value, str):
+        return _ABS_PATH.sub(lambda m: m.group(0).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or "/", value)
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         "normalisation": meta.normalisation.kind,
         "gate": gate_dict(meta.gate),
         "runtime": runtime_name(),
-        "evaluation": meta.extra.get("evaluation"),
+        "evaluation": _public(meta.extra.get("evaluation")),
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -48,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     for line in describe(meta):
         print(f"speech     {line}")
     print(f"runtime    {info['runtime']}")
-    ev = meta.extra.get("evaluation")
+    ev = info["evaluation"]
     if isinstance(ev, dict):
         for k, v in ev.items():
             if isinstance(v, (int, float, str)):
