@@ -410,3 +410,33 @@ def test_dask_local_cluster(tmp_path: Path, archive: Path) -> None:
     reference(refs, fmt="jsonl")
     assert (out / "2024" / "05" / "conversation.flac.jsonl").read_bytes() == refs[0][1].read_bytes()
     assert {x["status"] for x in manifest(out)} == {"done"} and len(manifest(out)) == 5
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "streamer", "label", str(FIXTURES), "--out-dir",
+                                 str(tmp_path / "tty"), "--workers", "1"], cwd=ROOT, env=_env(),
+                                stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(timeout=300) == 0
+    finally:
+        os.close(master)
+    text = b"".join(chunks).decode().replace("\r\n", "\n")  # the terminal's own line ends
+    bar = text.split("\n")[0].split("\r")[-1]  # the bar as last drawn, before the summary line
+    assert "4/4 files" in bar and "h audio" in bar and "h/h" in bar and "ETA 0:00:00" in bar
+    assert "4 inputs: 4 done, 0 skipped, 0 failed" in text
+    r = cli("label", str(FIXTURES), "--out-dir", str(tmp_path / "pipe"), "--workers", "1")
+    assert r.returncode == 0 and "\r" not in r.stderr and "ETA" not in r.stderr  # not a terminal: no bar
+    assert r.stderr.count("\n") == 1 and "4 inputs: 4 done" in r.stderr
