@@ -462,3 +462,41 @@ def test_serve_mic_streams_the_devices_timeline(tmp_path, pulse):
     # the live timeline covers the clip's length in audio time, no more than a window and a bit more
     span = max(w["end"] for w in speech) - min(w["start"] for w in speech)
     assert len(ref) / sr - 1.0 <= span <= len(ref) / sr + hello["window"] + 1.0
+
+
+API_STREAM = r"""
+import json, subprocess, threading, time
+import streamer
+
+def play():
+    time.sleep(1.0)
+    subprocess.run(["paplay", "--server", {server!r}, "--device", "emostream_sink", {clip!r}], check=True, timeout=60)
+
+player = threading.Thread(target=play)
+player.start()
+events, t0 = [], time.monotonic()
+for ev in streamer.stream("mic:emostream_pulse", sample_rate=16000):
+    events.append(ev.to_wire())
+    if time.monotonic() - t0 > 9.0:   # the clip (4 s) and a window after it
+        break                         # leaving the loop stops the analysis and closes the device
+player.join()
+print(json.dumps({{"events": events, "threads": threading.active_count()}}))
+"""
+
+
+@pytest.mark.mic
+def test_python_api_streams_a_microphone(tmp_path, pulse):
+    """streamer.stream("mic:DEVICE"): a hello, then the live timeline of what the device hears."""
+    _need_portaudio()
+    _need_pulse_plugin()
+    wav, _, _ = _known_wav(tmp_path)
+    conf = tmp_path / "asound-pulse.conf"
+    conf.write_text(PULSE_ALSA_CONF.format(sock=pulse))
+    code = API_STREAM.format(server=f"unix:{pulse}", clip=str(wav))
+    info = _child(code, {"ALSA_CONFIG_PATH": f"{SYSTEM_ALSA_CONF}:{conf}", "PULSE_SERVER": f"unix:{pulse}"},
+                  timeout=120)
+    evs = info["events"]
+    assert evs[0]["type"] == "hello" and evs[0]["source"] == "mic:emostream_pulse"
+    windows = [e for e in evs if e["type"] == "window"]
+    assert len(windows) >= 4 and any(w["speech"] for w in windows) and any(not w["speech"] for w in windows)
+    assert info["threads"] <= 2  # the reader thread ended with the loop (only the main thread, maybe PortAudio's)
