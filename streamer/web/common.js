@@ -59,6 +59,9 @@
     setColours(c.colors);
     if (typeof c.silence === "string") document.documentElement.style.setProperty("--silence", c.silence);
   }).catch(() => {});
+  // the header's links keep the token too
+  const navLinks = () => { for (const a of document.querySelectorAll("header nav a")) a.href = withToken(a.getAttribute("href")); };
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", navLinks); else navLinks();
   window.EmoCommon = { coloursReady, LABELS, NEGATIVE, params, TOKEN, setColours, colour, hashColour, el, pct, clock,
     clockTenths, withToken, wsURL };
 })();
