@@ -23,6 +23,7 @@ from streamer.server.connection import HttpSide, SniffingConnection
 from streamer.server.hub import Hub, HubBackend
 from streamer.server.ingest import IngestSession
 from streamer.server.logs import access
+from streamer.server.memory import MemoryBackend
 from streamer.server.metrics import Metrics
 from streamer.server.routes import Router, client_of
 from streamer.server.runner import run_source
@@ -51,6 +52,9 @@ class EmoServer:
         self.labeler = labeler
         self.runner = runner
         self.metrics = Metrics()
+        if backend is None:  # history bounded in bytes too (the memory budget, README "Limits")
+            backend = MemoryBackend(history=cfg.history, history_bytes=cfg.history_bytes,
+                                    total_bytes=cfg.history_total_bytes)
         self.hub = Hub(history=cfg.history, max_queue=cfg.max_queue, record=cfg.record, backend=backend,
                        observer=self.metrics)
         self.metrics.bind(self.hub)
@@ -87,6 +91,9 @@ class EmoServer:
                 process_response=self.router.process_response,
                 create_connection=functools.partial(SniffingConnection, side=self.http),
                 max_size=max(4 << 20, 2 * cfg.max_message),
+                # frames read ahead of the handler per connection: with the ingest budget, what bounds
+                # the memory a fast sender can make the server hold (16 by default: 64 MiB at max_size)
+                max_queue=4,
                 open_timeout=None,  # SniffingConnection applies its own (the POST path needs longer)
                 ping_interval=20, ping_timeout=20, close_timeout=5,
                 compression=None,

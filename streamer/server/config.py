@@ -45,6 +45,9 @@ class ServerConfig:
     max_queue: int = 1024             # frames a subscriber may have waiting before it is dropped
     feed_queue: int = 16384           # the same for a wallboard feed (every stream's messages)
     history: int = 100_000            # messages kept per stream for since replay
+    history_bytes: int = 16 << 20     # ... and bytes of them per stream
+    history_total_bytes: int = 96 << 20  # ... and bytes of them for all streams (ended streams' go first)
+    ingest_budget: int = 32 << 20     # ingest audio received but not analysed, all streams (backpressure)
     record: str | None = None         # JSONL file that every message is appended to
     idle_timeout: float = 30.0        # an ingest stream that sends nothing this long is closed
     open_timeout: float = 10.0        # to send a request head / finish the WebSocket handshake

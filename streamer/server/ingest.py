@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from streamer import protocol
 from streamer.codecs import bytes_per_sample, decode_pcm
 from streamer.errors import EmostreamError, ProtocolError, UsageError
+from streamer.server.budget import ByteBudget, trim_heap
 from streamer.server.config import PipelineLike, ServerConfig
 from streamer.server.hub import Hub, Stream, Subscriber
 from streamer.server.message import wire
@@ -41,6 +42,8 @@ class IngestSession:
                  config: ServerConfig, on_bytes: Callable[[int], None] | None = None):
         self.hub, self.pool, self.make_pipeline, self.config = hub, pool, make_pipeline, config
         self.on_bytes = on_bytes
+        # audio received and not analysed yet, all streams together (backpressure past it)
+        self.budget = ByteBudget(getattr(config, "ingest_budget", 32 << 20))
 
     async def serve(self, ws: ServerConnection, params: dict[str, str]) -> None:
         """Run one ingest stream to its end, then close the connection (1000, or 1008 after an error)."""
@@ -69,7 +72,10 @@ class IngestSession:
             stream = self.hub.create(sid, hello, kind="ingest")
             sub, replay, _ = self.hub.subscribe(stream, 0, on_drop=abort_later(ws, cfg.drop_grace))
             sender = asyncio.ensure_future(pump(ws, sub, replay, cfg.write_limit))
-            feed = Feeder(pipe, stream, self.pool, start)
+            feed = Feeder(pipe, stream, self.pool, start, budget=self.budget)
+            # While backpressure holds the socket unread, the peer's pongs are not read either: the
+            # keepalive must not call that a dead peer (the idle timeout watches ingest instead).
+            ws.ping_timeout = None
             stream.arrival = feed.arrival
             await self._run(ws, start, feed, sender)
         except ProtocolError as exc:
@@ -95,6 +101,8 @@ class IngestSession:
                     await asyncio.wait_for(asyncio.shield(sender), cfg.drop_grace + 5)
                 except (asyncio.TimeoutError, ConnectionClosed, Exception):
                     sender.cancel()
+            if not self.hub.live_count():  # the last stream went: give its buffers back to the system
+                loop.run_in_executor(self.pool, trim_heap)
         if failure and stream is None:
             return await fail(ws, failure, cfg.drop_grace)
         try:
@@ -132,7 +140,7 @@ class IngestSession:
                     feed.task.result()  # raises the pipeline's error
                 if sender.done():  # our sender died (dropped, or the peer went)
                     return
-                if loop.time() - last_rx[0] > idle:
+                if not feed.waiting and loop.time() - last_rx[0] > idle:  # held back by us is not idle
                     raise ProtocolError(f"no audio for {idle:g} s: stream closed")
             reader.result()
         finally:
@@ -155,6 +163,7 @@ class IngestSession:
                     if self.on_bytes is not None:
                         self.on_bytes(len(msg))
                     await feed.put(msg)
+                    last_rx[0] = asyncio.get_running_loop().time()
                 continue
             m = protocol.parse_client(msg)
             if isinstance(m, protocol.Stop):
@@ -167,20 +176,26 @@ class Feeder:
 
     Frames (raw payloads, sizes already checked) that arrive while a call runs are joined into the
     next call, so a busy server makes fewer, larger calls instead of falling behind; past
-    ``max_pending`` frames the reader waits (and TCP pushes back on the sender). It also notes when
-    each frame arrived, so a window's latency can be measured from the arrival of its last sample.
+    ``max_pending`` frames or ``max_pending_bytes``, or while the server-wide ``budget`` of
+    unanalysed audio is spent, the reader waits: it stops reading the socket and TCP pushes back on
+    the sender. It also notes when each frame arrived, so a window's latency can be measured from
+    the arrival of its last sample.
     """
 
     def __init__(self, pipe: PipelineLike, stream: Stream, pool: concurrent.futures.Executor,
-                 start: protocol.Start, max_pending: int = 64):
+                 start: protocol.Start, max_pending: int = 64, max_pending_bytes: int = 2 << 20,
+                 budget: ByteBudget | None = None):
         self.pipe, self.stream, self.pool = pipe, stream, pool
         self.encoding, self.channels, self.rate = start.encoding, start.channels, start.sample_rate
         self.frame_bytes = bytes_per_sample(start.encoding) * start.channels
         self.pending: list[Any] = []
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self.pending_bytes = 0
+        self.inflight = 0  # bytes the pipeline is analysing now
+        self.waiting = False  # the reader is held back (backpressure)
+        self.budget = budget if budget is not None else ByteBudget(1 << 62)
         self.have = asyncio.Event()
-        self.room = asyncio.Event()
-        self.room.set()
         self.closing = False
         self.received_s = 0.0  # audio seconds received so far
         # (audio seconds received up to and including a frame, time.monotonic() of its arrival)
@@ -192,10 +207,19 @@ class Feeder:
         self.received_s += len(payload) / self.frame_bytes / self.rate
         self.arrivals.append((self.received_s, time.monotonic()))
         self.pending.append(payload)
+        self.pending_bytes += len(payload)
+        self.budget.take(len(payload))
         self.have.set()
-        if len(self.pending) >= self.max_pending:
-            self.room.clear()
-            await self.room.wait()
+        # wait while this stream is behind, or all streams together hold the budget (every frame
+        # the pipeline takes gives bytes back, and wakes us)
+        while not self.closing and not self.task.done() and self.pending_bytes + self.inflight > 0 and (
+                len(self.pending) >= self.max_pending or self.pending_bytes >= self.max_pending_bytes
+                or self.budget.over()):
+            self.waiting = True
+            try:
+                await self.budget.changed()
+            finally:
+                self.waiting = False
 
     def arrival(self, t: float) -> float | None:
         """When audio time ``t`` (s) arrived (time.monotonic()); None if not received yet.
@@ -214,22 +238,33 @@ class Feeder:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            if not self.pending:
-                if self.closing:
-                    return
-                self.have.clear()
-                await self.have.wait()
-                continue
-            blocks, self.pending = self.pending, []
-            self.room.set()
-            payload = blocks[0] if len(blocks) == 1 else b"".join(blocks)
-            events = await loop.run_in_executor(self.pool, self._feed, payload)
-            self.stream.publish_many(events)
+        try:
+            while True:
+                if not self.pending:
+                    if self.closing:
+                        return
+                    self.have.clear()
+                    await self.have.wait()
+                    continue
+                blocks, self.pending = self.pending, []
+                size, self.pending_bytes = self.pending_bytes, 0
+                payload = blocks[0] if len(blocks) == 1 else b"".join(blocks)
+                del blocks
+                self.inflight = size
+                try:
+                    events = await loop.run_in_executor(self.pool, self._feed, payload)
+                finally:
+                    self.inflight = 0
+                    self.budget.give(size)
+                self.stream.publish_many(events)
+        finally:  # a pipeline error: what was never analysed is let go too
+            self.budget.give(self.pending_bytes)
+            self.pending_bytes = 0
+            self.pending = []
 
     async def drain(self) -> None:
         """Analyse every frame put so far, then stop; raises the pipeline's error, if any."""
         self.closing = True
         self.have.set()
-        self.room.set()
+        self.budget.give(0)  # wakes a reader waiting for room
         await asyncio.shield(self.task)

@@ -242,6 +242,10 @@ class Uploads:
                 os.unlink(path)
             except OSError:
                 pass
+            if self.pending <= 1:  # the last upload: give the decoder's buffers back to the system
+                from streamer.server.budget import trim_heap
+
+                trim_heap()
 
 
 def _renamed(message: str, path: str, name: str) -> str:
