@@ -23,15 +23,16 @@ from streamer.server.logs import configure
 @pytest.fixture
 def logs():
     """configure() into a buffer; the emostream logger is put back afterwards."""
-    root = logging.getLogger("emostream")
-    saved = (list(root.handlers), root.level, root.propagate)
+    loggers = [logging.getLogger(n) for n in ("emostream", "websockets", "asyncio")]
+    saved = [(list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
 
     def start(fmt: str = "json", level: str = "info") -> io.StringIO:
         buf = io.StringIO()
         configure(fmt, level, stream=buf)
         return buf
     yield start
-    root.handlers[:], root.level, root.propagate = saved
+    for lg, (handlers, level, propagate) in zip(loggers, saved):
+        lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
 
 
 def access_lines(buf: io.StringIO) -> list[dict]:
@@ -97,6 +98,15 @@ def test_text_format_and_level(logs):
             await asyncio.to_thread(http, f"http://127.0.0.1:{srv.port}/health")
     run(quiet())
     assert buf.getvalue() == ""
+
+
+def test_library_warnings_share_the_format(logs):
+    buf = logs("json", "info")
+    logging.getLogger("websockets.server").info("opening handshake failed")  # below warning: left out
+    logging.getLogger("asyncio").error("Task exception was never retrieved")
+    lines = [json.loads(s) for s in buf.getvalue().splitlines()]
+    assert [(m["logger"], m["level"], m["message"]) for m in lines] == \
+        [("asyncio", "error", "Task exception was never retrieved")]
 
 
 def test_bad_log_options():

@@ -62,7 +62,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(fmt: str = "text", level: str = "info", stream: IO[str] | None = None) -> logging.Handler:
-    """Send the ``emostream`` loggers to ``stream`` (stderr) in ``fmt`` from ``level`` up.
+    """Send the ``emostream`` loggers to ``stream`` (stderr) in ``fmt`` from ``level`` up (and the
+    ``websockets`` and ``asyncio`` loggers from ``warning`` up).
 
     Replaces a handler an earlier call installed; returns the handler.
 
@@ -73,14 +74,19 @@ def configure(fmt: str = "text", level: str = "info", stream: IO[str] | None = N
         raise UsageError(f"unknown log format {fmt!r} (expected {', '.join(LOG_FORMATS)})")
     if level.lower() not in LOG_LEVELS:
         raise UsageError(f"unknown log level {level!r} (expected {', '.join(LOG_LEVELS)})")
-    root = logging.getLogger("emostream")
-    for h in list(root.handlers):
-        if getattr(h, "_emostream", False):
-            root.removeHandler(h)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler._emostream = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    root.propagate = False
+    wanted = getattr(logging, level.upper())
+    # the libraries' own problems (a failed handshake handler, a task's lost exception) come out in
+    # the same format, so a JSON log stays JSON; their info lines would only repeat the access log
+    for name, lvl in (("emostream", wanted), ("websockets", max(wanted, logging.WARNING)),
+                      ("asyncio", max(wanted, logging.WARNING))):
+        logger = logging.getLogger(name)
+        for h in list(logger.handlers):
+            if getattr(h, "_emostream", False):
+                logger.removeHandler(h)
+        logger.addHandler(handler)
+        logger.setLevel(lvl)
+        logger.propagate = False
     return handler
