@@ -77,9 +77,8 @@ class Router:
     def process_response(self, connection: ServerConnection, request: Request, resp: Response) -> None:
         """Log every answer but a successful upgrade (that one is logged when it closes)."""
         if resp.status_code != 101:
-            access(client_of(connection), request.method if hasattr(request, "method") else "GET",
-                   redact(request.path), time.monotonic() - getattr(connection, "opened", time.monotonic()),
-                   status=resp.status_code)
+            access(client_of(connection), request.method, redact(request.path),
+                   time.monotonic() - getattr(connection, "opened", time.monotonic()), status=resp.status_code)
 
     async def get(self, target: str) -> Response:
         """A plain GET."""
