@@ -43,6 +43,11 @@ class Unreachable(MemoryBackend):
         super().__init__()
         self.error, self.raises = error, raises
 
+    async def list_streams(self):
+        if self.raises:
+            raise OSError("socket gone")
+        return []
+
     async def health(self):
         if self.raises:
             raise OSError("socket gone")
@@ -65,6 +70,11 @@ def test_health_is_503_when_the_backend_cannot_serve():
             backend.raises = True  # a backend that cannot even answer
             code, _, body = await asyncio.to_thread(get, url)
             assert code == 503 and "socket gone" in body["reason"]
+            srv.hub.create("mine", {"labels": LABELS}, kind="ingest")  # still listed: this node's own
+            code, _, rows = await asyncio.to_thread(get, f"http://127.0.0.1:{srv.port}/streams")
+            assert code == 200 and [r["id"] for r in rows] == ["mine"]
+            async with connect(f"ws://127.0.0.1:{srv.port}/ws?streams=all") as feed:
+                assert [r["id"] for r in json.loads(await feed.recv())["streams"]] == ["mine"]
     run(main())
 
 

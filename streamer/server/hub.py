@@ -28,6 +28,7 @@ from typing import IO, Any, Awaitable, Callable, Iterable, Protocol
 
 from streamer import protocol
 from streamer.errors import UsageError
+from streamer.server import journal
 from streamer.server.backend import HubBackend, HubObserver
 from streamer.server.memory import MemoryBackend
 from streamer.server.message import Event, Message, stream_frame, wire
@@ -331,7 +332,9 @@ class Hub:
 
     Args:
         history, max_queue: passed to each :class:`Stream`.
-        record: path of a JSONL file that every stream's messages are appended to.
+        record: path of a JSONL file that every stream's messages are appended to. A partial last
+            line (a crash mid-write) is cut off first; with the in-memory backend the latest run
+            of every stream in it is served again (ended), so ``?since=`` works across a restart.
         retain_s: how long an ended ingest stream stays listed and replayable.
         backend: storage and other nodes (default: :class:`~streamer.server.memory.MemoryBackend`).
         observer: told of every published message and dropped subscriber (metrics).
@@ -353,11 +356,30 @@ class Hub:
         self._discovery: asyncio.Task[None] | None = None
         self.discover_s = 2.0  # how often a connected feed looks for other nodes' new streams
         self._record: IO[str] | None = None
+        self.record_path: str | None = None
         if record is not None:
             try:
+                journal.repair_tail(record)
                 self._record = open(record, "a", encoding="utf-8")
+                self.record_path = str(record)
+                if isinstance(backend, MemoryBackend):
+                    self._restore(journal.load(record, max_bytes=backend.total_bytes, per_stream=history))
             except OSError as exc:
                 raise UsageError(f"cannot open --record file {record}: {exc.strerror or exc}") from None
+
+    def _restore(self, runs: list["journal.Run"]) -> None:
+        """Serve again, as ended streams, the runs a previous server recorded."""
+        for run in runs:
+            kind = "ingest" if "encoding" in run.hello else "source"
+            stream = Stream(run.stream_id, history=self.history, max_queue=self.max_queue, kind=kind,
+                            backend=self.backend)
+            stream.set_hello(run.hello)
+            for seq, text in run.messages:
+                stream.relay(Message(seq, text=text))
+            if not stream.ended:
+                stream._close()  # its server stopped: the run is over
+            self.backend.end(run.stream_id)
+            self.streams[run.stream_id] = stream
 
     # -- stream IDs ------------------------------------------------------------------------
 
@@ -478,10 +500,16 @@ class Hub:
         return [s.info() for s in self.streams.values() if s.kind != "remote" and (include_ended or not s.ended)]
 
     async def list_all(self, include_ended: bool = False) -> list[dict[str, Any]]:
-        """:meth:`list` plus the other nodes' streams the backend knows (``GET /streams``)."""
+        """:meth:`list` plus the other nodes' streams the backend knows (``GET /streams``); only
+        this node's when the backend cannot list (its ``health`` says why)."""
         rows = self.list(include_ended)
         mine = {r["id"] for r in rows}
-        for row in await self.backend.list_streams():
+        try:
+            others = await self.backend.list_streams()
+        except Exception as exc:
+            log.warning("listing other nodes' streams failed: %s", exc)
+            others = []
+        for row in others:
             if row.get("id") not in mine and (include_ended or row.get("live", True)):
                 rows.append(row)
         return rows
