@@ -446,7 +446,11 @@ class Hub:
         stream = self.streams.get(stream_id)
         if stream is not None and (stream.kind != "remote" or stream_id in self._followers):
             return stream
-        hello = await self.backend.lookup(stream_id)
+        try:
+            hello = await self.backend.lookup(stream_id)
+        except Exception as exc:  # the backend is out: what this node holds is all there is
+            log.warning("looking up stream %s failed: %s", stream_id, exc)
+            return stream
         if hello is None:
             return stream  # an ended followed stream stays readable here until it expires
         current = self.streams.get(stream_id)
