@@ -24,7 +24,8 @@ The parts, each importing only those below it:
     connection  SniffingConnection: GET to websockets, anything else read here (takes callables)
     auth        token and origin checks, tokens kept out of logs
     metrics     the Prometheus registry; logs: access lines (text or JSON)
-    hub         Hub, Stream, Subscriber and the HubBackend protocol; memory: the one-process backend
+    hub         Hub, Stream, Subscriber (the feed of every stream, other nodes' streams followed)
+    backend     the HubBackend and HubObserver protocols; memory: the one-process backend
     message     Message: a stream's event, encoded once when first sent
     config      ServerConfig and shared types
 
