@@ -1,5 +1,7 @@
 """The live server over real loopback connections: subscribers, resume, slow and hostile clients,
-tokens and origins, the page, uploads. A fake pipeline keeps these tests independent of the model."""
+the page and the streams list, closing, and the command line end to end. A fake pipeline keeps
+these tests independent of the model (tokens and origins: test_auth.py, uploads: test_uploads.py,
+sources: test_runner.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
-from serverkit import LABELS, FakePipeline, http, make_server, recv_until_seq, run, win
+from serverkit import LABELS, http, make_server, recv_until_seq, run, win
 from streamer.errors import UsageError
-from streamer.server import EmoServer, ServerConfig, is_loopback
+from streamer.server import EmoServer, ServerConfig
 
 
 # -- subscribers -----------------------------------------------------------------------------
@@ -184,59 +186,6 @@ def test_bad_since_and_unknown_stream():
     run(main())
 
 
-# -- token, origin, host ---------------------------------------------------------------------
-
-def test_token_is_checked_on_every_request():
-    async def main():
-        async with make_server(token="s3cret") as srv:
-            srv.hub.create("main", {"labels": LABELS})
-            base = f"127.0.0.1:{srv.port}"
-            for url, headers in ((f"ws://{base}/ws", None), (f"ws://{base}/ws?token=wrong", None),
-                                 (f"ws://{base}/ingest?stream=a", None)):
-                with pytest.raises(InvalidStatus) as e:
-                    await connect(url, additional_headers=headers)
-                assert e.value.response.status_code == 401
-            async with connect(f"ws://{base}/ws?token=s3cret") as ws:
-                assert json.loads(await ws.recv())["type"] == "hello"
-            async with connect(f"ws://{base}/ws", additional_headers={"Authorization": "Bearer s3cret"}) as ws:
-                assert json.loads(await ws.recv())["type"] == "hello"
-            status = [(await asyncio.to_thread(http, u, d, h))[0] for u, d, h in (
-                (f"http://{base}/streams", None, None),
-                (f"http://{base}/", None, None),
-                (f"http://{base}/label", b"RIFF", None),
-                (f"http://{base}/streams?token=s3cret", None, None),
-                (f"http://{base}/streams", None, {"Authorization": "Bearer s3cret"}),
-            )]
-            assert status == [401, 401, 401, 200, 200]
-    run(main())
-
-
-def test_non_loopback_needs_a_token():
-    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
-    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2")
-
-    async def main():
-        with pytest.raises(UsageError, match="token"):
-            await make_server(host="0.0.0.0").start()
-    run(main())
-
-
-def test_origin_check():
-    async def main():
-        async with make_server(origins=["https://dash.example"]) as srv:
-            srv.hub.create("main", {"labels": LABELS})
-            base = f"127.0.0.1:{srv.port}"
-            with pytest.raises(InvalidStatus) as e:
-                await connect(f"ws://{base}/ws", origin="http://evil.example")
-            assert e.value.response.status_code == 403
-            for origin in (f"http://{base}", "https://dash.example"):
-                async with connect(f"ws://{base}/ws", origin=origin) as ws:
-                    assert json.loads(await ws.recv())["type"] == "hello"
-            code, _, _ = await asyncio.to_thread(http, f"http://{base}/label", b"x", {"Origin": "http://evil.example"})
-            assert code == 403
-    run(main())
-
-
 def test_port_in_use_is_a_usage_error():
     async def main():
         async with make_server() as srv:
@@ -291,154 +240,6 @@ def test_streams_lists_live_streams():
             assert rows[0]["current"][0]["label"] == "angry" and rows[0]["started"] <= time.time()
             rows = json.loads((await asyncio.to_thread(http, f"http://127.0.0.1:{srv.port}/streams?all=1"))[2])
             assert sorted(r["id"] for r in rows) == ["a", "b"]
-    run(main())
-
-
-def _wav_bytes(tmp_path, seconds=1.0, sr=16000):
-    p = tmp_path / "tone.wav"
-    t = np.arange(int(seconds * sr)) / sr
-    sf.write(p, 0.3 * np.sin(2 * np.pi * 220 * t), sr)
-    return p.read_bytes()
-
-
-def _multipart(name, data, boundary="----emostreamtest"):
-    return boundary, (f"--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n"
-                      f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
-                      "Content-Type: audio/wav\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-
-
-def test_uploads(tmp_path):
-    wav = _wav_bytes(tmp_path)
-
-    async def main():
-        async with make_server(max_upload=200_000) as srv:
-            url = f"http://127.0.0.1:{srv.port}/label"
-            code, ctype, body = await asyncio.to_thread(http, url + "?filename=call.wav", wav)
-            assert code == 200 and ctype == "application/json"
-            obj = json.loads(body)
-            assert obj["source"] == "call.wav" and obj["duration"] == pytest.approx(1.0)
-            boundary, form = _multipart("clip.wav", wav)
-            code, _, body = await asyncio.to_thread(
-                http, url, form, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
-            assert code == 200 and json.loads(body)["source"] == "clip.wav"
-            code, _, body = await asyncio.to_thread(http, url, b"x" * 300_000)
-            assert code == 413 and "larger than the limit" in json.loads(body)["error"]
-            code, _, body = await asyncio.to_thread(http, url + "?filename=notes.txt", b"hello, this is not audio" * 50)
-            assert code == 415 and "error" in json.loads(body)
-            assert "emostream-upload" not in json.loads(body)["error"]  # no temp paths leak out
-            code, _, body = await asyncio.to_thread(http, url, wav[:30])  # a truncated WAV header
-            assert 400 <= code < 500
-            code, _, body = await asyncio.to_thread(http, url, b"", None, "POST")
-            assert code == 400 and "empty" in json.loads(body)["error"]
-            code, _, _ = await asyncio.to_thread(http, url)  # GET
-            assert code == 405
-            code, _, _ = await asyncio.to_thread(http, f"http://127.0.0.1:{srv.port}/other", b"x")
-            assert code == 404
-    run(main())
-
-
-def test_upload_with_expect_continue_over_a_raw_socket(tmp_path):
-    wav = _wav_bytes(tmp_path, 0.5)
-
-    async def main():
-        async with make_server() as srv:
-            r, w = await asyncio.open_connection("127.0.0.1", srv.port)
-            w.write(f"POST /label HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(wav)}\r\n"
-                    "Expect: 100-continue\r\n\r\n".encode())
-            await w.drain()
-            assert (await r.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100")
-            w.write(wav)
-            await w.drain()
-            resp = await asyncio.wait_for(r.read(), 10)
-            assert resp.startswith(b"HTTP/1.1 200") and b'"duration": 0.5' in resp
-            w.close()
-    run(main())
-
-
-def test_close_during_an_upload_and_slow_upload_timeout():
-    async def main():
-        srv = make_server(idle_timeout=0.5)
-        await srv.start()
-        r, w = await asyncio.open_connection("127.0.0.1", srv.port)
-        w.write(b"POST /label HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n0123456789")
-        await w.drain()
-        resp = await asyncio.wait_for(r.read(), 5)  # the body stalls: 408 after the idle timeout
-        assert resp.startswith(b"HTTP/1.1 408")
-        r, w = await asyncio.open_connection("127.0.0.1", srv.port)
-        w.write(b"POST /label HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n0123")
-        await w.drain()
-        await asyncio.sleep(0.1)
-        t0 = time.perf_counter()
-        await srv.close()
-        assert time.perf_counter() - t0 < 3
-        w.close()
-    run(main())
-
-
-# -- sources ---------------------------------------------------------------------------------
-
-def test_file_source_runs_in_a_thread_then_history_is_served():
-    from streamer.sources import ArraySource
-
-    def runner(source, pipe, on_events, realtime=False, stop=None):
-        while len(blk := source.read(4000)):
-            if stop is not None and stop.is_set():
-                break
-            evs = pipe.feed(blk)
-            if evs:
-                on_events(evs)
-            time.sleep(0.001)
-        on_events(pipe.finish())
-
-    async def main():
-        srv = EmoServer(ServerConfig(port=0), pipeline_factory=FakePipeline, runner=runner)
-        async with srv:
-            y = np.zeros(8000 * 6, np.float32)
-            y[8000 * 2: 8000 * 4] = 0.5
-            task = srv.start_source(ArraySource(y, 8000, uri="tone.wav"))
-            ws = await connect(f"ws://127.0.0.1:{srv.port}/ws")
-            hello = json.loads(await ws.recv())
-            assert hello["type"] == "hello" and hello["source"] == "tone.wav"
-            msgs = await recv_until_seq(ws, 8)
-            await task
-            assert [m.get("label") for m in msgs[:6]] == ["calm", "calm", "angry", "angry", "calm", "calm"]
-            assert [m["type"] for m in msgs[6:]] == ["segment", "end"]
-            await ws.close()
-            async with connect(f"ws://127.0.0.1:{srv.port}/ws?since=5") as ws2:
-                replay = [json.loads(await ws2.recv()) for _ in range(4)]
-                assert [m.get("seq") for m in replay] == [None, 6, 7, 8]
-    run(main())
-
-
-def test_live_source_capture_losses_are_reported_in_the_stream():
-    from streamer.sources import ArraySource
-
-    class LossyMic(ArraySource):
-        live = True
-
-        def __init__(self):
-            super().__init__(np.zeros(8000 * 3, np.float32), 8000, uri="mic:test")
-            self.overflows = 0
-
-        def stats(self):
-            self.overflows += 2
-            return {"device": "test mic", "overflows": self.overflows, "overruns": 0, "dropped_frames": 0}
-
-    def runner(source, pipe, on_events, realtime=False, stop=None):
-        stop.wait(0.5)  # a live source that runs until stopped
-        on_events(pipe.finish())
-
-    async def main():
-        srv = EmoServer(ServerConfig(port=0, health_s=0.1), pipeline_factory=FakePipeline, runner=runner)
-        async with srv:
-            srv.start_source(LossyMic())
-            async with connect(f"ws://127.0.0.1:{srv.port}/ws") as ws:
-                assert json.loads(await ws.recv())["type"] == "hello"
-                warn = json.loads(await ws.recv())
-                assert warn["type"] == "error" and warn["message"].startswith("warning: test mic")
-                assert "2 input overflow(s)" in warn["message"]
-            rows = json.loads((await asyncio.to_thread(http, f"http://127.0.0.1:{srv.port}/streams"))[2])
-            assert rows[0]["capture"]["overflows"] >= 2
     run(main())
 
 
