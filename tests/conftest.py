@@ -71,6 +71,24 @@ def emostream(*args: str | os.PathLike[str], input: bytes | None = None, timeout
                           input=input, timeout=timeout, cwd=cwd or ROOT, env=env)
 
 
+def cli(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess:
+    """Run the command line in this process (no interpreter start-up: for the many bad-input cases);
+    the result looks like :func:`emostream`'s (stdout/stderr as bytes)."""
+    import contextlib
+    import io
+
+    from streamer.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = [os.fspath(a) for a in args]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # --help, --version
+            code = exc.code if isinstance(exc.code, int) else 0
+    return subprocess.CompletedProcess(["emostream", *argv], code, out.getvalue().encode(), err.getvalue().encode())
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import EXAMPLE, emostream, ffmpeg, read_mono
+from tests.conftest import EXAMPLE, cli, emostream, ffmpeg, read_mono
 
 
 def _fails_cleanly(proc, code=None, match=None):
@@ -125,37 +125,44 @@ def test_info():
 
 
 # ---- bad input: one line, non-zero, no traceback ------------------------------------------------
+# (in this process, cli(): the same main() without an interpreter start-up per case; the real
+# process's exit status and stderr are checked by test_missing_file_from_a_real_process)
 
-def test_missing_file():
+
+def test_missing_file_from_a_real_process():
     _fails_cleanly(emostream("label", "/no/such/file.wav"), 2, "no such file")
 
 
+def test_missing_file():
+    _fails_cleanly(cli("label", "/no/such/file.wav"), 2, "no such file")
+
+
 def test_directory(tmp_path):
-    _fails_cleanly(emostream("classify", str(tmp_path)), 2, "is a directory")
+    _fails_cleanly(cli("classify", str(tmp_path)), 2, "is a directory")
 
 
 def test_empty_file(tmp_path):
     p = tmp_path / "empty.wav"
     p.write_bytes(b"")
-    _fails_cleanly(emostream("label", str(p)), 2, "empty")
+    _fails_cleanly(cli("label", str(p)), 2, "empty")
 
 
 def test_text_named_wav(tmp_path):
     p = tmp_path / "notes.wav"
     p.write_text("this is not audio\n" * 20)
-    _fails_cleanly(emostream("label", str(p)), 2)
+    _fails_cleanly(cli("label", str(p)), 2)
 
 
 def test_unknown_format(tmp_path):
     p = tmp_path / "data.xyz"
     p.write_bytes(np.random.default_rng(0).bytes(5000))
-    _fails_cleanly(emostream("classify", str(p)), 2)
+    _fails_cleanly(cli("classify", str(p)), 2)
 
 
 def test_file_with_no_audio_stream(tmp_path):
     p = tmp_path / "video.mp4"
     ffmpeg("-f", "lavfi", "-i", "color=c=red:s=64x64:d=1:r=10", "-c:v", "mpeg4", str(p))
-    _fails_cleanly(emostream("label", str(p)), 2, "no audio stream")
+    _fails_cleanly(cli("label", str(p)), 2, "no audio stream")
 
 
 def test_corrupt_file(tmp_path, clips):
@@ -163,7 +170,7 @@ def test_corrupt_file(tmp_path, clips):
     data[100:] = np.random.default_rng(3).bytes(len(data) - 100)
     p = tmp_path / "corrupt.flac"
     p.write_bytes(bytes(data))
-    r = emostream("label", str(p))
+    r = cli("label", str(p))
     assert "Traceback" not in r.stderr.decode()
     if r.returncode == 0:  # decoders may salvage a frame or two; then they must say so
         assert "warning" in r.stderr.decode()
@@ -184,7 +191,7 @@ def test_truncated_file_labels_what_decodes_and_warns(tmp_path, ext):
     data = full.read_bytes()
     cut = tmp_path / f"cut.{ext}"
     cut.write_bytes(data[: len(data) // 2])
-    r = emostream("label", str(cut), "-f", "json")
+    r = cli("label", str(cut), "-f", "json")
     err = r.stderr.decode()
     assert r.returncode == 0 and "Traceback" not in err, err
     obj = json.loads(r.stdout)
@@ -198,15 +205,15 @@ def test_truncated_file_labels_what_decodes_and_warns(tmp_path, ext):
     ["classify", "--bogus", "x.wav"], ["frobnicate"],
 ])
 def test_bad_options(argv):
-    _fails_cleanly(emostream(*argv), 64)
+    _fails_cleanly(cli(*argv), 64)
 
 
 def test_bad_channel_names(clips):
-    _fails_cleanly(emostream("label", str(clips["sad"]), "--channels", "split", "--channel-names", "a,b,c"), 64)
+    _fails_cleanly(cli("label", str(clips["sad"]), "--channels", "split", "--channel-names", "a,b,c"), 64)
 
 
 def test_missing_model(tmp_path, clips):
-    _fails_cleanly(emostream("classify", "--model", str(tmp_path / "none.tflite"), str(clips["sad"])), 3, "model not found")
+    _fails_cleanly(cli("classify", "--model", str(tmp_path / "none.tflite"), str(clips["sad"])), 3, "model not found")
 
 
 def test_corrupt_model(tmp_path, clips):
@@ -217,7 +224,7 @@ def test_corrupt_model(tmp_path, clips):
     m = tmp_path / "bad.tflite"
     m.write_bytes(b"not a flatbuffer" * 100)
     shutil.copy(default_model_path().with_suffix(".json"), tmp_path / "bad.json")
-    _fails_cleanly(emostream("classify", "--model", str(m), str(clips["sad"])), 3)
+    _fails_cleanly(cli("classify", "--model", str(m), str(clips["sad"])), 3)
 
 
 def test_dependencies_are_what_the_runtime_imports():
