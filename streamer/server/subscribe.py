@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
@@ -44,12 +46,29 @@ async def subscribe(ws: ServerConnection, params: dict[str, str], hub: Hub, cfg:
         what = f"no stream {protocol.quote(sid)}" if sid else "no default stream: add ?stream=ID"
         return await fail(ws, f"{what} (streams: {ids})", cfg.drop_grace)
     sub, replay, gap = hub.subscribe(stream, since, on_drop=abort_later(ws, cfg.drop_grace))
+    if gap is not None and hub.record_path is not None:  # older than memory: from the --record journal
+        replay, gap = await _from_journal(hub.record_path, stream, since, replay, gap)
     if gap is not None:  # the oldest kept message follows the hello
         kept = json.loads(replay[1 if stream.hello_text else 0]).get("seq")
         note = protocol.encode(protocol.error(
             f"history no longer holds seq {gap} to {kept - 1}; replaying from {kept}"))
         replay = replay[:1] + [note] + replay[1:]
     await serve_subscriber(ws, sub, replay, "/ws", cfg.drop_grace, cfg.write_limit)
+
+
+async def _from_journal(path: str, stream: Any, since: int, replay: list[str], gap: int
+                        ) -> tuple[list[str], int | None]:
+    """The messages after ``since`` that memory no longer holds, read back from the journal (in a thread)."""
+    from streamer.server import journal
+
+    head = 1 if stream.hello_text else 0
+    kept = json.loads(replay[head]).get("seq") if len(replay) > head else stream.seq + 1
+    older = await asyncio.to_thread(journal.read_range, path, stream.id, stream.started, since, kept)
+    if not older:
+        return replay, gap
+    replay = replay[:head] + older + replay[head:]
+    first = json.loads(older[0]).get("seq")
+    return replay, (None if first == since + 1 else gap)
 
 
 async def _feed(ws: ServerConnection, params: dict[str, str], hub: Hub, cfg: ServerConfig) -> None:
