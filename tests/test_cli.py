@@ -258,6 +258,10 @@ def test_dependencies_are_what_the_runtime_imports():
     for name in sorted(imported - core - fallbacks):
         assert name in optional and name in extras, f"{name} is imported but neither required nor an extra"
     assert {"librosa", "matplotlib"}.isdisjoint(core) and "sounddevice" in core
+    # every package of the tree is installed (a new subpackage must be listed, or `pip install .` lacks it)
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    tree = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "streamer").rglob("__init__.py")}
+    assert tree <= listed, f"not in [tool.setuptools] packages: {sorted(tree - listed)}"
 
 
 def test_readme_setup_commands_run_as_root_or_user_and_ci_runs_the_same_tests():
