@@ -691,6 +691,9 @@ def test_wallboard_shows_every_call_from_one_feed(browser, tmp_path):
             if alerts:
                 assert card.locator("[data-testid=last-alert]").inner_text().lower().startswith(alerts[-1]["label"])
         assert page.locator("[data-testid=alerting-count]").inner_text() == "2"
+        # the newest alerts of all calls, newest first, above the grid
+        listed = page.eval_on_selector_all("[data-testid=latest-alert]", "els => els.map(e => e.dataset.stream)")
+        assert listed[0] == "angry-2" and sorted(set(listed)) == ["angry-1", "angry-2"]
         _shot(page, tmp_path, "wallboard-ended")
 
         # a dropped feed: the board reconnects (one more socket) and keeps its ended calls
@@ -710,5 +713,46 @@ def test_wallboard_shows_every_call_from_one_feed(browser, tmp_path):
         for p in senders:
             if p.poll() is None:
                 p.kill()
+        page.close()
+        srv.close()
+
+
+@pytest.mark.browser
+def test_wallboard_opened_mid_call_starts_from_the_servers_list(browser, tmp_path):
+    """A board opened while a call runs gets the call's alert count, newest alert and current emotion
+    from the feed's first ``streams`` message, then follows it live."""
+    from websockets.sync.client import connect
+
+    y, sr = sf.read(CUSTOMER, dtype="float32")
+    call = tmp_path / "call.wav"
+    sf.write(call, np.concatenate([y, y, y, np.zeros(sr, np.float32)]), sr, subtype="PCM_16")
+    srv = Server(tmp_path, "--alert", "angry,fearful,disgust>1")
+    sender = _send(srv, call, "long-call", tmp_path / "send.log")
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        deadline = time.monotonic() + 60
+        while "long-call" not in json.dumps(json.loads(urllib.request.urlopen(
+                f"{srv.http}/streams?token={TOKEN}", timeout=10).read())):
+            assert time.monotonic() < deadline and sender.poll() is None, "the call did not start"
+            time.sleep(0.1)
+        with connect(f"{srv.ws}/ws?stream=long-call&token={TOKEN}", open_timeout=30) as ws:
+            deadline = time.monotonic() + 60
+            while json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))["type"] != "alert":
+                pass
+        page.goto(f"{srv.http}/wallboard.html?token={TOKEN}")
+        _wait(page, "window.wallboard && window.wallboard.count === 1", 30)
+        card = page.locator("[data-testid=call][data-stream='long-call']")
+        assert card.get_attribute("data-state") == "live"
+        assert int(card.get_attribute("data-alerts")) >= 1
+        assert page.eval_on_selector_all("[data-testid=latest-alert]", "els => els.map(e => e.dataset.stream)") \
+            == ["long-call"]
+        assert card.locator("[data-testid=call-channel]").count() == 1
+        assert sender.wait(120) == 0
+        _wait(page, "document.querySelector(\"[data-testid=call][data-stream='long-call']\").dataset.state === 'ended'", 30)
+        ref = _messages(f"{srv.ws}/ws?stream=long-call&token={TOKEN}", timeout=30)
+        assert int(card.get_attribute("data-alerts")) == sum(m["type"] == "alert" for m in ref)
+    finally:
+        if sender.poll() is None:
+            sender.kill()
         page.close()
         srv.close()

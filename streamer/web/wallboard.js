@@ -12,11 +12,15 @@
   const FRESH_MS = 30000;       // an alert this recent highlights its call
   const ENDED_KEEP_MS = 60000;  // an ended call stays on the board, dimmed, this long
   const RENDER_MS = 500;
+  const LATEST = 8;             // the newest alerts of all calls, listed above the grid
+  const latest = [];            // {id, label, channel_name, start, wall}, newest first
+  let latestDirty = false;
   const grid = $("grid");
   const calls = new Map();      // stream id -> call
   let orderDirty = true, ws = null, retry = 0;
 
   const state = window.wallboard = {
+    latest: () => latest.map((x) => x.id),
     connection: "connecting", messages: 0, renders: 0, cardRenders: 0, reconnects: 0, errors: [],
     get count() { return calls.size; },
     order: () => [...grid.children].map((n) => n.dataset.stream),
@@ -80,7 +84,9 @@
         c.dirty = true; break;
       case "window": onWindow(c, m); break;
       case "alert":
-        c.alerts += 1; c.alertWall = Date.now(); c.lastAlert = m; c.dirty = true; orderDirty = true; break;
+        c.alerts += 1; c.alertWall = Date.now(); c.lastAlert = m; c.dirty = true; orderDirty = true;
+        latest.unshift({ id, label: m.label, channel_name: m.channel_name, start: m.start, wall: c.alertWall });
+        latest.length = Math.min(latest.length, LATEST); latestDirty = true; break;
       case "end": c.live = false; c.endedAt = Date.now(); c.dirty = true; orderDirty = true; break;
     }
   }
@@ -104,6 +110,9 @@
           c.lastAlert = s.last_alert;
           // when it fired, on the wall clock: the stream's start plus the alert's end in stream time
           c.alertWall = c.started != null ? (c.started + (s.last_alert.end || s.last_alert.start || 0)) * 1000 : 0;
+          latest.push({ id: c.id, label: s.last_alert.label, channel_name: s.last_alert.channel_name,
+            start: s.last_alert.start, wall: c.alertWall });
+          latest.sort((x, y) => y.wall - x.wall); latest.length = Math.min(latest.length, LATEST); latestDirty = true;
         }
       }
       c.dirty = true;
@@ -195,6 +204,17 @@
       let same = have.length === want.length;
       for (let i = 0; same && i < want.length; i++) same = have[i] === want[i];
       if (!same) for (const n of want) grid.append(n);     // append moves a node: the new order
+    }
+    if (latestDirty) {
+      latestDirty = false;
+      const box = $("latest"); for (const a of [...box.querySelectorAll("a")]) a.remove();
+      for (const x of latest) {
+        const a = el("a"); a.href = withToken("/", { stream: x.id }); a.dataset.testid = "latest-alert"; a.dataset.stream = x.id;
+        a.append(el("span", null, `${x.id} · ${x.channel_name || "mix"} · `), el("b", null, x.label || "alert"),
+          el("span", null, ` at ${clock(x.start || 0)}`));
+        box.append(a);
+      }
+      $("no-alerts").classList.toggle("hidden", latest.length > 0);
     }
     $("n-live").textContent = live; $("n-alerting").textContent = alerting;
     $("empty").classList.toggle("hidden", calls.size > 0);
