@@ -107,7 +107,7 @@ def test_mulaw_8k_telephone_input(tmp_path, clips):
 @pytest.mark.parametrize("fmt", ["json", "jsonl", "csv", "vtt", "srt", "audacity", "textgrid"])
 def test_every_format_writes_a_file(tmp_path, fmt):
     out = tmp_path / f"out.{fmt}"
-    r = emostream("label", str(EXAMPLE), "-f", fmt, "-o", str(out))
+    r = cli("label", str(EXAMPLE), "-f", fmt, "-o", str(out))  # in-process: the formats, not start-up
     assert r.returncode == 0, r.stderr.decode()
     assert out.stat().st_size > 100 and r.stdout == b""
 
@@ -356,7 +356,7 @@ def test_send_prints_a_server_error_once(clips, capsys):
         await ws.close()
 
     async def server():
-        async with serve(refuse, "127.0.0.1", port):
+        async with serve(refuse, "127.0.0.1", port, close_timeout=1):
             ready.set()
             while not done.is_set():
                 await asyncio.sleep(0.05)
