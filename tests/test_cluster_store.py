@@ -52,7 +52,7 @@ async def follow(store: RedisStore, sid: str, since: int = 0, limit: float = 20)
         return got
 
     async def live():
-        async for _, _, text in store.follow(rs.log, last):
+        async for _, _, text in store.follow(sid, rs.log, last):
             got.append(json.loads(text))
     await asyncio.wait_for(live(), limit)
     return got
@@ -270,3 +270,22 @@ def test_frozen_redis_keeps_the_call_local_and_loses_nothing():
 
     with RedisServer() as srv:
         run(main(srv), timeout=90)
+
+
+def test_a_stream_followed_before_its_first_message_waits_for_it(redis_url):
+    async def main():
+        a, b = await node(redis_url, "alpha", "t8"), await node(redis_url, "beta", "t8")
+        try:
+            assert await a.claim("quiet")
+            s = a.create("quiet", {"type": "hello", "labels": ["calm"]}, kind="ingest")
+            await asyncio.sleep(0.3)
+            reader = asyncio.ensure_future(read_all(b, "quiet"))
+            await asyncio.sleep(2.5)  # longer than a blocking read: nothing has been written yet
+            s.publish_many(window(i) for i in range(3))
+            s.end()
+            got = await reader
+            assert [m["type"] for m in got] == ["hello", "window", "window", "window", "end"]
+        finally:
+            for h in (a, b):
+                await h.aclose()
+    run(main())

@@ -447,13 +447,15 @@ class RedisStore:
         last_id = entries[-1][0] if entries else f"{since}-1"
         return [_item(i, f) for i, f in entries], gap, last_id
 
-    async def follow(self, log_key: str, last_id: str) -> AsyncIterator[tuple[str, int | None, str]]:
-        """Entries after ``last_id`` as they are added: (entry id, seq or None, text), until ``end``
-        (or until the key expired)."""
+    async def follow(self, sid: str, log_key: str, last_id: str) -> AsyncIterator[tuple[str, int | None, str]]:
+        """Entries of generation ``log_key`` of ``sid`` after ``last_id`` as they are added:
+        (entry id, seq or None, text), until ``end`` (or until the stream expired)."""
         while True:
             got = await self.redis.xread({log_key: last_id}, block=self.block_ms, count=1000)
             if not got:
-                if not await self.redis.exists(log_key):
+                # a log without entries does not exist yet: the info hash says whether it will
+                if await self.redis.hget(self.key("info", sid), "log") != log_key and \
+                        not await self.redis.exists(log_key):
                     return
                 continue
             for _, entries in got:
@@ -831,7 +833,7 @@ class RedisBackend:
         delay, warned = 0.2, False
         while True:
             try:
-                async for entry_id, seq, text in self.store.follow(rs.log, last_id):
+                async for entry_id, seq, text in self.store.follow(stream_id, rs.log, last_id):
                     last_id = entry_id
                     if warned:
                         warned = False
