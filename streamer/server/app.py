@@ -93,7 +93,7 @@ class EmoServer:
                 max_size=max(4 << 20, 2 * cfg.max_message),
                 # frames read ahead of the handler per connection: with the ingest budget, what bounds
                 # the memory a fast sender can make the server hold (16 by default: 64 MiB at max_size)
-                max_queue=4,
+                max_queue=2,
                 open_timeout=None,  # SniffingConnection applies its own (the POST path needs longer)
                 ping_interval=20, ping_timeout=20, close_timeout=5,
                 compression=None,

@@ -26,6 +26,8 @@ __all__ = ["IngestSession", "Feeder"]
 
 log = logging.getLogger("emostream.server")
 
+FEED_SECONDS = 4  # the most audio one pipeline call analyses at once
+
 
 class IngestSession:
     """Serves ingest connections: start message, binary audio frames, stop.
@@ -234,7 +236,17 @@ class Feeder:
         return arrivals[0][1]
 
     def _feed(self, payload: bytes) -> list[Any]:
-        return self.pipe.feed(decode_pcm(payload, self.encoding, self.channels))
+        x = decode_pcm(payload, self.encoding, self.channels)
+        step = FEED_SECONDS * self.rate
+        if len(x) <= step:
+            return self.pipe.feed(x)
+        # a few seconds at a time: the analysis' scratch memory (frames, spectra) stays that of a few
+        # seconds whatever the frame size a client chose (a 1 MiB frame is 32 s of 16 kHz audio),
+        # and windows are still classified in batches
+        out: list[Any] = []
+        for i in range(0, len(x), step):
+            out.extend(self.pipe.feed(x[i:i + step]))
+        return out
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
