@@ -557,6 +557,16 @@ def test_reviewing_an_upload_play_seek_zoom_hover_download(browser, stereo_serve
     page.evaluate("window.emostream.upload.audio.pause()")
     assert abs(page.evaluate("window.emostream.upload.audio.currentTime") - 0.25 * duration) < 0.35
 
+    # the alerts are listed, each plays its moment (from a second before it)
+    assert result["alerts"], "the server's alert rule should fire on the angry customer"
+    items = page.locator("[data-testid=upload-alert]")
+    assert items.count() == len(result["alerts"])
+    items.first.locator("[data-testid=play-alert]").click()
+    page.wait_for_function("window.emostream.upload.seeks === 3")
+    page.evaluate("window.emostream.upload.audio.pause()")
+    want = max(0.0, result["alerts"][0]["start"] - 1)
+    assert want - 0.05 <= page.evaluate("window.emostream.upload.audio.currentTime") < want + 0.6
+
     # hover: label, times and confidence of the segment
     first = segs[0]
     page.locator(f"#upload-timeline [data-testid=segment][data-start='{first['start']}']").first.hover()

@@ -490,6 +490,16 @@
     const nseg = (res.segments || []).length, nwin = (res.windows || []).length;
     $("upload-meta").textContent = `${clock(res.duration || 0)} · ${nseg} segment${nseg === 1 ? "" : "s"} · ` +
       `${(res.windows || []).filter((w) => w.speech).length} of ${nwin} windows with speech`;
+    // the alerts, each with a button that plays its stretch (from a second before it)
+    const ul = $("upload-alerts"); ul.textContent = "";
+    for (const a of res.alerts || []) {
+      const li = el("li"); li.dataset.testid = "upload-alert"; li.dataset.label = a.label || "";
+      const play = el("button", "secondary small", "▶ listen"); play.type = "button"; play.dataset.testid = "play-alert";
+      play.addEventListener("click", () => { if (state.upload) state.upload.seeks += 1; seek(Math.max(0, a.start - 1)); });
+      li.append(el("span", null, `${clock(a.start)}–${clock(a.end != null ? a.end : a.start)} · ${a.channel_name || nameOf(a.channel || 0)} · `),
+        el("b", null, a.label || ""), el("span", "muted", ` (${a.rule || "alert"})`), play);
+      ul.append(li);
+    }
     if (audioURL) URL.revokeObjectURL(audioURL);
     audioURL = file ? URL.createObjectURL(file) : null;
     if (audioURL) audio.src = audioURL; else audio.removeAttribute("src");
