@@ -66,8 +66,7 @@ class Source:
     def __init__(self) -> None:
         self.warnings: list[str] = []
         self._frames_seen = 0
-        self._bad_noted = False
-        self._loud_noted = False
+        self._noted: set[str] = set()  # kinds of bad samples already warned about
         self._spool: str | None = None  # a temporary copy of standard input, removed on close
 
     def _sanitise(self, block: np.ndarray) -> np.ndarray:
@@ -86,21 +85,23 @@ class Source:
         block = np.array(block, dtype=np.float32, copy=True)
         bad = ~np.isfinite(block)
         if bad.any():
-            if not self._bad_noted:
-                self._bad_noted = True
-                first = at + int(np.argmax(bad.any(axis=1)))
-                self.warnings.append(f"{self.uri}: NaN or infinite samples (first at "
-                                     f"{first / max(1, self.sample_rate):.1f} s) read as silence")
+            self._note_once("NaN or infinite samples (first at {t:.1f} s) read as silence", bad, at)
             block[bad] = 0.0
         loud = np.abs(block) > 1.0
         if loud.any():
-            if not self._loud_noted:
-                self._loud_noted = True
-                first = at + int(np.argmax(loud.any(axis=1)))
-                self.warnings.append(f"{self.uri}: samples beyond full scale (peak {np.max(np.abs(block)):.3g}, "
-                                     f"first at {first / max(1, self.sample_rate):.1f} s) clipped to [-1, 1]")
+            self._note_once(f"samples beyond full scale (peak {np.max(np.abs(block)):.3g}, first at {{t:.1f}} s) "
+                            "clipped to [-1, 1]", loud, at)
             np.clip(block, -1.0, 1.0, out=block)
         return block
+
+    def _note_once(self, text: str, where: np.ndarray, at: int) -> None:
+        """One warning per kind of problem, with the time of its first sample (``{t}`` in ``text``)."""
+        kind = text.split(" ", 1)[0]
+        if kind in self._noted:
+            return
+        self._noted.add(kind)
+        first = at + int(np.argmax(where.any(axis=1)))
+        self.warnings.append(f"{self.uri}: " + text.format(t=first / max(1, self.sample_rate)))
 
     def _release_spool(self) -> None:
         if self._spool is not None:
