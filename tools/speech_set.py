@@ -218,7 +218,9 @@ def drums(rng: np.random.Generator, n: int) -> np.ndarray:
 
     y = np.zeros(n)
     beat = 60.0 / rng.uniform(70, 170)
-    hp = butter(4, 6000, "highpass", fs=SR, output="sos")
+    hp = butter(4, rng.uniform(3000, 7000), "highpass", fs=SR, output="sos")
+    busy_snare = rng.random() < 0.4
+    hat = rng.uniform(0, 0.5)
     k = 0
     for a in np.arange(0, n / SR, beat / 2):
         i = int(a * SR)
@@ -226,12 +228,42 @@ def drums(rng: np.random.Generator, n: int) -> np.ndarray:
             m = min(int(0.3 * SR), n - i)
             f = 50 + 100 * np.exp(-_t(m) / 0.03)
             y[i : i + m] += np.sin(2 * np.pi * np.cumsum(f) / SR) * np.exp(-_t(m) / 0.12)
-        if k % 4 == 2:
+        if k % 4 == 2 or (busy_snare and k % 2 == 1):
             m = min(int(0.2 * SR), n - i)
             y[i : i + m] += 0.5 * (rng.standard_normal(m) + np.sin(2 * np.pi * 190 * _t(m))) * np.exp(-_t(m) / 0.05)
         m = min(int(0.05 * SR), n - i)
-        y[i : i + m] += 0.3 * sosfilt(hp, rng.standard_normal(m)) * np.exp(-_t(m) / 0.015)
+        y[i : i + m] += hat * sosfilt(hp, rng.standard_normal(m)) * np.exp(-_t(m) / 0.015)
         k += 1
+    return y
+
+
+def bursts(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Noise bursts (20-250 ms, coloured, band-limited) at 1-8 per second: snares, shakers, rustle,
+    typing; regular or random. Unvoiced and modulated at syllable rates, as no tone is."""
+    from scipy.signal import butter, sosfilt
+
+    y = np.zeros(n)
+    rate = rng.uniform(1, 8)
+    at = np.arange(rng.uniform(0, 0.3), n / SR, 1 / rate) if rng.random() < 0.5 else \
+        np.sort(rng.uniform(0, n / SR, int(rate * n / SR)))
+    lo, hi = np.sort(rng.uniform(100, 7500, 2))
+    sos = butter(2, [lo, max(hi, lo + 200)], "bandpass", fs=SR, output="sos")
+    for a in (at * SR).astype(int):
+        m = min(int(rng.uniform(0.02, 0.25) * SR), n - a)
+        y[a : a + m] += sosfilt(sos, rng.standard_normal(m)) * np.exp(-_t(m) / rng.uniform(0.01, 0.1)) * rng.uniform(0.3, 1)
+    return y
+
+
+def medley(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Other kinds one after another (2-8 s each, at their own levels): the changes between them."""
+    kinds = [k for k in NONSPEECH if k not in ("medley", "hiss")]
+    y = np.zeros(n)
+    i = 0
+    while i < n:
+        m = min(int(rng.uniform(2, 8) * SR), n - i)
+        part = NONSPEECH[str(rng.choice(kinds))](rng, m)
+        y[i : i + m] = part / (np.sqrt(np.mean(part**2)) + 1e-12) * 10 ** (rng.uniform(-12, 0) / 20)
+        i += m
     return y
 
 
@@ -280,7 +312,7 @@ def hiss(rng: np.random.Generator, n: int) -> np.ndarray:
 
 NONSPEECH: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     f.__name__: f for f in (tone, chirp, dtmf, beeps, white, pink, brown, hum, clicks, notes, chords,
-                            drums, ringback, busy, fan, line, hiss)
+                            drums, bursts, ringback, busy, fan, line, hiss, medley)
 }
 #: beds mixed under speech (noise and music a caller's voice competes with)
 BEDS = ("white", "pink", "brown", "fan", "line", "hum", "notes", "chords", "drums")

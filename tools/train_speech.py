@@ -34,6 +34,8 @@ from streamer.speech import SUMMARY, detector_features, summary_names  # noqa: E
 from tools import speech_eval, speech_set  # noqa: E402
 
 PAUSE_S = 0.05  # a window with less speech than this in a speech stream is a pause
+#: summary values given to the head as logarithms (besides every ``*_std``)
+LOG_FEATURES = {"flux", "level_jitter", "ripple", "level_mod", "spectral_change", "above_floor", "f0_glide"}
 
 
 def training_set(data: dict[str, np.ndarray], meta: ModelMeta, min_gated: float) -> tuple[np.ndarray, ...]:
@@ -59,15 +61,30 @@ def training_set(data: dict[str, np.ndarray], meta: ModelMeta, min_gated: float)
     return data["x"][use], y, w, data["stream"][use], kind, data["speech_s"][use]
 
 
-def build(x: np.ndarray, seed: int):
-    """The head: standardised summaries (statistics of the training windows), two small layers."""
+def build(x: np.ndarray, seed: int, names: list[str] | None = None):
+    """The head: log-compressed spreads and rates, standardised (statistics of the training
+    windows), two small layers."""
     import keras
 
     keras.utils.set_random_seed(seed)
+    # spreads, changes and rates are positive with long tails: log(x + its median) evens them out
+    scale = np.zeros(x.shape[1], np.float32)
+    for i, n in enumerate(names or []):
+        if n.endswith("_std") or n in LOG_FEATURES:
+            scale[i] = max(float(np.median(x[:, i])), 1e-3)
+    logged = scale > 0
+    sc = keras.ops.convert_to_tensor(np.where(logged, scale, 1.0).astype(np.float32))
+    lm = keras.ops.convert_to_tensor(logged.astype(np.float32))
+
+    def compress(t):
+        return lm * keras.ops.log(keras.ops.maximum(t, 0.0) / sc + 1.0) + (1.0 - lm) * t
+
+    xc = np.where(logged, np.log(np.maximum(x, 0) / np.where(logged, scale, 1.0) + 1.0), x)
     norm = keras.layers.Normalization()
-    norm.adapt(x)
+    norm.adapt(xc)
     inp = keras.Input((x.shape[1],))
-    h = keras.layers.Lambda(lambda t: keras.ops.clip(t, -8.0, 8.0))(norm(inp))  # outliers do not dominate
+    h = keras.layers.Lambda(compress)(inp)
+    h = keras.layers.Lambda(lambda t: keras.ops.clip(t, -8.0, 8.0))(norm(h))  # outliers do not dominate
     h = keras.layers.Dense(64, activation="relu")(h)
     h = keras.layers.Dropout(0.1)(h)
     h = keras.layers.Dense(32, activation="relu")(h)
@@ -77,9 +94,9 @@ def build(x: np.ndarray, seed: int):
     return model
 
 
-def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int):
+def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int, names: list[str] | None = None):
     """Train a head on windows."""
-    model = build(x, seed)
+    model = build(x, seed, names)
     model.fit(x, y, sample_weight=w, epochs=epochs, batch_size=128, verbose=0, shuffle=True)
     return model
 
@@ -110,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="TFLite file to write (default: speech.tflite beside the model)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--keep", type=float, default=0.97, help="speech time to keep on the choose split (out of fold)")
+    ap.add_argument("--keep", type=float, default=0.96, help="speech time to keep on the choose split (out of fold)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--per-kind", type=int, default=8, help="choose-split streams per non-speech kind and rate")
     ap.add_argument("--noisy", type=int, default=3, help="choose-split noisy streams per speaker and rate")
@@ -132,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     data = speech_eval.collect("choose", meta, per_kind=args.per_kind, libs=False, progress=log, noisy=args.noisy)
     x, y, w, groups, kind, speech_s = training_set(data, meta, args.min_fraction)
     log(f"choose split: {len(y)} windows reach the head ({int(y.sum())} speech)")
+    names = summary_names(meta.features)
 
     # out-of-fold probabilities, folds grouped by stream
     rng = np.random.default_rng(args.seed)
@@ -141,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     oof = np.zeros(len(y), np.float32)
     for k in range(args.folds):
         m = fold == k
-        oof[m] = predict(fit(x[~m], y[~m], w[~m], args.seed, args.epochs), x[m])
+        oof[m] = predict(fit(x[~m], y[~m], w[~m], args.seed, args.epochs, names), x[m])
     thr = choose_threshold(oof, y, speech_s, args.keep)
     ns = y == 0
     for t in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7):
@@ -154,11 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_holdout:
         for k in sorted(set(kind) - {"speech", "pause"}):
             m = kind == k
-            model = fit(x[~m], y[~m], w[~m], args.seed, args.epochs)
+            model = fit(x[~m], y[~m], w[~m], args.seed, args.epochs, names)
             holdout[k] = round(float((predict(model, x[m]) < thr).mean()), 4)
             log(f"held-out kind {k}: {holdout[k]:.4f} of its windows that reach the head rejected")
 
-    model = fit(x, y, w, args.seed, args.epochs)
+    model = fit(x, y, w, args.seed, args.epochs, names)
     out = Path(args.out) if args.out else meta_path.with_name("speech.tflite")
     tfl = to_tflite(model, quant="none")
     command = "python tools/train_speech.py " + " ".join(argv if argv is not None else sys.argv[1:])
