@@ -242,3 +242,13 @@ def test_multipart_extraction_across_block_boundaries(monkeypatch, block):
     # a part named "file" without a filename is the fallback
     body2 = b"--bound\r\nContent-Disposition: form-data; name=\"audio\"\r\n\r\n" + payload + b"\r\n--bound--\r\n"
     assert upload_payload(headers, body2, "") == (payload, "upload")
+
+
+def test_deeply_nested_render_body_is_400():
+    async def main():
+        async with make_server() as srv:
+            body = b"[" * 200_000 + b"]" * 200_000
+            resp = await raw(srv.port, f"POST /render?format=csv HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                       f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            assert status(resp) == 400
+    run(main())

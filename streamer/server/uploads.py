@@ -266,7 +266,7 @@ def render(target: str, body: bytes) -> Response:
     try:
         result = json.loads(body)
         text = render_result(result, fmt)
-    except (ValueError, UsageError, InputError) as exc:   # ValueError: not JSON
+    except (ValueError, RecursionError, UsageError, InputError) as exc:   # not JSON, or nested past the recursion limit
         return error_response(400, f"cannot render: {exc}")
     resp = response(200, text.encode("utf-8"), CONTENT_TYPES[fmt] + "; charset=utf-8")
     name = download_name(result.get("source"), fmt)
