@@ -113,7 +113,9 @@ reader = threading.Thread(target=lambda: got.setdefault("y", m.read(n, min_frame
 reader.start()          # the reader waits on the ring before the first sample arrives
 m.start()
 reader.join(20)
-time.sleep(0.5)         # the clock-less device runs on and outruns this idle reader
+t_end = time.monotonic() + 20   # the clock-less device runs on and outruns this idle reader
+while m.overruns == 0 and time.monotonic() < t_end:   # (how soon depends on the machine's load)
+    time.sleep(0.05)
 stats = m.stats()
 m.close()
 m.close()               # safe twice
