@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import csv
 import json
-from typing import Any, Protocol, TextIO, runtime_checkable
+from typing import Any, Mapping, Protocol, TextIO, Union, runtime_checkable
 
-from streamer.errors import UsageError
+from streamer.errors import ProtocolError, UsageError
+from streamer.events import Alert, Event, Segment, Window, from_wire
 
 __all__ = [
     "FORMATS",
@@ -56,6 +57,8 @@ EXTENSIONS = {"json": ".json", "jsonl": ".jsonl", "csv": ".csv", "vtt": ".vtt", 
 # Keys that live only on the wire, never in a file.
 _PRIVATE = ("type", "seq")
 
+Row = Union[Window, Segment, Alert]  # the events a file holds
+
 
 @runtime_checkable
 class Writer(Protocol):
@@ -64,8 +67,12 @@ class Writer(Protocol):
     def header(self, info: dict[str, Any]) -> None:
         """Called once, before any event."""
 
-    def event(self, ev: Any) -> None:
-        """One window, segment or alert event (or its wire dict); other types are ignored."""
+    def event(self, ev: Event | Mapping[str, Any]) -> None:
+        """One window, segment or alert event (or its wire dict); other types are ignored.
+
+        Raises:
+            ValueError: a wire dict that lacks a key its type requires.
+        """
 
     def close(self, duration: float | None = None) -> None:
         """Finish the file; ``duration`` overrides the header's. Safe to call twice."""
@@ -79,10 +86,10 @@ def _p(x: Any) -> float | None:
     return None if x is None else round(float(x), 4)
 
 
-def _clean(ev: dict[str, Any]) -> dict[str, Any]:
-    """A file-ready copy of an event: private keys dropped, numpy scalars made plain, rounded."""
+def _clean(ev: Row) -> dict[str, Any]:
+    """An event's row in a file: its wire object without type and seq, numpy scalars made plain, rounded."""
     out: dict[str, Any] = {}
-    for k, v in ev.items():
+    for k, v in ev.to_wire().items():
         if k in _PRIVATE:
             continue
         if k in ("start", "end"):
@@ -133,12 +140,12 @@ class _Base:
         for i, n in enumerate(self.info.get("channels") or []):
             self._names[i] = str(n)
 
-    def _seen(self, ev: dict[str, Any]) -> None:
-        ch = int(ev.get("channel", 0) or 0)
-        if ev.get("channel_name") is not None:
-            self._names.setdefault(ch, str(ev["channel_name"]))
-        if ev.get("end") is not None:
-            self.max_end = max(self.max_end, float(ev["end"]))
+    def _seen(self, ev: Row) -> None:
+        ch = int(ev.channel)
+        if ev.channel_name is not None:
+            self._names.setdefault(ch, str(ev.channel_name))
+        if ev.end is not None:
+            self.max_end = max(self.max_end, float(ev.end))
 
     def channel_name(self, ch: int) -> str:
         return self._names.get(ch, "mix" if ch == 0 and not self._names else f"ch{ch + 1}")
@@ -150,25 +157,31 @@ class _Base:
                 return float(d)
         return self.max_end
 
-    def event(self, ev: Any) -> None:
-        if not isinstance(ev, dict):
-            ev = ev.to_wire()  # a typed event: its wire object is what every format writes from
-        self._seen(ev)
-        kind = ev.get("type")
-        if kind == "window":
+    def event(self, ev: Event | Mapping[str, Any]) -> None:
+        if isinstance(ev, Mapping):  # an event's wire dict (a recording read back, older callers)
+            if ev.get("type") not in ("window", "segment", "alert"):
+                return
+            try:
+                ev = from_wire(ev)
+            except ProtocolError as exc:  # a malformed row is bad data, not a protocol breach
+                raise ValueError(str(exc)) from None
+        if isinstance(ev, Window):
+            self._seen(ev)
             self.window(ev)
-        elif kind == "segment":
+        elif isinstance(ev, Segment):
+            self._seen(ev)
             self.segment(ev)
-        elif kind == "alert":
+        elif isinstance(ev, Alert):
+            self._seen(ev)
             self.alert(ev)
 
-    def window(self, ev: dict[str, Any]) -> None:
+    def window(self, ev: Window) -> None:
         pass
 
-    def segment(self, ev: dict[str, Any]) -> None:
+    def segment(self, ev: Segment) -> None:
         pass
 
-    def alert(self, ev: dict[str, Any]) -> None:
+    def alert(self, ev: Alert) -> None:
         pass
 
     def close(self, duration: float | None = None) -> None:
@@ -207,15 +220,15 @@ class JsonWriter(_Base):
         w(', "channels": ' + _dumps([str(c) for c in info.get("channels") or []]))
         w(',\n "windows": [')
 
-    def window(self, ev: dict[str, Any]) -> None:
+    def window(self, ev: Window) -> None:
         self._start()
         self.stream.write(("\n  " if self._n_windows == 0 else ",\n  ") + _dumps(_clean(ev)))
         self._n_windows += 1
 
-    def segment(self, ev: dict[str, Any]) -> None:
+    def segment(self, ev: Segment) -> None:
         self._segments.append(_clean(ev))
 
-    def alert(self, ev: dict[str, Any]) -> None:
+    def alert(self, ev: Alert) -> None:
         self._alerts.append(_clean(ev))
 
     def finish(self, duration: float | None) -> None:
@@ -246,8 +259,8 @@ class JsonlWriter(_Base):
                               "labels": list(model.get("labels") or [])},
                     "channels": [str(c) for c in self.info.get("channels") or []]})
 
-    def _typed(self, ev: dict[str, Any]) -> None:
-        self._line({"type": ev["type"], **_clean(ev)})
+    def _typed(self, ev: Row) -> None:
+        self._line({"type": ev.type, **_clean(ev)})
 
     window = segment = alert = _typed
 
@@ -268,7 +281,7 @@ class CsvWriter(_Base):
         super().__init__(stream)
         self._csv = csv.writer(stream, lineterminator="\n")
         self._wrote_header = False
-        self._pending: list[tuple[dict[str, Any], list[str]]] = []
+        self._pending: list[tuple[Window, list[str]]] = []
         self._early: dict[int, list[tuple[float, str]]] = {}  # alerts seen before their window
 
     def _write_header(self) -> None:
@@ -278,49 +291,48 @@ class CsvWriter(_Base):
 
     def _flush_through(self, idx: int) -> None:
         for ev, alerts in self._pending[: idx + 1]:
-            probs = ev.get("probs") or {}
-            conf = ev.get("confidence")
+            probs = ev.probs or {}
+            conf = ev.confidence
             self._csv.writerow([
-                _t(ev["start"]), _t(ev["end"]), int(ev.get("channel", 0) or 0),
-                ev.get("channel_name") or self.channel_name(int(ev.get("channel", 0) or 0)),
-                "true" if ev.get("speech") else "false",
-                ev.get("label") or "", "" if conf is None else _p(conf),
+                _t(ev.start), _t(ev.end), int(ev.channel), ev.channel_name or self.channel_name(int(ev.channel)),
+                "true" if ev.speech else "false",
+                ev.label or "", "" if conf is None else _p(conf),
                 *["" if probs.get(lb) is None else _p(probs[lb]) for lb in self.labels],
                 ";".join(alerts),
             ])
         del self._pending[: idx + 1]
 
-    def window(self, ev: dict[str, Any]) -> None:
+    def window(self, ev: Window) -> None:
         self._write_header()
-        ch = int(ev.get("channel", 0) or 0)
+        ch = int(ev.channel)
         for i, (p, _) in enumerate(self._pending):
-            if int(p.get("channel", 0) or 0) == ch:
+            if int(p.channel) == ch:
                 self._flush_through(i)  # keeps the order in which windows arrived
                 break
         alerts: list[str] = []
-        end = float(ev["end"])
+        end = float(ev.end)
         early = self._early.get(ch, [])
         alerts += [name for e, name in early if e <= end + 1e-6]
         self._early[ch] = [(e, n) for e, n in early if e > end + 1e-6]
         self._pending.append((ev, alerts))
 
-    def alert(self, ev: dict[str, Any]) -> None:
-        ch = int(ev.get("channel", 0) or 0)
-        end = float(ev.get("end", ev.get("start", 0.0)))
+    def alert(self, ev: Alert) -> None:
+        ch = int(ev.channel)
+        end = float(ev.end if ev.end is not None else ev.start)
         for p, alerts in reversed(self._pending):
-            if int(p.get("channel", 0) or 0) == ch and end <= float(p["end"]) + 1e-6:
-                alerts.append(str(ev.get("rule")))
+            if int(p.channel) == ch and end <= float(p.end) + 1e-6:
+                alerts.append(str(ev.rule))
                 return
-        self._early.setdefault(ch, []).append((end, str(ev.get("rule"))))
+        self._early.setdefault(ch, []).append((end, str(ev.rule)))
 
     def finish(self, duration: float | None) -> None:
         self._write_header()
         self._flush_through(len(self._pending) - 1)
 
 
-def _cue_text(name: str, ev: dict[str, Any]) -> str:
-    conf = ev.get("confidence")
-    body = f"{ev.get('label')}" + ("" if conf is None else f" ({float(conf):.2f})")
+def _cue_text(name: str, ev: Segment) -> str:
+    conf = ev.confidence
+    body = f"{ev.label}" + ("" if conf is None else f" ({float(conf):.2f})")
     return body if name == "mix" else f"{name}: {body}"
 
 
@@ -329,21 +341,20 @@ class _SegmentWriter(_Base):
 
     def __init__(self, stream: TextIO):
         super().__init__(stream)
-        self._segs: list[dict[str, Any]] = []
+        self._segs: list[Segment] = []
 
-    def segment(self, ev: dict[str, Any]) -> None:
-        if ev.get("label") is None:  # silence has no cue
+    def segment(self, ev: Segment) -> None:
+        if ev.label is None:  # silence has no cue
             return
-        if float(ev["end"]) - float(ev["start"]) <= 0:
+        if float(ev.end) - float(ev.start) <= 0:
             return
         self._segs.append(ev)
 
-    def sorted_segments(self) -> list[dict[str, Any]]:
-        return sorted(self._segs, key=lambda s: (float(s["start"]), int(s.get("channel", 0) or 0)))
+    def sorted_segments(self) -> list[Segment]:
+        return sorted(self._segs, key=lambda s: (float(s.start), int(s.channel)))
 
-    def name_of(self, ev: dict[str, Any]) -> str:
-        ch = int(ev.get("channel", 0) or 0)
-        return str(ev.get("channel_name") or self.channel_name(ch))
+    def name_of(self, ev: Segment) -> str:
+        return str(ev.channel_name or self.channel_name(int(ev.channel)))
 
 
 def _clock(t: float, sep: str) -> str:
@@ -366,7 +377,7 @@ class VttWriter(_SegmentWriter):
             note += f": {self.info['source']}"
         w("NOTE " + note.replace("-->", "->").replace("\n", " ") + "\n\n")
         for s in self.sorted_segments():
-            w(f"{_clock(s['start'], '.')} --> {_clock(s['end'], '.')}\n"
+            w(f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n"
               f"{_cue_text(self.name_of(s), s)}\n\n")
 
 
@@ -376,7 +387,7 @@ class SrtWriter(_SegmentWriter):
     def finish(self, duration: float | None) -> None:
         w = self.stream.write
         for i, s in enumerate(self.sorted_segments(), 1):
-            w(f"{i}\n{_clock(s['start'], ',')} --> {_clock(s['end'], ',')}\n"
+            w(f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n"
               f"{_cue_text(self.name_of(s), s)}\n\n")
 
 
@@ -386,8 +397,8 @@ class AudacityWriter(_SegmentWriter):
     def finish(self, duration: float | None) -> None:
         for s in self.sorted_segments():
             name = self.name_of(s)
-            text = str(s["label"]) if name == "mix" else f"{name}: {s['label']}"
-            self.stream.write(f"{float(s['start']):.6f}\t{float(s['end']):.6f}\t{text}\n")
+            text = str(s.label) if name == "mix" else f"{name}: {s.label}"
+            self.stream.write(f"{float(s.start):.6f}\t{float(s.end):.6f}\t{text}\n")
 
 
 def _tg_str(s: str) -> str:
@@ -403,8 +414,8 @@ class TextGridWriter(_SegmentWriter):
 
     def finish(self, duration: float | None) -> None:
         segs = self.sorted_segments()
-        end_all = max([self.duration(duration)] + [float(s["end"]) for s in segs])
-        channels = sorted(set(self._names) | {int(s.get("channel", 0) or 0) for s in segs}) or [0]
+        end_all = max([self.duration(duration)] + [float(s.end) for s in segs])
+        channels = sorted(set(self._names) | {int(s.channel) for s in segs}) or [0]
         lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "",
                  "xmin = 0 ", f"xmax = {_tg_num(end_all)} ", "tiers? <exists> ",
                  f"size = {len(channels)} ", "item []: "]
@@ -412,15 +423,15 @@ class TextGridWriter(_SegmentWriter):
             intervals: list[tuple[float, float, str]] = []
             cursor = 0.0
             for s in segs:
-                if int(s.get("channel", 0) or 0) != ch:
+                if int(s.channel) != ch:
                     continue
-                a, b = max(float(s["start"]), cursor), float(s["end"])
+                a, b = max(float(s.start), cursor), float(s.end)
                 a, b = round(a, 6), round(b, 6)
                 if b <= a:  # overlapping segments of one channel: the earlier one wins
                     continue
                 if a > cursor:
                     intervals.append((cursor, a, ""))
-                intervals.append((a, b, str(s["label"])))
+                intervals.append((a, b, str(s.label)))
                 cursor = b
             if cursor < end_all or not intervals:
                 intervals.append((cursor, end_all, ""))

@@ -347,3 +347,11 @@ def test_textgrid_duration_at_close_empty_channel_and_quotes():
     agent, customer = grid["tiers"]  # a channel with no segment still gets its (empty) tier
     assert agent["intervals"] == [(0, 1.5, ""), (1.5, 2.25, 'say "hi"'), (2.25, 4.0, "")]
     assert customer["name"] == "customer" and customer["intervals"] == [(0, 4.0, "")]
+
+
+def test_a_malformed_event_dict_is_a_value_error():
+    w = open_writer("csv", io.StringIO())
+    w.header(header())
+    with pytest.raises(ValueError, match="window event lacks"):
+        w.event({"type": "window", "start": 0.0})
+    w.event({"type": "hello", "labels": LABELS})  # not a row: ignored
