@@ -124,3 +124,45 @@ def test_fast_senders_are_held_to_the_ingest_budget():
 def test_trim_heap_runs_and_is_rate_limited():
     assert trim_heap(min_interval=0.0) in (True, False)
     assert trim_heap(min_interval=3600.0) is False
+
+
+def test_a_spent_memory_budget_refuses_new_streams_and_uploads():
+    import io
+
+    import soundfile as sf
+    from serverkit import check_audio_labeler, http
+
+    from streamer.server.budget import MemoryGuard, rss_bytes
+
+    assert rss_bytes() > 1 << 20
+    assert not MemoryGuard(None).over() and not MemoryGuard(1 << 40).over() and MemoryGuard(1 << 20).over()
+
+    async def main():
+        srv = EmoServer(ServerConfig(port=0, memory_budget=1 << 20), pipeline_factory=FakePipeline,
+                        labeler=check_audio_labeler)
+        async with srv:
+            async with connect(f"ws://127.0.0.1:{srv.port}/ingest?stream=x") as ws:
+                err = json.loads(await ws.recv())
+                await ws.wait_closed()
+            assert ws.close_code == 1013 and "memory budget" in err["message"]
+            buf = io.BytesIO()
+            sf.write(buf, np.zeros(16000, np.float32), 16000, format="WAV")
+            code, _, body = await asyncio.to_thread(http, f"http://127.0.0.1:{srv.port}/label", buf.getvalue())
+            assert code == 503 and b"memory budget" in body
+            srv.guard.limit = 1 << 40  # memory back under the budget: served again
+            srv.guard._at = -1e9
+            code, _, _ = await asyncio.to_thread(http, f"http://127.0.0.1:{srv.port}/label", buf.getvalue())
+            assert code == 200
+    run(main())
+
+
+def test_serve_defaults_to_a_300_mb_budget():
+    from streamer.cli import build_parser
+    from streamer.cli.args import server_config
+
+    args = build_parser().parse_args(["serve"])
+    assert server_config(args).memory_budget == 300 << 20
+    args = build_parser().parse_args(["serve", "--memory-budget", "512", "--allowed-host", "calls.example",
+                                      "--max-upload-seconds", "60"])
+    cfg = server_config(args)
+    assert cfg.memory_budget == 512 << 20 and cfg.allowed_hosts == ["calls.example"] and cfg.max_upload_seconds == 60

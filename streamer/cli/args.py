@@ -155,6 +155,7 @@ def server_config(args: argparse.Namespace) -> Any:
                         idle_timeout=getattr(args, "idle_timeout", 30.0),
                         allowed_hosts=list(getattr(args, "allowed_host", None) or []),
                         max_upload_seconds=getattr(args, "max_upload_seconds", 7200.0),
+                        memory_budget=int(getattr(args, "memory_budget", 300.0) * (1 << 20)),
                         workers=int(os.environ.get("EMOSTREAM_WORKERS") or 2))
 
 

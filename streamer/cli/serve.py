@@ -31,6 +31,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "'*' for any): without a token, other names are refused (DNS rebinding)")
     p.add_argument("--max-upload-seconds", type=positive, default=7200.0, metavar="S",
                    help="longest recording POST /label accepts, decoded duration (default: 7200)")
+    p.add_argument("--memory-budget", type=positive, default=300.0, metavar="MB",
+                   help="resident memory past which new ingest streams (close 1013) and uploads (503) are "
+                   "refused until it falls (default: 300)")
     p.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                    help="access and server log lines on stderr: text, or one JSON object per line (default: text)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info",

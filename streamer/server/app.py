@@ -17,6 +17,7 @@ from websockets.protocol import OPEN
 
 from streamer.errors import EmostreamError, UsageError
 from streamer.server.auth import Access, check_token, redact
+from streamer.server.budget import MemoryGuard
 from streamer.server.config import (MAIN_STREAM, Labeler, PipelineFactory, PipelineLike, ServerConfig,
                                     SourceRunner, is_loopback)
 from streamer.server.connection import HttpSide, SniffingConnection
@@ -60,9 +61,11 @@ class EmoServer:
         self.metrics.bind(self.hub)
         self.pool = concurrent.futures.ThreadPoolExecutor(max(1, cfg.workers), thread_name_prefix="emostream-ingest")
         self.access = Access(cfg)
+        self.guard = MemoryGuard(cfg.memory_budget)
         self.uploads = Uploads(labeler, cfg.label_jobs, on_done=self.metrics.upload, queue=cfg.upload_queue,
-                               max_seconds=cfg.max_upload_seconds)
-        self.ingest = IngestSession(self.hub, self.pool, self._make_pipeline, cfg, on_bytes=self.metrics.ingest_bytes)
+                               max_seconds=cfg.max_upload_seconds, guard=self.guard)
+        self.ingest = IngestSession(self.hub, self.pool, self._make_pipeline, cfg, on_bytes=self.metrics.ingest_bytes,
+                                    guard=self.guard)
         self.router = Router(cfg, self.access, self.hub, self.metrics, self.uploads.handle, self._not_ready)
         self.http = HttpSide(check=self.access.check, handle=self.router.handle_http, answered=self.router.answered,
                              max_upload=cfg.max_upload, open_timeout=cfg.open_timeout, idle_timeout=cfg.idle_timeout,

@@ -4,6 +4,8 @@
   ingest reader that would push it past its limit waits (it stops reading its socket, so TCP
   pushes back on the sender): many fast senders together hold at most the budget, however fast
   they send.
+* :class:`MemoryGuard`: the process's resident size against the server's memory budget; new
+  ingest streams and uploads are refused while it is over.
 * :func:`trim_heap`: after a burst (many streams, large uploads) the C allocator keeps freed
   memory mapped; ``malloc_trim`` hands it back, so the process returns near its idle size.
 """
@@ -13,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import os
 import threading
 import time
 
-__all__ = ["ByteBudget", "trim_heap"]
+__all__ = ["ByteBudget", "trim_heap", "rss_bytes", "MemoryGuard"]
 
 
 class ByteBudget:
@@ -84,3 +87,53 @@ def trim_heap(min_interval: float = 2.0) -> bool:
             return False
         _libc.malloc_trim(0)
         return True
+
+
+def rss_bytes() -> int:
+    """This process's resident set size in bytes (0 where /proc cannot tell)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class MemoryGuard:
+    """The server's memory budget: while the process's resident size is over it, new ingest
+    streams and uploads are refused (try again later), and the work already admitted goes on.
+
+    The other bounds (history, ingest backlog, read-ahead, upload pool) keep the server within
+    the budget for the loads measured in README; this is the backstop for any other mix.
+
+    Args:
+        limit: bytes; None: no budget.
+        every: seconds a measurement is reused (reading /proc costs a system call).
+    """
+
+    def __init__(self, limit: int | None, every: float = 0.5):
+        self.limit = limit
+        self.every = every
+        self._at = -1e9
+        self._rss = 0
+
+    def rss(self) -> int:
+        """The resident size, measured at most every ``every`` seconds."""
+        now = time.monotonic()
+        if now - self._at >= self.every:
+            self._at, self._rss = now, rss_bytes()
+        return self._rss
+
+    def over(self) -> bool:
+        """Whether the budget is spent (never, without one)."""
+        if self.limit is None:
+            return False
+        if self.rss() <= self.limit:
+            return False
+        trim_heap()  # freed memory the allocator still holds may be all it takes
+        self._at = -1e9
+        return self.rss() > self.limit
+
+    def refusal(self) -> str:
+        """Why new work is refused, for the client."""
+        return (f"server is at its memory budget ({self.rss() >> 20} of {(self.limit or 0) >> 20} MB); "
+                "retry later")

@@ -48,6 +48,7 @@ class ServerConfig:
     history_bytes: int = 16 << 20     # ... and bytes of them per stream
     history_total_bytes: int = 96 << 20  # ... and bytes of them for all streams (ended streams' go first)
     ingest_budget: int = 32 << 20     # ingest audio received but not analysed, all streams (backpressure)
+    memory_budget: int | None = None  # resident bytes past which new streams and uploads are refused (serve: 300 MB)
     record: str | None = None         # JSONL file that every message is appended to
     idle_timeout: float = 30.0        # an ingest stream that sends nothing this long is closed
     open_timeout: float = 10.0        # to send a request head / finish the WebSocket handshake

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from streamer import protocol
 from streamer.codecs import bytes_per_sample, decode_pcm
 from streamer.errors import EmostreamError, ProtocolError, UsageError
-from streamer.server.budget import ByteBudget, trim_heap
+from streamer.server.budget import ByteBudget, MemoryGuard, trim_heap
 from streamer.server.config import PipelineLike, ServerConfig
 from streamer.server.hub import Hub, Stream, Subscriber
 from streamer.server.message import wire
@@ -41,9 +41,11 @@ class IngestSession:
     """
 
     def __init__(self, hub: Hub, pool: concurrent.futures.Executor, make_pipeline: Callable[[int, int], PipelineLike],
-                 config: ServerConfig, on_bytes: Callable[[int], None] | None = None):
+                 config: ServerConfig, on_bytes: Callable[[int], None] | None = None,
+                 guard: MemoryGuard | None = None):
         self.hub, self.pool, self.make_pipeline, self.config = hub, pool, make_pipeline, config
         self.on_bytes = on_bytes
+        self.guard = guard
         # audio received and not analysed yet, all streams together (backpressure past it)
         self.budget = ByteBudget(getattr(config, "ingest_budget", 32 << 20))
 
@@ -55,6 +57,8 @@ class IngestSession:
             protocol.check_stream_id(sid)  # the whole id: "abc\n" is not "abc"
         except ProtocolError as exc:
             return await fail(ws, f"ingest needs ?stream=ID: {exc}", cfg.drop_grace)
+        if self.guard is not None and self.guard.over():  # 1013: try again later
+            return await fail(ws, self.guard.refusal(), cfg.drop_grace, code=1013)
         if not await self.hub.claim(sid):
             return await fail(ws, f"stream ID {sid!r} is in use", cfg.drop_grace)
         loop = asyncio.get_running_loop()

@@ -24,6 +24,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Response
 
 from streamer.errors import EmostreamError, InputError
+from streamer.server.budget import MemoryGuard
 from streamer.server.config import Labeler
 from streamer.server.connection import Body
 from streamer.server.responses import error_response, json_response
@@ -139,24 +140,30 @@ class Uploads:
         queue: uploads that may wait for a labelling slot.
         max_seconds: the longest recording labelled (decoded duration); None: no limit.
         retry_after: seconds a client is told to wait when the queue is full.
+        guard: the server's memory budget; uploads are refused (503) while it is spent.
     """
 
     def __init__(self, labeler: Labeler | None, jobs: int = 1, on_done: Callable[[int], None] | None = None,
-                 queue: int = 4, max_seconds: float | None = None, retry_after: int = 10):
+                 queue: int = 4, max_seconds: float | None = None, retry_after: int = 10,
+                 guard: MemoryGuard | None = None):
         self.labeler = labeler
         self.jobs = max(1, jobs)
         self.queue = max(0, queue)
         self.max_seconds = max_seconds
         self.retry_after = retry_after
+        self.guard = guard
         self.on_done = on_done
         self.pending = 0  # uploads waiting for a slot or being labelled
         self._sem: asyncio.Semaphore | None = None
 
     def _full(self) -> Response | None:
-        if self.pending < self.jobs + self.queue:
+        if self.guard is not None and self.guard.over():
+            message = self.guard.refusal()
+        elif self.pending < self.jobs + self.queue:
             return None
-        resp = error_response(503, f"busy: {self.pending} uploads are being labelled or waiting; "
-                                   f"retry in {self.retry_after} s")
+        else:
+            message = f"busy: {self.pending} uploads are being labelled or waiting; retry in {self.retry_after} s"
+        resp = error_response(503, message)
         resp.headers["Retry-After"] = str(self.retry_after)
         return resp
 
