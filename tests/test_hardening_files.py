@@ -174,6 +174,7 @@ def test_huge_samples_no_numpy_warnings(tmp_path):
     assert "RuntimeWarning" not in err and "beyond full scale" in err and "NaN or infinite" in err
 
 
+@pytest.mark.slow  # eight interpreter start-ups
 def test_non_utf8_names_end_to_end(tmp_path, speech):
     bad = non_utf8_path(tmp_path)
     raw = os.fsencode(bad)

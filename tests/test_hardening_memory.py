@@ -9,6 +9,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from serverkit import FakePipeline, run
 from websockets.asyncio.client import connect
 
@@ -79,6 +80,7 @@ class SlowPipeline(FakePipeline):
         return super().feed(block)
 
 
+@pytest.mark.slow  # 4 x 60 s of audio through a deliberately slow pipeline
 def test_fast_senders_are_held_to_the_ingest_budget():
     budget = 256 << 10
     frame = 32 << 10  # 1 s of 16 kHz 16-bit audio
