@@ -28,8 +28,9 @@ A hello has no seq: it is sent first to every subscriber, also on a replay.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 from streamer.errors import ProtocolError
 

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import csv
 import json
-from typing import Any, Mapping, Protocol, TextIO, Union, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, TextIO, Union, runtime_checkable
 
 from streamer.errors import ProtocolError, UsageError
 from streamer.events import Alert, Event, Segment, Window, from_wire
@@ -158,13 +159,6 @@ class _Base:
         return self.max_end
 
     def event(self, ev: Event | Mapping[str, Any]) -> None:
-        if isinstance(ev, Mapping):  # an event's wire dict (a recording read back, older callers)
-            if ev.get("type") not in ("window", "segment", "alert"):
-                return
-            try:
-                ev = from_wire(ev)
-            except ProtocolError as exc:  # a malformed row is bad data, not a protocol breach
-                raise ValueError(str(exc)) from None
         if isinstance(ev, Window):
             self._seen(ev)
             self.window(ev)
@@ -174,6 +168,13 @@ class _Base:
         elif isinstance(ev, Alert):
             self._seen(ev)
             self.alert(ev)
+        elif isinstance(ev, Mapping) and ev.get("type") in ("window", "segment", "alert"):
+            # an event's wire dict (a recording read back, older callers)
+            try:
+                event = from_wire(ev)
+            except ProtocolError as exc:  # a malformed row is bad data, not a protocol breach
+                raise ValueError(str(exc)) from None
+            self.event(event)
 
     def window(self, ev: Window) -> None:
         pass
