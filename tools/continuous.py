@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"emostream: error: {exc}", file=sys.stderr)
         return 2
     streams = build_streams(clips, sr, args.seed)
-    res = {"model": meta.version, "corpus": args.corpus, "streams": len(streams)}
+    res = {"model": meta.version, "corpus": args.corpus, "streams": len(streams),
+           "command": "python -m tools.continuous " + " ".join(argv if argv is not None else sys.argv[1:])}
     for key, tel in (("16k", False), ("mulaw_8k", True)):
         scored = evaluate_streams(streams, meta, clf, telephone=tel)
         res[key] = summarise(scored)

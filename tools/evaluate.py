@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         res = evaluate(args.model, args.data, args.corpus, args.telephone, args.limit)
+        res["command"] = "python -m tools.evaluate " + " ".join(argv if argv is not None else sys.argv[1:])
     except (EmostreamError, DataError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2

@@ -153,6 +153,9 @@ def run(args: argparse.Namespace, argv: list[str], log=print) -> int:
         else:
             path = reports / f"cv_{name}.json"
         res = json.loads(path.read_text()) if path.exists() else {}
+        about = dict(command=cmd, seeds_cv=args.seeds_cv, recipe=rcp.to_json())
+        # a long CV writes its figures so far after every fold (marked "partial")
+        opts.checkpoint = lambda part: path.write_text(json.dumps({**res, **part, **about}, indent=1) + "\n")
         if args.random_split:
             key = "random_split" if rcp.early_stopping or rcp.name != "seed" else "random_split_fixed_epochs"
             res[key] = run_random_split(data, rcp, args.seed, log=log)
@@ -160,7 +163,8 @@ def run(args: argparse.Namespace, argv: list[str], log=print) -> int:
         else:
             res.update(run_cross_corpus(data, rcp, cross[0], cross[1], opts, log=log) if cross
                        else run_cv(data, rcp, opts, corpus=args.cv, log=log))
-            res.update(command=cmd, seeds_cv=args.seeds_cv, recipe=rcp.to_json(), seconds=round(time.time() - t0))
+            res.pop("partial", None)
+            res.update(about, seconds=round(time.time() - t0))
             for v, key in (("16 kHz", "clean_16k"), ("8 kHz mu-law", "mulaw_8k")):
                 r = res[key]
                 plot_confusion(r["confusion"], f"{name}: {v}, acc {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f}",

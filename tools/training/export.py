@@ -115,7 +115,7 @@ def final_fit(data, rcp: Recipe, opts: FitOptions, log=print):
                 "early_stopping_speakers": sorted(set(data.speaker[val].tolist())) if val is not None else None,
                 "quantisation": "int8 dynamic-range weights" if opts.quant == "dynamic" else "float32",
             },
-            "evaluation": eval_summary(cv, rcp, Path(opts.reports)),
+            "evaluation": eval_summary(cv, rcp, Path(opts.reports), opts.version),
             "tflite": {"bytes": len(content), "ms_per_window_1_thread": round(lat, 4),
                        "keras_agreement": agree, "input": "[batch, steps, n_channels], steps dynamic"
                        if rcp.input_layout == "steps" else "[batch, n_channels*steps, 1]"},
@@ -147,8 +147,26 @@ def describe(rcp: Recipe) -> str:
                if len(rcp.views) > 1 else "") + ".")
 
 
-def eval_summary(cv: dict | None, rcp: Recipe, reports: Path | None = None) -> dict:
-    """The metadata's ``evaluation`` block from the recipe's CV report (and its cross-corpus reports)."""
+def _continuous_entry(c: dict) -> dict:
+    """A continuous-speech result as an evaluation entry: ``accuracy`` is the timeline's per utterance
+    on single-speaker streams (what ``emostream info`` prints), the rest beside it."""
+    out = {"accuracy": c.get("speaker_timeline")}
+    for k, name in (("mixed_timeline", "mixed_speakers"), ("speaker_raw", "raw_windows"),
+                    ("speaker_utterances", "utterances"), ("fold_speaker_timeline", "fold_accuracy"),
+                    ("predicted", "predicted")):
+        if k in c:
+            out[name] = c[k]
+    return out
+
+
+def eval_summary(cv: dict | None, rcp: Recipe, reports: Path | None = None, version: str | None = None) -> dict:
+    """The metadata's ``evaluation`` block from the recipe's CV report and its other protocols' reports.
+
+    Entries with an ``accuracy`` are test conditions (``emostream info`` prints each one):
+    per-clip sets (``clean_16k``, ``mulaw_8k``, ...), continuous speech (``continuous_16k``,
+    ``continuous_mulaw_8k``), and from ``cv_<recipe>__<protocol>.json`` reports (written by
+    ``--cv CORPUS`` and ``--cross A:B``) ``<protocol>_16k`` / ``_mulaw_8k`` / ``_continuous_16k``.
+    """
     if not cv:
         return {"protocol": f"none recorded: run python -m tools.train --model {rcp.name} --cv"}
     out = {"protocol": cv.get("protocol"), "command": cv.get("command")}
@@ -158,7 +176,7 @@ def eval_summary(cv: dict | None, rcp: Recipe, reports: Path | None = None) -> d
                                                 "predicted") if kk in cv[k]}
     for k in CONTINUOUS_KEYS:
         if k in cv:
-            out[k] = {kk: v for kk, v in cv[k].items() if kk not in ("confusion",)}
+            out[k] = _continuous_entry(cv[k])
     if "calibration_clean_16k" in cv:
         out["calibration"] = cv["calibration_clean_16k"]
     for k in ("random_split", "random_split_fixed_epochs"):
@@ -168,16 +186,29 @@ def eval_summary(cv: dict | None, rcp: Recipe, reports: Path | None = None) -> d
         out["run_commands"] = cv["run_commands"]
     if cv.get("seeds_cv"):
         out["models_per_fold"] = cv["seeds_cv"]
-    if reports is not None:
-        # other protocols of the same recipe: cv_<name>_<protocol>.json written with --report-name
-        for p in sorted(reports.glob(f"cv_{rcp.name}__*.json")):
-            r = json.loads(p.read_text())
-            key = p.stem.split("__", 1)[1]
-            out[key] = {"protocol": r.get("protocol"), "command": r.get("command"),
-                        **{k: {kk: r[k][kk] for kk in ("accuracy", "macro_f1_present", "predicted") if kk in r[k]}
-                           for k in ("clean_16k", "mulaw_8k") if k in r},
-                        **{k: {kk: v for kk, v in r[k].items() if kk in ("speaker_timeline", "mixed_timeline")}
-                           for k in CONTINUOUS_KEYS if k in r}}
+    for p in sorted(reports.glob(f"cv_{rcp.name}__*.json")) if reports is not None else []:
+        r = json.loads(p.read_text())
+        key = p.stem.split("__", 1)[1]
+        for k, name in (("clean_16k", "16k"), ("mulaw_8k", "mulaw_8k")):
+            if k in r:
+                out[f"{key}_{name}"] = {"accuracy": r[k]["accuracy"], "macro_f1": r[k].get("macro_f1_present"),
+                                        "predicted": r[k].get("predicted"), "protocol": r.get("protocol"),
+                                        "command": r.get("command")}
+        for k in CONTINUOUS_KEYS:
+            if k in r:
+                out[f"{key}_{k}"] = _continuous_entry(r[k])
+    # the shipped model itself (this ``version``) measured on a corpus (python -m tools.evaluate / tools.continuous --json)
+    for p in sorted(reports.glob("shipped_*.json")) if reports is not None else []:
+        r = json.loads(p.read_text())
+        if r.get("model") != version:  # another model's measurements
+            continue
+        if "accuracy" in r:
+            key = f"shipped_on_{r['corpus']}_{'mulaw_8k' if r.get('telephone') else '16k'}"
+            out[key] = {k: r.get(k) for k in ("accuracy", "macro_f1_present", "max_label_share", "predicted",
+                                              "n", "command")}
+        for k in ("16k", "mulaw_8k"):
+            if k in r:
+                out[f"shipped_on_{r['corpus']}_continuous_{k}"] = {**_continuous_entry(r[k]), "command": r.get("command")}
     return out
 
 
@@ -186,7 +217,7 @@ def refresh_meta(rcp: Recipe, out: str, reports: str, log=print) -> Path:
     meta_path = Path(out) / f"{model_stem(rcp)}.json"
     cv_path = Path(reports) / f"cv_{rcp.name}.json"
     d = json.loads(meta_path.read_text())
-    d["evaluation"] = eval_summary(json.loads(cv_path.read_text()), rcp, Path(reports))
+    d["evaluation"] = eval_summary(json.loads(cv_path.read_text()), rcp, Path(reports), d.get("version"))
     meta_path.write_text(json.dumps(d, indent=1) + "\n")
     log(f"updated {meta_path} from {cv_path}")
     return meta_path

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -48,6 +49,7 @@ class CVOptions:
     save_probs: str | None = None
     curve: bool = True  # the first model's clip accuracy every 5 epochs (to choose an epoch count)
     folds: list[int] | None = None  # only these folds (1-based): a cheaper, paired look at a recipe
+    checkpoint: Callable[[dict], None] | None = None  # gets the pooled figures after each fold but the last
 
 
 def folds_of(data, corpus: str) -> list[list[str]]:
@@ -175,10 +177,19 @@ def _run_folds(data, rcp: Recipe, folds: list[tuple[int, np.ndarray, np.ndarray,
         if "continuous" in f:
             cont.append(f["continuous"])
             fold["continuous_16k"] = continuous.summarise(f["continuous"]["16k"])
+            fold["continuous_mulaw_8k"] = continuous.summarise(f["continuous"]["mulaw_8k"])
         ytrue.append(data.y[te])
         log(f"  fold {fi + 1}: clean {fold['clean']['accuracy']}, 8 kHz mu-law {fold['tel']['accuracy']}"
             + (f", continuous {fold['continuous_16k'].get('speaker_timeline')}" if cont else ""))
         res["folds"].append(fold)
+        _pool(res, rcp, opts, preds, probs, ytrue, cont, members)
+        if opts.checkpoint is not None and k + 1 < len(folds):
+            opts.checkpoint({**res, "partial": f"{k + 1} of {len(folds)} folds"})
+    return res
+
+
+def _pool(res: dict, rcp: Recipe, opts: CVOptions, preds, probs, ytrue, cont, members) -> None:
+    """The figures over the folds done so far (all of them at the end)."""
     if opts.save_probs:
         np.savez_compressed(opts.save_probs, **{k: np.stack(v) for k, v in members.items()},
                             **{f"y/{fi}": y for fi, y in enumerate(ytrue)},
@@ -199,7 +210,6 @@ def _run_folds(data, rcp: Recipe, folds: list[tuple[int, np.ndarray, np.ndarray,
         ]
     elif rcp.early_stopping:
         res["best_epochs"] = [f["train"][0]["best_epoch"] for f in res["folds"]]
-    return res
 
 
 def run_cv(data, rcp: Recipe, opts: CVOptions, corpus: str = "ravdess", log=print) -> dict:
