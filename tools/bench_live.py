@@ -14,6 +14,14 @@
     python tools/bench_live.py                          # both, default sizes
     python tools/bench_live.py --subscribers 1,500 --seconds 20 --skip-ingest
     python tools/bench_live.py --skip-latency --ingest 50,100,200,300 --json bench.json
+    python tools/bench_live.py --skip-latency --nodes 2 --ingest 50,100,150   # 2 nodes + Redis + HAProxy
+    python tools/bench_live.py --skip-latency --skip-ingest --redis-latency 20
+
+3. Cluster (``--nodes N``): the same ingest test through HAProxy (docs/deploy/haproxy.cfg) into N
+   ``emostream serve --redis`` nodes sharing one ``redis-server``, all on this machine.
+   ``--redis-latency CALLS``: real-time calls into node 1, each watched by a subscriber on node 1
+   (served by the in-process hub) and one on node 2 (read back from Redis); per window, the second
+   arrival minus the first is the latency Redis adds.
 """
 
 from __future__ import annotations
@@ -186,7 +194,7 @@ def bench_latency(n_subs: int, seconds: float, model: str | None) -> dict:
 # -- 2. concurrent ingest ----------------------------------------------------------------------
 
 async def _one_call(port: int, sid: str, payload: list[bytes], frame_s: float, lags: list[float],
-                    stats: dict, start_delay: float) -> None:
+                    stats: dict, start_delay: float, started: list[float] | None = None) -> None:
     from websockets.asyncio.client import connect
 
     await asyncio.sleep(start_delay)
@@ -195,6 +203,8 @@ async def _one_call(port: int, sid: str, payload: list[bytes], frame_s: float, l
                            open_timeout=60, ping_interval=None) as ws:
             await ws.send(json.dumps({"type": "start", "sample_rate": 8000, "channels": 1, "encoding": "mulaw"}))
             t0 = time.monotonic()
+            if started is not None:  # tells other observers of this call when its audio began
+                started.append(t0)
 
             async def receive() -> None:
                 async for frame in ws:
@@ -206,6 +216,8 @@ async def _one_call(port: int, sid: str, payload: list[bytes], frame_s: float, l
                     elif '"type":"end"' in frame:
                         return
             rx = asyncio.ensure_future(receive())
+            # a call the server closes fails in the sending loop below; this one then says nothing more
+            rx.add_done_callback(lambda t: t.cancelled() or t.exception())
             for i, chunk in enumerate(payload):
                 due = t0 + (i + 1) * frame_s
                 delay = due - time.monotonic()
@@ -221,50 +233,147 @@ async def _one_call(port: int, sid: str, payload: list[bytes], frame_s: float, l
         stats.setdefault("why", repr(exc))
 
 
-def bench_ingest(n_calls: int, seconds: float, frame_ms: float, model: str | None, workers: int | None) -> dict:
+def _payload(seconds: float, frame_ms: float) -> list[bytes]:
     from streamer.codecs import encode_pcm
 
-    port = free_port()
-    env = dict(os.environ)
+    y = load(8000, seconds)
+    step = int(frame_ms / 1000 * 8000)
+    return [encode_pcm(y[i:i + step], "mulaw") for i in range(0, len(y), step)]
+
+
+def ingest_load(port: int, n_calls: int, seconds: float, frame_ms: float, pids: list[int], prefix: str = "call"
+                ) -> dict:
+    """N concurrent real-time calls against ``port``; window lag percentiles and the servers' CPU."""
+    import psutil
+
+    payload = _payload(seconds, frame_ms)
+    lags: list[float] = []
+    stats = {"errors": 0, "failed": 0, "late_sends": 0}
+    procs = [psutil.Process(p) for p in pids]
+    for ps in procs:
+        ps.cpu_percent()
+    t = time.monotonic()
+
+    async def main() -> None:
+        await asyncio.gather(*(_one_call(port, f"{prefix}-{i}", payload, frame_ms / 1000, lags, stats,
+                                         random.random()) for i in range(n_calls)))
+    asyncio.run(main())
+    wall = time.monotonic() - t
+    cpu = sum(ps.cpu_percent() for ps in procs)
+    return {"calls": n_calls, "audio_s": seconds, "frame_ms": frame_ms, "windows": len(lags),
+            "lag_p50_s": round(pct(lags, 50), 3), "lag_p95_s": round(pct(lags, 95), 3),
+            "lag_max_s": round(max(lags), 3) if lags else None, "server_cpu_pct": round(cpu),
+            "wall_s": round(wall, 1), **stats}
+
+
+def _env(model: str | None, workers: int | None) -> dict[str, str]:
+    env = {}
     if model:
         env["EMOSTREAM_MODEL"] = model
-    env["EMOSTREAM_WORKERS"] = str(workers) if workers else env.get("EMOSTREAM_WORKERS", "")
-    proc = subprocess.Popen([sys.executable, "-m", "streamer", "serve", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        y = load(8000, seconds)
-        step = int(frame_ms / 1000 * 8000)
-        payload = [encode_pcm(y[i:i + step], "mulaw") for i in range(0, len(y), step)]
-        lags: list[float] = []
-        stats = {"errors": 0, "failed": 0, "late_sends": 0}
-        import psutil
+    if workers:
+        env["EMOSTREAM_WORKERS"] = str(workers)
+    return env
 
-        ps = psutil.Process(proc.pid)
-        ps.cpu_percent()
-        t = time.monotonic()
+
+def bench_ingest(n_calls: int, seconds: float, frame_ms: float, model: str | None, workers: int | None) -> dict:
+    """``ingest_load`` against a fresh ``emostream serve`` (one process, in-memory hub)."""
+    from tools.local_cluster import Node
+
+    node = Node(None, "bench", env=_env(model, workers))
+    try:
+        node.start()
+        assert node.proc is not None
+        return ingest_load(node.port, n_calls, seconds, frame_ms, [node.proc.pid])
+    finally:
+        node.stop()
+
+
+def bench_cluster_ingest(levels: list[int], nodes: int, seconds: float, frame_ms: float, model: str | None,
+                         workers: int | None) -> list[dict]:
+    """``ingest_load`` through HAProxy in front of ``nodes`` ``serve --redis`` nodes (one Redis), per
+    level until the lag p95 passes 0.5 s. The Redis server's CPU counts with the nodes'."""
+    from tools.local_cluster import Cluster, RedisServer
+
+    out = []
+    with RedisServer() as redis, Cluster(redis.url, nodes, env=_env(model, workers)) as cluster:
+        cluster.wait_healthy(60)
+        assert cluster.balancer_port is not None and redis.proc is not None
+        pids = [n.proc.pid for n in cluster.nodes if n.proc is not None] + [redis.proc.pid]
+        for k, n in enumerate(levels):
+            r = ingest_load(cluster.balancer_port, n, seconds, frame_ms, pids, prefix=f"l{k}")
+            r["nodes"] = nodes
+            out.append(r)
+            _print_ingest(r)
+            if not r["lag_p95_s"] <= 0.5 or r["failed"]:
+                break
+            time.sleep(1.0)
+    return out
+
+
+# -- 3. what Redis adds to a window --------------------------------------------------------------
+
+def bench_redis_latency(n_calls: int, seconds: float, frame_ms: float, model: str | None,
+                        workers: int | None = None) -> dict:
+    """Each window's arrival at a subscriber on the ingesting node (the in-process hub) and at one
+    on a second node (through Redis), for ``n_calls`` real-time calls into node 1; the difference
+    is what Redis adds (publish, XADD, XREAD, relay)."""
+    from websockets.asyncio.client import connect
+
+    from tools.local_cluster import Cluster, RedisServer
+
+    payload = _payload(seconds, frame_ms)
+    arrivals: dict[tuple[str, str, int], float] = {}
+    lags: dict[str, list[float]] = {"local": [], "remote": []}
+    stats = {"errors": 0, "failed": 0, "late_sends": 0}
+
+    async def watch(port: int, where: str, sid: str, t0: list[float]) -> None:
+        for _ in range(100):  # the stream reaches the other node's listing shortly after it starts
+            try:
+                async with connect(f"ws://127.0.0.1:{port}/ws?stream={sid}", max_size=None,
+                                   open_timeout=60, ping_interval=None) as ws:
+                    async for frame in ws:
+                        t = time.monotonic()
+                        if '"type":"window"' in frame:
+                            m = json.loads(frame)
+                            arrivals[(where, sid, m["seq"])] = t
+                            if t0:
+                                lags[where].append(t - (t0[0] + m["end"]))
+                        elif '"type":"end"' in frame:
+                            return
+                        elif '"type":"error"' in frame and "no stream" in frame:
+                            break
+            except Exception:
+                pass
+            await asyncio.sleep(0.1)
+
+    async def one(ports: list[int], sid: str, delay: float) -> None:
+        t0: list[float] = []
+        lag_sink: list[float] = []
+        await asyncio.sleep(delay)
+        call = asyncio.ensure_future(_one_call(ports[0], sid, payload, frame_ms / 1000, lag_sink, stats, 0.0,
+                                               started=t0))
+        await asyncio.sleep(0.5)
+        await asyncio.gather(call, watch(ports[0], "local", sid, t0), watch(ports[1], "remote", sid, t0))
+
+    with RedisServer() as redis, Cluster(redis.url, 2, balancer=False, env=_env(model, workers)) as cluster:
+        cluster.wait_healthy(60)
 
         async def main() -> None:
-            await asyncio.gather(*(_one_call(port, f"call-{i}", payload, frame_ms / 1000, lags, stats,
-                                             random.random()) for i in range(n_calls)))
+            await asyncio.gather(*(one(cluster.node_ports, f"lat-{i}", random.random()) for i in range(n_calls)))
         asyncio.run(main())
-        wall = time.monotonic() - t
-        cpu = ps.cpu_percent()
-        return {"calls": n_calls, "audio_s": seconds, "frame_ms": frame_ms, "windows": len(lags),
-                "lag_p50_s": round(pct(lags, 50), 3), "lag_p95_s": round(pct(lags, 95), 3),
-                "lag_max_s": round(max(lags), 3) if lags else None, "server_cpu_pct": round(cpu),
-                "wall_s": round(wall, 1), **stats}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    added = [(arrivals[("remote", sid, seq)] - t) * 1000 for (where, sid, seq), t in arrivals.items()
+             if where == "local" and ("remote", sid, seq) in arrivals]
+    return {"calls": n_calls, "audio_s": seconds, "windows": len(added),
+            "local_lag_p50_s": round(pct(lags["local"], 50), 3), "local_lag_p95_s": round(pct(lags["local"], 95), 3),
+            "remote_lag_p50_s": round(pct(lags["remote"], 50), 3),
+            "remote_lag_p95_s": round(pct(lags["remote"], 95), 3),
+            "redis_added_p50_ms": round(pct(added, 50), 1), "redis_added_p95_ms": round(pct(added, 95), 1),
+            "redis_added_max_ms": round(max(added), 1) if added else None, **stats}
+
+
+def _print_ingest(r: dict) -> None:
+    print(f"{r.get('nodes', 1):>5} {r['calls']:>6} {r['windows']:>8} {r['lag_p50_s']:>10} {r['lag_p95_s']:>10} "
+          f"{r['lag_max_s']!s:>10} {r['server_cpu_pct']:>11} {r['late_sends']:>10} {r['failed']:>6}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,6 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frame-ms", type=float, default=20.0, help="ingest frame length (telephony: 20 ms)")
     ap.add_argument("--workers", type=int, default=None, help="server ingest threads (EMOSTREAM_WORKERS)")
     ap.add_argument("--model", default=None, help="model path (default: the shipped one)")
+    ap.add_argument("--nodes", type=int, default=0,
+                    help="ingest through HAProxy into N `serve --redis` nodes sharing one redis-server "
+                         "(0: one plain `serve` process, the in-memory hub)")
+    ap.add_argument("--redis-latency", type=int, default=0, metavar="CALLS",
+                    help="also measure what Redis adds to a window: CALLS real-time calls into node 1, "
+                         "subscribers on node 1 (in-process hub) and node 2 (through Redis)")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-ingest", action="store_true")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -300,19 +415,33 @@ def main(argv: list[str] | None = None) -> int:
                   f"{str(r['from_last_read_sample_p50_ms']) + ' / ' + str(r['from_last_read_sample_p95_ms']):>32}",
                   flush=True)
     if not args.skip_ingest:
-        print(f"{'calls':>6} {'windows':>8} {'lag p50 s':>10} {'lag p95 s':>10} {'lag max s':>10} "
+        print(f"{'nodes':>5} {'calls':>6} {'windows':>8} {'lag p50 s':>10} {'lag p95 s':>10} {'lag max s':>10} "
               f"{'server cpu%':>11} {'late sends':>10} {'failed':>6}")
-        for n in [int(x) for x in args.ingest.split(",") if x]:
-            r = bench_ingest(n, args.ingest_seconds, args.frame_ms, args.model, args.workers)
-            result["ingest"].append(r)
-            print(f"{r['calls']:>6} {r['windows']:>8} {r['lag_p50_s']:>10} {r['lag_p95_s']:>10} "
-                  f"{r['lag_max_s']!s:>10} {r['server_cpu_pct']:>11} {r['late_sends']:>10} {r['failed']:>6}",
-                  flush=True)
-            if not r["lag_p95_s"] <= 0.5 or r["failed"]:
-                break
+        levels = [int(x) for x in args.ingest.split(",") if x]
+        if args.nodes == 0:
+            for n in levels:
+                r = bench_ingest(n, args.ingest_seconds, args.frame_ms, args.model, args.workers)
+                result["ingest"].append(r)
+                _print_ingest(r)
+                if not r["lag_p95_s"] <= 0.5 or r["failed"]:
+                    break
+        else:
+            result["ingest"] = bench_cluster_ingest(levels, args.nodes, args.ingest_seconds, args.frame_ms,
+                                                    args.model, args.workers)
         ok = [r["calls"] for r in result["ingest"] if r["lag_p95_s"] <= 0.5 and not r["failed"]]
         result["max_calls_p95_under_0_5s"] = max(ok) if ok else 0
-        print(f"most concurrent calls with window lag p95 <= 0.5 s: {result['max_calls_p95_under_0_5s']}")
+        where = "one process, in-memory hub" if args.nodes == 0 else f"{args.nodes} node(s) + Redis + HAProxy"
+        print(f"most concurrent calls with window lag p95 <= 0.5 s ({where}): {result['max_calls_p95_under_0_5s']}")
+    if args.redis_latency:
+        r = bench_redis_latency(args.redis_latency, args.ingest_seconds, args.frame_ms, args.model, args.workers)
+        result["redis_latency"] = r
+        print(f"{'calls':>6} {'windows':>8} {'same node lag p50/p95 s':>24} {'other node lag p50/p95 s':>25} "
+              f"{'added by Redis p50/p95/max ms':>30} {'failed':>6}")
+        print(f"{r['calls']:>6} {r['windows']:>8} {str(r['local_lag_p50_s']) + ' / ' + str(r['local_lag_p95_s']):>24} "
+              f"{str(r['remote_lag_p50_s']) + ' / ' + str(r['remote_lag_p95_s']):>25} "
+              f"{str(r['redis_added_p50_ms']) + ' / ' + str(r['redis_added_p95_ms']) + ' / ' + str(r['redis_added_max_ms']):>30} "
+              f"{r['failed']:>6}",
+              flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
