@@ -173,6 +173,20 @@ def test_unreachable_redis_at_start_is_one_error_with_exit_4():
         run(RedisStore(url, "n", timeout_s=1).connect())
 
 
+def test_serve_with_an_unreachable_redis_exits_4_with_one_line():
+    from conftest import emostream
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    r = emostream("serve", "--port", str(free_port()), "--redis", url, "--node-id", "n1")
+    err = r.stderr.decode().strip()
+    assert r.returncode == 4 and err.startswith(f"emostream: error: cannot reach Redis at {url}")
+    assert "\n" not in err and "Traceback" not in err
+    r = emostream("serve", "--node-id", "n1")
+    assert r.returncode != 0 and "--node-id needs --redis" in r.stderr.decode()
+    r = emostream("serve", "--redis", "http://example.org/")
+    assert r.returncode != 0 and "redis://HOST:6379/0" in r.stderr.decode()
+
+
 # -- the backend under two hubs: two nodes in one process -------------------------------------
 
 async def node(url: str, name: str, prefix: str, **kw) -> Hub:
