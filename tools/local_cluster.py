@@ -26,7 +26,6 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 HAPROXY_CFG = ROOT / "docs" / "deploy" / "haproxy.cfg"
