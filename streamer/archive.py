@@ -67,6 +67,7 @@ __all__ = [
     "cached_model",
     "label_one",
     "write_label",
+    "preflight",
     "run_archive",
     "default_workers",
 ]
@@ -312,6 +313,24 @@ def write_label(source: Any, out: IO[str], fmt: str, meta: Any, clf: Any, *, cha
                   alert_rules=rules, on_header=on_header, on_event=sink, progress=progress)
     writer.close(duration=res.duration)
     return res
+
+
+def preflight(opts: LabelOptions) -> None:
+    """Load the model and run four seconds of quiet noise through the whole chain, here, once.
+
+    A model, speech detector or option that cannot work fails the run at start (one line, its
+    own exit status) instead of failing every file of an archive one by one on the workers.
+    """
+    import io
+
+    import numpy as np
+
+    from streamer.sources import ArraySource
+
+    meta, clf = cached_model(opts.model, opts.window, opts.hop)
+    sr = int(meta.features.sample_rate)
+    noise = (np.random.default_rng(0).standard_normal(4 * sr) * 1e-3).astype(np.float32)
+    write_label(ArraySource(noise, sr, uri="preflight"), io.StringIO(), opts.format, meta, clf)
 
 
 def _write_output(job: Job, opts: LabelOptions, meta: Any, clf: Any) -> tuple[float, list[str]]:

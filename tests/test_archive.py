@@ -142,6 +142,17 @@ def test_no_audio_and_unreadable_list_are_one_line_errors(tmp_path: Path) -> Non
     assert r.returncode == 2 and "cannot read the input list" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_model_that_cannot_work_fails_the_run_at_start(tmp_path: Path) -> None:
+    from streamer.config import default_model_path
+
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer" * 64)
+    shutil.copy(default_model_path().with_suffix(".json"), bad.with_suffix(".json"))
+    r = cli("label", str(FIXTURES), "--out-dir", str(tmp_path / "out"), "--model", str(bad))
+    assert r.returncode == 3 and r.stderr.startswith("emostream: error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "out").exists()  # nothing started, no manifest of failures
+
+
 def test_usage_errors(tmp_path: Path) -> None:
     a = str(FIXTURES / "03-01-01-01-01-01-06.flac")
     cases = [(["label", a, a], "several inputs need --out-dir"),
@@ -149,7 +160,8 @@ def test_usage_errors(tmp_path: Path) -> None:
              (["label", a, "--out-dir", str(tmp_path), "--summary", "s.json"], "--summary is for one recording"),
              (["label", a, "--out-dir", str(tmp_path), "--workers", "0"], "--workers must be at least 1"),
              (["label", a, "--out-dir", str(tmp_path), "--workers", "2", "--dask", "local"], "not allowed with"),
-             (["label", a, "--out-dir", str(tmp_path), "--dask", "local:x"], "local:N needs a positive number")]
+             (["label", a, "--out-dir", str(tmp_path), "--dask", "local:x"], "local:N needs a positive number"),
+             (["label", a, "-", "--out-dir", str(tmp_path)], "cannot go with --out-dir")]
     for args, text in cases:
         r = cli(*args)
         assert r.returncode == 64, (args, r.stderr)
@@ -455,3 +467,30 @@ def test_workers_keep_freed_memory_under_dasks_malloc_setting(tmp_path: Path, lo
     run = subprocess.run([sys.executable, "-c", code, str(long_clip), str(tmp_path)], capture_output=True,
                          text=True, cwd=ROOT, env=_env(MALLOC_TRIM_THRESHOLD_="65536"), timeout=300, check=True)
     assert int(run.stdout) < 5000, run.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_a_rerun_completes(tmp_path: Path, long_clip: Path) -> None:
+    psutil = pytest.importorskip("psutil")
+    inputs = _copies(long_clip, tmp_path / "in", 8)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "streamer", "label", str(tmp_path / "in"), "-f", "csv",
+                             "--out-dir", str(out), "--workers", "2"], cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_lines(out, 2, proc)
+        family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends to the whole job
+        _, err = proc.communicate(timeout=120)
+    finally:
+        _kill_group(proc)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert not parts(out)  # interrupted writers removed their temporary files
+    t_end = time.monotonic() + 30
+    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in family):
+        assert time.monotonic() < t_end, "processes of the run outlived it"
+        time.sleep(0.1)
+    r = cli("label", str(tmp_path / "in"), "-f", "csv", "--out-dir", str(out), "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.glob("call*.csv")) == sorted(p.name + ".csv" for p in inputs)

@@ -30,7 +30,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "(1 s margins) to DIR/<start>-<end>-<channel>-<label>.wav, for review")
     p.add_argument("--clips-format", choices=("wav", "mp3"), default="wav", help="format of --clips (default: wav)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress or warnings")
-    g = p.add_argument_group("archives (see streamer/archive.py)")
+    g = p.add_argument_group("archives: any number of inputs, one output each")
     g.add_argument("--out-dir", metavar="DIR", help="label every input into DIR (tree mirrored, "
                    "DIR/manifest.jsonl, complete outputs skipped on a rerun)")
     x = g.add_mutually_exclusive_group()
@@ -119,12 +119,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_archive(args: argparse.Namespace) -> int:
     """Every input into --out-dir on a local pool or a Dask cluster; exit 2 if any input failed."""
-    from streamer.archive import DaskBackend, LabelOptions, LocalBackend, collect_inputs, run_archive
-    from streamer.labelling import load_model
+    from streamer.archive import DaskBackend, LabelOptions, LocalBackend, collect_inputs, preflight, run_archive
 
     for opt in ("output", "summary", "plot", "clips"):
         if getattr(args, opt, None):
             raise UsageError(f"--{opt} is for one recording; with --out-dir every input gets its own output")
+    if "-" in args.inputs:
+        raise UsageError("- (standard input) is one recording: it cannot go with --out-dir")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     names = channel_names_arg(args)
@@ -132,7 +133,7 @@ def _run_archive(args: argparse.Namespace) -> int:
                         channels=args.channels, channel_names=tuple(names) if names else None,
                         alert_rules=tuple(alert_rules_arg(args) or ()))
     jobs = collect_inputs(args.inputs, args.out_dir, args.format)
-    load_model(args.model, args.window, args.hop)  # a bad model or window fails here, not once per file
+    preflight(opts)  # a bad model or option fails the run here, not once per file
     backend = DaskBackend(args.dask) if args.dask else LocalBackend(args.workers)
     try:
         totals = run_archive(jobs, args.out_dir, opts, backend, progress=False if args.quiet else None)
