@@ -260,7 +260,7 @@ def test_frozen_redis_keeps_the_call_local_and_loses_nothing():
             os.kill(srv.proc.pid, signal.SIGSTOP)  # Redis stops answering: a partition, not a restart
             try:
                 s.publish_many(window(i) for i in range(10, 40))
-                await asyncio.sleep(2.0)
+                await asyncio.sleep(3.0)  # longer than b's blocking read and its timeout
                 health = await a.backend.health()
                 assert not health["ok"] and health["redis"] == "unreachable"
                 assert any("Redis unreachable" in n for n in notices)
@@ -272,6 +272,10 @@ def test_frozen_redis_keeps_the_call_local_and_loses_nothing():
             got = await reader
             seqs = [m["seq"] for m in got if m.get("seq") is not None]
             assert seqs == list(range(1, 52))  # nothing lost, nothing repeated, in order
+            # the subscriber on the other node was told, then told again when Redis was back
+            notes = [m["message"] for m in got if m["type"] == "error"]
+            assert any(n.startswith("warning: Redis unreachable") for n in notes), notes
+            assert any(n.startswith("warning: Redis reachable again") for n in notes), notes
             for _ in range(40):
                 if (await a.backend.health())["ok"]:
                     break
