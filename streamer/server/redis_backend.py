@@ -732,8 +732,8 @@ class RedisBackend:
         if self.store.owned.get(sid) == log_key:
             del self.store.owned[sid]
         log.error("stream %s: lease lost; no longer published to Redis", sid)
-        self._notice(sid, f"warning: stream {sid!r} lost its cluster lease (Redis unreachable too long): "
-                          "it is still labelled on this connection, other nodes no longer see it")
+        self._notice(sid, f"warning: stream {sid!r} is no longer shared with the cluster (its lease was lost: "
+                          "Redis was out too long or lost its data); it is still labelled on this node")
 
     def _notice(self, sid: str | None, text: str) -> None:
         if self.on_notice is not None:
