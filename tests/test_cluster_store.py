@@ -307,3 +307,35 @@ def test_a_stream_followed_before_its_first_message_waits_for_it(redis_url):
             for h in (a, b):
                 await h.aclose()
     run(main())
+
+
+def test_redis_that_lost_its_data_leaves_live_calls_local_and_says_so(redis_url):
+    async def main():
+        a, b = await node(redis_url, "alpha", "t9", lease_s=1.0), await node(redis_url, "beta", "t9")
+        notices: list[tuple[str | None, str]] = []
+        a.backend.on_notice = lambda sid, text: notices.append((sid, text))
+        try:
+            assert await a.claim("old")
+            s = a.create("old", {"type": "hello", "labels": ["calm"]}, kind="ingest")
+            sub, _, _ = s.subscribe(0)
+            s.publish_many(window(i) for i in range(3))
+            await asyncio.sleep(0.3)
+            await a.backend.store.redis.flushdb()  # a Redis restarted without persistence
+            await asyncio.sleep(1.5)
+            assert any(sid == "old" and "no longer shared" in text for sid, text in notices), notices
+            s.publish_many(window(i) for i in range(3, 6))
+            s.end()
+            assert [json.loads(t)["seq"] for t in sub.take()] == [1, 2, 3, 4, 5, 6, 7]  # still served here
+            assert await b.backend.lookup("old") is None
+            # a call that starts now is shared again
+            assert await a.claim("new")
+            n = a.create("new", {"type": "hello", "labels": ["calm"]}, kind="ingest")
+            n.publish_many(window(i) for i in range(2))
+            n.end()
+            await asyncio.sleep(0.3)
+            assert [m["type"] for m in await read_all(b, "new")] == ["hello", "window", "window", "end"]
+            assert (await a.backend.health())["ok"]
+        finally:
+            for h in (a, b):
+                await h.aclose()
+    run(main())
