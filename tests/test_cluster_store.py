@@ -185,6 +185,10 @@ def test_serve_with_an_unreachable_redis_exits_4_with_one_line():
     assert r.returncode != 0 and "--node-id needs --redis" in r.stderr.decode()
     r = emostream("serve", "--redis", "http://example.org/")
     assert r.returncode != 0 and "redis://HOST:6379/0" in r.stderr.decode()
+    r = emostream("serve", "--redis", "redis://127.0.0.1:port/0")
+    assert r.returncode == 64 and r.stderr.decode().count("\n") == 1 and "bad --redis address" in r.stderr.decode()
+    r = emostream("serve", "--redis", f"redis://:s3cret@127.0.0.1:{free_port()}/0")  # the password is never shown
+    assert r.returncode == 4 and "s3cret" not in r.stderr.decode() and ":***@" in r.stderr.decode()
 
 
 # -- the backend under two hubs: two nodes in one process -------------------------------------

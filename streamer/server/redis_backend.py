@@ -217,7 +217,10 @@ def check_redis(url: str, timeout_s: float = 3.0) -> None:
         import redis
     except ImportError:
         raise UsageError("--redis needs the redis package: pip install 'emostream[cluster]'") from None
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    except ValueError as exc:  # a bad port, database number or option in the address
+        raise UsageError(f"bad --redis address {_safe_url(url)}: {_why(exc)}") from None
     try:
         client.ping()
     except Exception as exc:
@@ -228,13 +231,17 @@ def check_redis(url: str, timeout_s: float = 3.0) -> None:
 
 def _check_url(url: str) -> None:
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-        raise UsageError(f"--redis needs an address like redis://HOST:6379/0, got {url!r}")
+        raise UsageError(f"--redis needs an address like redis://HOST:6379/0, got {_safe_url(url)!r}")
 
 
 def _safe_url(url: str) -> str:
     """The address without its password (never printed)."""
-    parts = urlsplit(url)
-    if parts.password:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # a malformed address: say nothing of it but its scheme
+        return url.split(":", 1)[0] + "://..."
+    if password:
         netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
         return parts._replace(netloc=netloc).geturl()
     return url
