@@ -32,12 +32,37 @@ from websockets.http11 import Response
 
 from streamer.server.responses import error_response, serialize
 
-__all__ = ["MAX_HEAD", "SPOOL_ABOVE", "Body", "HttpSide", "SniffingConnection"]
+__all__ = ["MAX_HEAD", "SPOOL_ABOVE", "Body", "HttpSide", "SniffingConnection", "parse_head"]
 
 MAX_HEAD = 16 * 1024
 SPOOL_ABOVE = 256 * 1024  # larger bodies are written to a temporary file as they arrive
 _DIRTY_LINE = re.compile(rb"[^\x20-\x7e]")  # a request line is printable ASCII, nothing else
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # an HTTP token (RFC 9110 5.6.2)
+
+
+def parse_head(raw: bytes) -> "tuple[str, str, Headers] | Response":
+    """A request head (without its blank line) as (method, target, headers), or a 400 response.
+
+    The request line is printable ASCII with a token method and an HTTP/1.x version; every header
+    line is ``token: value`` with no control characters in the value.
+    """
+    eol = raw.find(b"\r\n")
+    if _DIRTY_LINE.search(raw, 0, len(raw) if eol < 0 else eol):
+        return error_response(400, "bad request line (control or non-ASCII characters: percent-encode them)")
+    lines = raw.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not _TOKEN.fullmatch(parts[0]):
+        return error_response(400, "malformed request line")
+    headers = Headers()
+    for line in lines[1:]:
+        k, sep, v = line.partition(":")
+        if not sep or not _TOKEN.fullmatch(k.strip()):
+            return error_response(400, "malformed header")
+        try:
+            headers[k.strip()] = v.strip()
+        except InvalidHeaderValue:  # control characters in a value
+            return error_response(400, "malformed header")
+    return parts[0], parts[1], headers
 
 
 class Body:
@@ -155,11 +180,12 @@ class SniffingConnection(ServerConnection):
         if sp < 0 and len(self._buf) < 8:
             return
         if self._buf[:sp] == b"GET":
-            eol = self._buf.find(b"\r\n")
-            if eol < 0 and len(self._buf) < MAX_HEAD:
-                return  # the whole request line first
-            if eol < 0 or _DIRTY_LINE.search(self._buf, 0, eol):
-                self._mode = "http"  # the reader below answers it (400)
+            end = self._buf.find(b"\r\n\r\n")
+            if end < 0 and len(self._buf) < MAX_HEAD:
+                return  # the whole head first
+            # a head websockets would drop without a word is answered (400) by the reader below
+            if end < 0 or isinstance(parse_head(bytes(self._buf[:end])), Response):
+                self._mode = "http"
                 self._decide()
                 return
             self._mode = "ws"
@@ -170,13 +196,15 @@ class SniffingConnection(ServerConnection):
             self._mode = "http"
             self._decide()
 
-    def eof_received(self) -> None:
+    def eof_received(self) -> bool | None:
         if self._mode == "ws":
             return super().eof_received()
         self._eof = True
         self._more.set()
         self._decide()
-        return None
+        # a client that half-closes after its request still gets the answer: keep our side open
+        # (True); before a request there is nothing to answer and the transport closes (None)
+        return True if self._mode == "http" else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
@@ -230,6 +258,8 @@ class SniffingConnection(ServerConnection):
             self.transport.close()  # after the response is flushed
             if self.side.answered is not None:
                 self.side.answered(self, *self._request, resp.status_code, time.monotonic() - self.opened)
+        elif not self.transport.is_closing():  # the peer stopped sending mid-request: nothing to answer
+            self.transport.close()
         await self.connection_lost_waiter  # wait for the flush; then websockets drops us
 
     async def _read_more(self, timeout: float) -> None:
@@ -249,25 +279,12 @@ class SniffingConnection(ServerConnection):
                 await self._read_more(max(0.0, deadline - loop.time()))
             except ConnectionResetError:
                 return None
-        head = bytes(self._buf[:end]).decode("latin-1")
+        parsed = parse_head(bytes(self._buf[:end]))
         del self._buf[: end + 4]
-        lines = head.split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            return error_response(400, "malformed request line")
-        method, target, _ = parts
-        if not _TOKEN.fullmatch(method):
-            return error_response(400, "malformed request line")
+        if isinstance(parsed, Response):
+            return parsed
+        method, target, headers = parsed
         self._request = (method, target)
-        headers = Headers()
-        for line in lines[1:]:
-            k, sep, v = line.partition(":")
-            if not sep or not _TOKEN.fullmatch(k.strip()):
-                return error_response(400, "malformed header")
-            try:
-                headers[k.strip()] = v.strip()
-            except InvalidHeaderValue:  # control characters in a value
-                return error_response(400, "malformed header")
         denied = side.check(method, target, headers)
         if denied is not None:
             return denied
