@@ -45,10 +45,12 @@ def detector_features(f: FeatureConfig) -> dict[str, Any]:
 
 _LAG = 5  # frames: changes over ~100 ms follow syllables and phones, not the frame-to-frame jitter
 _FLOOR_RISE_DB_PER_S = 3.0  # how fast the tracked noise floor may rise (it falls at once)
+_SMOOTH_OCT = 0.06  # octaves a frame: a pitch moving less than this is a continuous contour
+_LOW_F0 = float(np.log2(75.0))  # log2 Hz: lower than a speaking voice goes
 
 
 def _row_width(f: FeatureConfig) -> int:
-    return 1 + 2 * _N_CEP + 9 + (8 if f.pitch else 0)
+    return 1 + 2 * _N_CEP + 9 + (10 if f.pitch else 0)
 
 
 class RowState:
@@ -118,7 +120,10 @@ def frame_rows(feats: np.ndarray, level: np.ndarray, gate: np.ndarray, f: Featur
         cols += [(g * v)[:, None], (g * v * v)[:, None], (g * u)[:, None], (g * u * f0)[:, None],
                  (g * u * f0 * f0)[:, None], (g * uu * np.abs(f0 - before[:, _N_CEP + 1]))[:, None],
                  (g * uu)[:, None],
-                 (g * u * (1 - before[:, _N_CEP + 2]))[:, None]]  # voiced onsets: syllables
+                 (g * u * (1 - before[:, _N_CEP + 2]))[:, None],  # voiced onsets: syllables
+                 # a pitch that moves smoothly (speech, notes) rather than jumping (voiced-looking noise)
+                 (g * uu * (np.abs(f0 - before[:, _N_CEP + 1]) < _SMOOTH_OCT))[:, None],
+                 (g * u * (f0 < _LOW_F0))[:, None]]  # voiced below any voice: kick drums, hum, rumble
     rows = np.concatenate(cols, axis=1).astype(np.float32)
     return rows, RowState(allf[-_LAG:].copy(), float(floor[-1]))
 
@@ -129,7 +134,8 @@ def summary_names(f: FeatureConfig) -> list[str]:
     names += ["flux", "level_std", "level_jitter", "ripple", "level_mod", "spectral_change", "above_floor",
               "above_floor_std"]
     if f.pitch:
-        names += ["voicing_mean", "voicing_std", "voiced", "f0_std", "f0_glide", "voiced_pairs", "onsets"]
+        names += ["voicing_mean", "voicing_std", "voiced", "f0_std", "f0_glide", "voiced_pairs", "onsets",
+                  "smooth_pitch", "low_pitch"]
     return names
 
 
@@ -166,7 +172,9 @@ def summarise(means: np.ndarray, f: FeatureConfig) -> np.ndarray:
         uu = m[:, j + 6 : j + 7]
         glide = m[:, j + 5 : j + 6] / np.maximum(uu, _EPS)
         onsets = m[:, j + 7 : j + 8] / gs
-        out += [mv, sv, u / gs, sf, glide, uu / gs, onsets]
+        smooth = m[:, j + 8 : j + 9] / np.maximum(uu, _EPS)
+        low = m[:, j + 9 : j + 10] / us
+        out += [mv, sv, u / gs, sf, glide, uu / gs, onsets, smooth, low]
     return np.concatenate(out, axis=1).astype(np.float32)
 
 

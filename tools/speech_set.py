@@ -220,13 +220,15 @@ def drums(rng: np.random.Generator, n: int) -> np.ndarray:
     beat = 60.0 / rng.uniform(70, 170)
     hp = butter(4, rng.uniform(3000, 7000), "highpass", fs=SR, output="sos")
     busy_snare = rng.random() < 0.4
+    every_beat = rng.random() < 0.5
+    kick_lo, kick_sweep, kick_tau = rng.uniform(40, 80), rng.uniform(50, 200), rng.uniform(0.015, 0.06)
     hat = rng.uniform(0, 0.5)
     k = 0
     for a in np.arange(0, n / SR, beat / 2):
         i = int(a * SR)
-        if k % 4 == 0 or (k % 4 == 3 and rng.random() < 0.3):
+        if k % 4 == 0 or (every_beat and k % 2 == 0) or (k % 4 == 3 and rng.random() < 0.3):
             m = min(int(0.3 * SR), n - i)
-            f = 50 + 100 * np.exp(-_t(m) / 0.03)
+            f = kick_lo + kick_sweep * np.exp(-_t(m) / kick_tau)
             y[i : i + m] += np.sin(2 * np.pi * np.cumsum(f) / SR) * np.exp(-_t(m) / 0.12)
         if k % 4 == 2 or (busy_snare and k % 2 == 1):
             m = min(int(0.2 * SR), n - i)

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="TFLite file to write (default: speech.tflite beside the model)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--keep", type=float, default=0.96, help="speech time to keep on the choose split (out of fold)")
+    ap.add_argument("--keep", type=float, default=0.95, help="speech time to keep on the choose split (out of fold)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--per-kind", type=int, default=8, help="choose-split streams per non-speech kind and rate")
     ap.add_argument("--noisy", type=int, default=3, help="choose-split noisy streams per speaker and rate")
@@ -206,7 +206,7 @@ def measure(meta: ModelMeta, spec: SpeechConfig, path: Path) -> dict:
     """The head's figures on the measure split (speakers and streams never used in training)."""
     from streamer.speech import SpeechHead
 
-    data = speech_eval.collect("measure", meta, libs=True, progress=lambda s: None)
+    data = speech_eval.collect("measure", meta, libs=False, progress=lambda s: None)
     head = SpeechHead(path, len(summary_names(meta.features)))
     p = np.concatenate([head(data["x"][a : a + 4096]) for a in range(0, len(data["x"]), 4096)])
     g = meta.gate
