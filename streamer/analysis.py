@@ -91,8 +91,12 @@ class ChannelAnalyzer:
         return self.gate.judge(Windows(starts, feats, means[:, :, -1].mean(axis=1), wf))
 
     def frames(self, feats: np.ndarray, speech: np.ndarray) -> list[Windows]:
-        """All windows of a whole clip's frames, as if the clip were streamed to its end."""
-        return [w for w in (self.push_frames(feats, speech), self.flush()) if len(w.starts)]
+        """All windows of a whole clip's frames, as if the clip were streamed to its end.
+
+        The windows are judged as :meth:`push` judges them; the speech detector only has a say when
+        ``speech`` came from this analyser's :meth:`speech` (training feeds flags of its own).
+        """
+        return [w for w in (self.gate.judge(self.push_frames(feats, speech)), self.flush()) if len(w.starts)]
 
 
 def to_input(x: np.ndarray, layout: str) -> np.ndarray:

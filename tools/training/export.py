@@ -88,10 +88,10 @@ def final_fit(data, rcp: Recipe, opts: FitOptions, log=print):
     cv_path = Path(opts.reports) / f"cv_{rcp.name}.json"
     cv = json.loads(cv_path.read_text()) if cv_path.exists() else None
     old = out / f"{stem}.json"
-    keep = {}
-    if old.exists():  # blocks other parts of the project own (e.g. the speech detector's) survive a refit
-        prev = json.loads(old.read_text())
-        keep = {k: prev[k] for k in ("speech",) if k in prev}
+    prev = json.loads(old.read_text()) if old.exists() else {}
+    # blocks other parts of the project own survive a refit: the speech detector's (``speech``, or
+    # ``gate.detector`` with its own model file beside this one)
+    keep = {k: prev[k] for k in ("speech",) if k in prev}
     corpora = sorted(set(data.corpus[tr].tolist()))
     meta = ModelMeta(
         name=f"emostream-{rcp.name}",
@@ -121,8 +121,11 @@ def final_fit(data, rcp: Recipe, opts: FitOptions, log=print):
                        if rcp.input_layout == "steps" else "[batch, n_channels*steps, 1]"},
         },
     )
+    d = meta.to_dict()
+    for k, v in (prev.get("gate") or {}).items():
+        d["gate"].setdefault(k, v)
     tfl.write_bytes(content)
-    (out / f"{stem}.json").write_text(json.dumps(meta.to_dict(), indent=1) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(d, indent=1) + "\n")
     log(f"wrote {tfl} and {out / (stem + '.json')}")
     return model
 
