@@ -252,3 +252,33 @@ def test_deeply_nested_render_body_is_400():
                                        f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
             assert status(resp) == 400
     run(main())
+
+
+def test_a_client_that_leaves_does_not_free_its_labelling_slot():
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow(path, name):
+        started.set()
+        release.wait(30)
+        return check_audio_labeler(path, name)
+
+    async def main():
+        srv = EmoServer(ServerConfig(port=0, label_jobs=1, upload_queue=0), labeler=slow)
+        async with srv:
+            wav = wav_bytes()
+            req = (f"POST /label HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(wav)}\r\n\r\n".encode() + wav)
+            r, w = await asyncio.open_connection("127.0.0.1", srv.port)
+            w.write(req)
+            await w.drain()
+            await asyncio.to_thread(started.wait, 10)
+            w.close()  # the client goes while its upload is labelled
+            await asyncio.sleep(0.5)
+            assert status(await raw(srv.port, req)) == 503  # the slot is still taken
+            release.set()
+            for _ in range(100):
+                if srv.uploads.pending == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert status(await raw(srv.port, req, wait=30)) == 200
+    run(main())

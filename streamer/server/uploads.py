@@ -196,10 +196,19 @@ class Uploads:
             self._sem = asyncio.Semaphore(self.jobs)
         self.pending += 1
         try:
-            async with self._sem:
-                return await asyncio.to_thread(self._label, headers, body, urlsplit(target).query)
-        finally:
+            await self._sem.acquire()
+        except BaseException:
             self.pending -= 1
+            raise
+        job = asyncio.ensure_future(asyncio.to_thread(self._label, headers, body, urlsplit(target).query))
+
+        def finished(_: object) -> None:
+            # the slot is free when the labelling is, not when its client goes: a client that
+            # disconnects cannot make the server label more than ``jobs`` uploads at once
+            self._sem.release()  # type: ignore[union-attr]
+            self.pending -= 1
+        job.add_done_callback(finished)
+        return await asyncio.shield(job)
 
     def _audio_file(self, headers: Headers, body: Body, query: str) -> tuple[str, str]:
         """The upload's audio as a temporary file with a fitting suffix (the caller removes it), and its name."""
@@ -228,6 +237,8 @@ class Uploads:
             path, name = self._audio_file(headers, body, query)
         except InputError as exc:
             return error_response(400, str(exc))
+        except OSError:  # the body went with its client before we took it
+            return error_response(400, "upload gone")
         try:
             if os.path.getsize(path) == 0:
                 return error_response(400, "empty upload: send an audio file")
