@@ -284,6 +284,13 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+def start_run(inputs: Path, out: Path) -> subprocess.Popen:
+    """`label INPUTS -f csv --out-dir OUT --workers 2` in its own session (a job to kill as a whole)."""
+    return subprocess.Popen([sys.executable, "-m", "streamer", "label", str(inputs), "-f", "csv", "--out-dir",
+                             str(out), "--workers", "2"], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
 def _wait_lines(out: Path, n: int, proc: subprocess.Popen, limit: float = 240) -> None:
     t_end = time.monotonic() + limit
     while time.monotonic() < t_end:
@@ -300,9 +307,7 @@ def test_kill_9_mid_run_leaves_nothing_finished_looking_and_a_rerun_completes(tm
     ref = tmp_path / "ref.csv"  # csv names no source: every copy's output equals this one
     reference([(str(long_clip), ref)], fmt="csv")
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "streamer", "label", str(tmp_path / "in"), "-f", "csv",
-                             "--out-dir", str(out), "--workers", "2"], cwd=ROOT, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start_run(tmp_path / "in", out)
     try:
         _wait_lines(out, 3, proc)
     finally:
@@ -329,9 +334,7 @@ def test_a_pool_process_killed_mid_file_is_retried(tmp_path: Path, long_clip: Pa
     ref = tmp_path / "ref.csv"
     reference([(str(long_clip), ref)], fmt="csv")
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "streamer", "label", str(tmp_path / "in"), "-f", "csv",
-                             "--out-dir", str(out), "--workers", "2"], cwd=ROOT, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = start_run(tmp_path / "in", out)
     try:
         _wait_lines(out, 2, proc)
         # a labelling process (not the spawn machinery's resource tracker): one that imported the model
@@ -474,9 +477,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_completes(tmp_path: Path, long_clip: P
     psutil = pytest.importorskip("psutil")
     inputs = _copies(long_clip, tmp_path / "in", 8)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "streamer", "label", str(tmp_path / "in"), "-f", "csv",
-                             "--out-dir", str(out), "--workers", "2"], cwd=ROOT, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = start_run(tmp_path / "in", out)
     try:
         _wait_lines(out, 2, proc)
         family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
