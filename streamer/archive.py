@@ -457,7 +457,15 @@ class DaskBackend:
             import distributed
         except ImportError:
             raise UsageError("--dask needs the 'cluster' extra: pip install 'emostream[cluster]'") from None
+        import logging
+
+        # Our own lines say what went wrong (one line, an exit status, the manifest); distributed's
+        # client-side logs would add reconnection tracebacks to stderr.
+        for name in ["distributed", *logging.root.manager.loggerDict]:  # its config sets child levels
+            if name == "distributed" or name.startswith("distributed."):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
         self._distributed = distributed
+        self.address = address
         self.cluster = None
         if address == "local" or address.startswith("local:"):
             n = default_workers()
@@ -469,7 +477,7 @@ class DaskBackend:
                 if n < 1:
                     raise UsageError(f"--dask {address}: local:N needs a positive number of workers")
             self.cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                                    dashboard_address=None)
+                                                    dashboard_address=None, silence_logs=logging.CRITICAL)
             self.client = distributed.Client(self.cluster)
             self.name = f"a local Dask cluster of {n} worker{'s' if n != 1 else ''}"
         else:
@@ -482,7 +490,12 @@ class DaskBackend:
             self.name = f"the Dask cluster at {address} ({n} worker{'s' if n != 1 else ''} at start)"
 
     def run(self, jobs: list[Job], opts: LabelOptions, out_dir: str) -> Iterator[Outcome]:
-        """Submit every job as one task; yield outcomes as they complete."""
+        """Submit every job as one task; yield outcomes as they complete.
+
+        Raises:
+            ServiceError: the connection to the scheduler was lost: the files not finished by then
+                are not failures of theirs, so they get no manifest line and a rerun does them.
+        """
         if not jobs:
             return
         dist = self._distributed
@@ -491,18 +504,25 @@ class DaskBackend:
         for i, job in enumerate(jobs):
             key = f"emostream-label-{token}-{i}"  # named in the dashboard; unique per run
             futures[self.client.submit(label_one, job, opts, out_dir, key=key, pure=False)] = job
+        finished = 0
         try:
             for fut in dist.as_completed(list(futures)):
                 job = futures[fut]
                 try:
                     outcome = fut.result()
                 except Exception as exc:  # KilledWorker (the file took down workers), a lost cluster
+                    if getattr(exc, "reason", None) == "scheduler-connection-lost":
+                        raise ServiceError(f"lost the Dask scheduler at {self.address} with {len(jobs) - finished} "
+                                           f"of {len(jobs)} inputs not labelled; run the same command again "
+                                           "to continue") from None
                     detail = str(exc).splitlines()[0] if str(exc) else ""
                     outcome = _failed(job, out_dir, f"{type(exc).__name__}: {detail}".rstrip(": "))
                 fut.release()
+                finished += 1
                 yield outcome
         finally:
-            self.client.cancel([f for f in futures if not f.done()])
+            with contextlib.suppress(Exception):  # nothing to cancel on a scheduler that is gone
+                self.client.cancel([f for f in futures if not f.done()])
 
     def close(self) -> None:
         """Disconnect (and stop a LocalCluster this backend started)."""

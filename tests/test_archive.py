@@ -495,3 +495,48 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_completes(tmp_path: Path, long_clip: P
     r = cli("label", str(tmp_path / "in"), "-f", "csv", "--out-dir", str(out), "--workers", "2")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.glob("call*.csv")) == sorted(p.name + ".csv" for p in inputs)
+
+
+@pytest.mark.slow
+def test_a_lost_scheduler_is_exit_4_and_a_rerun_on_a_new_cluster_completes(tmp_path: Path, long_clip: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    inputs = _copies(long_clip, tmp_path / "in", 6)
+    out = tmp_path / "out"
+    procs: list[subprocess.Popen] = []
+
+    def cluster(tag: str) -> tuple[str, subprocess.Popen]:
+        port = free_port()
+        address = f"tcp://127.0.0.1:{port}"
+        scheduler = _dask("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+                          cwd=tmp_path, log=tmp_path / f"scheduler-{tag}.log")
+        procs.append(scheduler)
+        procs.append(_dask("worker", address, "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1",
+                           "--no-dashboard", cwd=tmp_path, log=tmp_path / f"worker-{tag}.log"))
+        with distributed.Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=120)
+        return address, scheduler
+
+    try:
+        address, scheduler = cluster("a")
+        run = subprocess.Popen([sys.executable, "-m", "streamer", "label", str(tmp_path / "in"), "-f", "csv",
+                                "--out-dir", str(out), "--dask", address], cwd=ROOT, env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        procs.append(run)
+        _wait_lines(out, 1, run)
+        os.killpg(scheduler.pid, signal.SIGKILL)
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 4, err
+        assert err.startswith(f"emostream: error: lost the Dask scheduler at {address} with ") and err.count("\n") == 1, err
+        for p in procs[:2]:  # cluster a's worker too: a file it was still labelling would finish
+            _kill_group(p)    # in between and make the rerun's outcome a race
+        done_before = [x["path"] for x in manifest(out)]
+        assert 1 <= len(done_before) < len(inputs) and {x["status"] for x in manifest(out)} == {"done"}
+        address, _ = cluster("b")
+        r = cli("label", str(tmp_path / "in"), "-f", "csv", "--out-dir", str(out), "--dask", address)
+        assert r.returncode == 0, r.stderr
+    finally:
+        for p in reversed(procs):
+            _kill_group(p)
+    last = {x["path"]: x["status"] for x in manifest(out)[len(done_before):]}
+    assert last == {p.name: "skipped" if p.name in done_before else "done" for p in inputs}
+    assert not parts(out)
