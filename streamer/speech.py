@@ -47,6 +47,7 @@ _LAG = 5  # frames: changes over ~100 ms follow syllables and phones, not the fr
 _FLOOR_RISE_DB_PER_S = 3.0  # how fast the tracked noise floor may rise (it falls at once)
 _SMOOTH_OCT = 0.06  # octaves a frame: a pitch moving less than this is a continuous contour
 _LOW_F0 = float(np.log2(75.0))  # log2 Hz: lower than a speaking voice goes
+_MIN_VOICED = 0.05  # share of a window's gated frames below which its pitch statistics are faded out
 
 
 def _row_width(f: FeatureConfig) -> int:
@@ -174,7 +175,10 @@ def summarise(means: np.ndarray, f: FeatureConfig) -> np.ndarray:
         onsets = m[:, j + 7 : j + 8] / gs
         smooth = m[:, j + 8 : j + 9] / np.maximum(uu, _EPS)
         low = m[:, j + 9 : j + 10] / us
-        out += [mv, sv, u / gs, sf, glide, uu / gs, onsets, smooth, low]
+        # a pitch statistic of one or two voiced frames is noise: fade them in with the voiced share
+        cu = np.minimum(1.0, u / gs / _MIN_VOICED)
+        cuu = np.minimum(1.0, uu / gs / _MIN_VOICED)
+        out += [mv, sv, u / gs, sf * cu, glide * cuu, uu / gs, onsets, smooth * cuu, low * cu]
     return np.concatenate(out, axis=1).astype(np.float32)
 
 
