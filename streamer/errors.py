@@ -7,6 +7,7 @@ __all__ = [
     "InputError",
     "ModelError",
     "DeviceError",
+    "ServiceUnavailable",
     "ProtocolError",
     "UsageError",
 ]
@@ -40,6 +41,16 @@ class ModelError(EmostreamError):
 
 class DeviceError(EmostreamError):
     """An audio device (PortAudio, microphone) that is missing or fails."""
+
+    exit_code = 4
+
+
+class ServiceUnavailable(EmostreamError):
+    """A service emostream depends on cannot be reached (Redis, a Dask scheduler).
+
+    Exit 4, like a missing device: something outside emostream is not there, and retrying later
+    (or pointing at another address) can succeed.
+    """
 
     exit_code = 4
 

@@ -343,3 +343,56 @@ def test_redis_that_lost_its_data_leaves_live_calls_local_and_says_so(redis_url)
             for h in (a, b):
                 await h.aclose()
     run(main())
+
+
+def test_a_redis_outage_refuses_new_ingest_and_unknown_subscribers_with_1013():
+    """With Redis frozen, a new ingest id cannot be checked cluster-wide and another node's stream
+    cannot be looked up: each gets one ``error`` and close 1013 (try again later), no traceback."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from streamer.server import EmoServer, ServerConfig
+    from tests.serverkit import FakePipeline
+
+    async def refused(url: str, first: str | None = None) -> tuple[list[dict], int | None]:
+        got: list[dict] = []
+        async with connect(url) as ws:
+            if first is not None:
+                await ws.send(first)
+            try:
+                async for frame in ws:
+                    got.append(json.loads(frame))
+            except ConnectionClosed:
+                pass
+            return got, ws.close_code
+
+    async def main(srv: RedisServer):
+        backend = RedisBackend(srv.url, "alpha", prefix="t10", timeout_s=0.5)
+        await backend.open()  # connected, as serve --redis is, before Redis stops answering
+        server = EmoServer(ServerConfig(port=0), pipeline_factory=FakePipeline, backend=backend)
+        await server.start()
+        try:
+            base = f"ws://127.0.0.1:{server.port}"
+            os.kill(srv.proc.pid, signal.SIGSTOP)
+            try:
+                start = json.dumps({"type": "start", "sample_rate": 8000, "channels": 1, "encoding": "pcm_s16le"})
+                got, code = await refused(f"{base}/ingest?stream=c1", start)
+                assert code == 1013, (code, got)
+                assert [m["type"] for m in got] == ["error"] and "Redis unreachable" in got[0]["message"]
+                assert "try again later" in got[0]["message"]
+                got, code = await refused(f"{base}/ws?stream=elsewhere&since=2")
+                assert code == 1013, (code, got)
+                assert [m["type"] for m in got] == ["error"] and "Redis unreachable" in got[0]["message"]
+            finally:
+                os.kill(srv.proc.pid, signal.SIGCONT)
+            # Redis back: the same id is accepted again
+            async with connect(f"{base}/ingest?stream=c1") as ws:
+                await ws.send(start)
+                await ws.send('{"type":"stop"}')
+                types = [json.loads(f)["type"] async for f in ws]
+            assert types[0] == "hello" and types[-1] == "end", types
+        finally:
+            await server.close()
+
+    with RedisServer() as srv:
+        run(main(srv), timeout=90)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any, Awaitable, Callable, Iterable, Protocol
 
 from streamer import protocol
-from streamer.errors import UsageError
+from streamer.errors import ServiceUnavailable, UsageError
 from streamer.server import journal
 from streamer.server.backend import HubBackend, HubObserver
 from streamer.server.memory import MemoryBackend
@@ -393,7 +393,11 @@ class Hub:
         return True
 
     async def claim(self, stream_id: str) -> bool:
-        """Claim an ID here and in the backend (cluster-wide); False when it is in use anywhere."""
+        """Claim an ID here and in the backend (cluster-wide); False when it is in use anywhere.
+
+        Raises:
+            ServiceUnavailable: the backend cannot be asked (the claim here is given back).
+        """
         if not self.reserve(stream_id):
             return False
         try:
@@ -442,6 +446,9 @@ class Hub:
 
         ``known_seq`` is the seq the other node's stream has reached (from a listing); what came
         before it is history, which the feed of every stream does not repeat.
+
+        Raises:
+            ServiceUnavailable: the backend cannot be asked and nothing of the stream is held here.
         """
         stream = self.streams.get(stream_id)
         if stream is not None and (stream.kind != "remote" or stream_id in self._followers):
@@ -449,6 +456,8 @@ class Hub:
         try:
             hello = await self.backend.lookup(stream_id)
         except Exception as exc:  # the backend is out: what this node holds is all there is
+            if stream is None and isinstance(exc, ServiceUnavailable):
+                raise  # nothing held here: the caller says "try again later", not "no such stream"
             log.warning("looking up stream %s failed: %s", stream_id, exc)
             return stream
         if hello is None:

@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 
 from streamer import protocol
 from streamer.codecs import bytes_per_sample, decode_pcm
-from streamer.errors import EmostreamError, ProtocolError, UsageError
+from streamer.errors import EmostreamError, ProtocolError, ServiceUnavailable, UsageError
 from streamer.server.budget import ByteBudget, MemoryGuard, trim_heap
 from streamer.server.config import PipelineLike, ServerConfig
 from streamer.server.hub import Hub, Stream, Subscriber
@@ -59,7 +59,12 @@ class IngestSession:
             return await fail(ws, f"ingest needs ?stream=ID: {exc}", cfg.drop_grace)
         if self.guard is not None and self.guard.over():  # 1013: try again later
             return await fail(ws, self.guard.refusal(), cfg.drop_grace, code=1013)
-        if not await self.hub.claim(sid):
+        try:
+            claimed = await self.hub.claim(sid)
+        except ServiceUnavailable as exc:  # the id cannot be checked cluster-wide: 1013, try again later
+            log.warning("ingest %s refused: %s", sid, exc)
+            return await fail(ws, f"{exc}; try again later", cfg.drop_grace, code=1013)
+        if not claimed:
             return await fail(ws, f"stream ID {sid!r} is in use", cfg.drop_grace)
         loop = asyncio.get_running_loop()
         stream: Stream | None = None

@@ -44,7 +44,7 @@ from typing import Any, AsyncIterator, Callable, Iterable
 from urllib.parse import urlsplit
 
 from streamer import protocol
-from streamer.errors import EmostreamError, UsageError
+from streamer.errors import ServiceUnavailable, UsageError
 from streamer.server.memory import MemoryBackend
 from streamer.server.message import Message
 
@@ -53,10 +53,8 @@ __all__ = ["RedisBackend", "RedisStore", "RedisUnavailable", "RemoteStream", "ch
 log = logging.getLogger("emostream.redis")
 
 
-class RedisUnavailable(EmostreamError):
-    """Redis cannot be reached (a missing service: exit 4, like a missing device)."""
-
-    exit_code = 4
+class RedisUnavailable(ServiceUnavailable):
+    """Redis cannot be reached (a missing service: exit 4)."""
 
 
 # Appends a batch to a stream this process owns. KEYS: info, log. ARGV: owner token, maxlen, fields

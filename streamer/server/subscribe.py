@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
 from streamer import protocol
-from streamer.errors import ProtocolError
+from streamer.errors import ProtocolError, ServiceUnavailable
 from streamer.server.config import MAIN_STREAM, ServerConfig
 from streamer.server.hub import Hub
 from streamer.server.wsio import abort_later, fail, serve_subscriber
 
 __all__ = ["subscribe", "parse_since"]
+
+log = logging.getLogger("emostream.server")
 
 
 def parse_since(params: dict[str, str]) -> int:
@@ -40,7 +43,11 @@ async def subscribe(ws: ServerConnection, params: dict[str, str], hub: Hub, cfg:
         sid = MAIN_STREAM if hub.get(MAIN_STREAM) else None
         if sid is None and len(hub.streams) == 1:
             sid = next(iter(hub.streams))
-    stream = await hub.find(sid) if sid else None
+    try:
+        stream = await hub.find(sid) if sid else None
+    except ServiceUnavailable as exc:  # another node's stream cannot be looked up now: 1013, try again later
+        log.warning("subscriber to %s refused: %s", sid, exc)
+        return await fail(ws, f"{exc}; try again later", cfg.drop_grace, code=1013)
     if stream is None or stream.hello is None:
         ids = ", ".join(sorted(hub.streams)) or "none yet"
         what = f"no stream {protocol.quote(sid)}" if sid else "no default stream: add ?stream=ID"
