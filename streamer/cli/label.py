@@ -133,9 +133,9 @@ def _run_archive(args: argparse.Namespace) -> int:
                         channels=args.channels, channel_names=tuple(names) if names else None,
                         alert_rules=tuple(alert_rules_arg(args) or ()))
     jobs = collect_inputs(args.inputs, args.out_dir, args.format)
-    preflight(opts)  # a bad model or option fails the run here, not once per file
-    backend = DaskBackend(args.dask) if args.dask else LocalBackend(args.workers)
+    backend = DaskBackend(args.dask) if args.dask else LocalBackend(args.workers)  # a bad address fails first
     try:
+        preflight(opts)  # a model or option that cannot work fails the run here, not once per file
         totals = run_archive(jobs, args.out_dir, opts, backend, progress=False if args.quiet else None)
     finally:
         backend.close()
