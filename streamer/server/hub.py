@@ -57,6 +57,9 @@ class Subscriber:
         self.dropped: str | None = None  # why it was dropped, when it was
         self.on_drop = on_drop
         self.sent = 0
+        # numbered frames up to this seq are not for this subscriber (it resumed with since=): a
+        # stream followed from another node may still be catching up when it subscribes
+        self.after = 0
         # while run() sends nothing, a frame may go out at once through try_send (no queueing)
         self._try_send: Callable[[str], bool] | None = None
         self._busy = False
@@ -230,7 +233,7 @@ class Stream:
         if self.record is not None:
             self._record(message.text)
         if self.subscribers:
-            self._fan_out(message.text)
+            self._fan_out(message.text, message.seq)
         if self.on_publish is not None:
             self.on_publish(self, message)
         message.settle()
@@ -245,9 +248,10 @@ class Stream:
             "label": msg.get("label"), "confidence": msg.get("confidence"),
             "speech": msg.get("speech"), "start": msg.get("start"), "end": msg.get("end")}
 
-    def _fan_out(self, text: str) -> None:
+    def _fan_out(self, text: str, seq: int | None = None) -> None:
         for sub in list(self.subscribers):
-            sub.push(text)
+            if seq is None or seq > sub.after:
+                sub.push(text)
 
     def error(self, message: str) -> None:
         """Send an ``error`` (no seq, not kept) to the current subscribers."""
@@ -288,9 +292,11 @@ class Stream:
             (subscriber, replay, gap): ``replay`` holds the hello and every kept message with
             seq > ``since``; ``gap`` is the first seq that history no longer holds when messages
             after ``since`` have been forgotten (else None). Messages published after this call
-            go to the subscriber's queue, so replay + queue has nothing lost or repeated.
+            go to the subscriber's queue, so replay + queue has nothing lost or repeated; those
+            with seq <= ``since`` never do (a followed stream that is still catching up relays them).
         """
         sub = Subscriber(self, self.max_queue, on_drop)
+        sub.after = since
         replay: list[str] = [self.hello_text] if self.hello_text else []
         kept, gap = self.backend.read_since(self.id, since)
         replay.extend(m.text for m in kept)
