@@ -394,3 +394,39 @@ def test_temperature_scaling_fits_an_overconfident_model():
     m = metrics(np.array([0, 1, 2, 2]), np.array([0, -1, 2, 1]))  # -1: no label (no speech windows)
     assert m["accuracy"] == 0.5 and m["no_label"] == 1 and sum(map(sum, m["confusion"])) == 3
     assert m["predicted"]["neutral"] == round(1 / 3, 4)
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_cross_corpus_report_and_its_evaluation_entries(tmp_path, corpus):
+    """--cross emodb:ravdess trains on one corpus and scores the other per clip and as continuous speech;
+    the model's evaluation block then carries it (an accuracy per condition, for `emostream info`)."""
+    pytest.importorskip("tensorflow")
+    import shutil
+
+    import soundfile as sf
+
+    from tools import train
+    from tools.training.export import eval_summary
+    from tools.training.recipe import recipe
+
+    root = tmp_path / "data"
+    shutil.copytree(corpus, root / "ravdess-speech-16k")
+    emo = root / "emodb-16k"
+    emo.mkdir()
+    rng = np.random.default_rng(5)
+    letters = {"N": 0, "F": 2, "T": 3, "W": 4, "A": 5, "E": 6}
+    for spk in ("03", "08"):
+        for letter, k in letters.items():
+            sf.write(emo / f"{spk}a01{letter}a.flac", _clip(k, int(spk), rng), SR)
+    args = ["--data", str(root), "--reports", str(tmp_path / "reports"), "--cache", str(tmp_path / "cache"),
+            "--epochs", "1", "--no-curve", "--versions", "clean,tel"]
+    assert train.main(args + ["--cross", "emodb:ravdess"]) == 0
+    rep = json.loads((tmp_path / "reports" / "cv_default__cross_emodb_ravdess.json").read_text())
+    assert rep["train_corpora"] == ["emodb"] and rep["test_corpus"] == "ravdess"
+    assert rep["clean_16k"]["n"] == 40 and abs(sum(rep["clean_16k"]["predicted"].values()) - 1) < 1e-3
+    assert rep["continuous_16k"]["speaker_utterances"] == 40 and "mixed_timeline" in rep["continuous_mulaw_8k"]
+    assert set(rep["calibration_clean_16k"]) >= {"temperature", "ece", "ece_after"}
+    ev = eval_summary({"protocol": "x"}, recipe("default"), tmp_path / "reports")
+    assert ev["cross_emodb_ravdess_16k"]["accuracy"] == rep["clean_16k"]["accuracy"]
+    assert ev["cross_emodb_ravdess_continuous_16k"]["accuracy"] == rep["continuous_16k"]["speaker_timeline"]
