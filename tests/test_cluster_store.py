@@ -229,6 +229,8 @@ def test_two_nodes_share_a_stream_in_order(redis_url):
             listed = {r["id"]: r for r in await b.list_all()}
             assert listed["call-7"]["node"] == "alpha" and listed["call-7"]["live"]
             assert listed["call-7"]["current"][0]["label"] == "calm"
+            mine = {r["id"]: r for r in await a.list_all()}["call-7"]  # its own node lists it alike
+            assert mine["node"] == "alpha" and mine["current"] == listed["call-7"]["current"]
             # the since= subscriber comes first, before b's copy of the stream has caught up: the
             # seqs up to 3 it relays while catching up must not reach it live
             late = asyncio.ensure_future(read_all(b, "call-7", since=3))

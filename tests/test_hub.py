@@ -210,6 +210,7 @@ class FarBackend:
     """A stand-in for another node: one stream 'far' with three windows, an error, then end."""
 
     name = "far"
+    node_id = "here"
 
     def __init__(self, end=True):
         from streamer.server.message import Message

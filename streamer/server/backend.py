@@ -27,6 +27,7 @@ class HubBackend(Protocol):
     """
 
     name: str  # "memory", "redis": shown on /health
+    node_id: str | None  # this node's name in a cluster (each ``GET /streams`` row's ``node``); None alone
 
     async def claim(self, stream_id: str) -> bool:
         """Lease ``stream_id`` to this node for a new live stream; False when a live stream anywhere

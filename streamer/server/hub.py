@@ -243,10 +243,7 @@ class Stream:
             self.alerts += 1
             self.last_alert = msg
             return
-        self.current[int(msg.get("channel", 0) or 0)] = {
-            "channel": msg.get("channel", 0), "channel_name": msg.get("channel_name"),
-            "label": msg.get("label"), "confidence": msg.get("confidence"),
-            "speech": msg.get("speech"), "start": msg.get("start"), "end": msg.get("end")}
+        self.current[int(msg.get("channel", 0) or 0)] = window_summary(msg)
 
     def _fan_out(self, text: str, seq: int | None = None) -> None:
         for sub in list(self.subscribers):
@@ -321,6 +318,14 @@ class Stream:
                 "current": [self.current[k] for k in sorted(self.current)],
                 "alerts": self.alerts, "last_alert": self.last_alert,
                 **({"capture": self.capture} if self.capture is not None else {})}
+
+
+def window_summary(window: dict[str, Any]) -> dict[str, Any]:
+    """What ``GET /streams`` shows (``current``) of a stream's latest window on one channel; one
+    definition for this node's streams and the ones other nodes share through the backend."""
+    return {"channel": window.get("channel", 0), "channel_name": window.get("channel_name"),
+            "label": window.get("label"), "confidence": window.get("confidence"),
+            "speech": window.get("speech"), "start": window.get("start"), "end": window.get("end")}
 
 
 class _Feed:
@@ -522,6 +527,8 @@ class Hub:
         """:meth:`list` plus the other nodes' streams the backend knows (``GET /streams``); only
         this node's when the backend cannot list (its ``health`` says why)."""
         rows = self.list(include_ended)
+        if self.backend.node_id is not None:  # in a cluster every row names its node, ours too
+            rows = [{**r, "node": self.backend.node_id} for r in rows]
         mine = {r["id"] for r in rows}
         try:
             others = await self.backend.list_streams()

@@ -29,6 +29,7 @@ class MemoryBackend:
     """
 
     name = "memory"
+    node_id = None  # one process: its rows carry no ``node``
 
     def __init__(self, history: int = 100_000, history_bytes: int = 16 << 20, total_bytes: int = 96 << 20):
         self.history = max(1, history)

@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 
 from streamer import protocol
 from streamer.errors import ServiceUnavailable, UsageError
+from streamer.server.hub import window_summary
 from streamer.server.memory import MemoryBackend
 from streamer.server.message import Message
 
@@ -264,11 +265,8 @@ class RemoteStream:
         """The stream as ``GET /streams`` lists it (the fields a node other than its owner knows)."""
         hello = json.loads(self.hello) if self.hello else {}
         started = float(self.fields.get("started") or hello.get("started") or 0)
-        current = []
-        for key in sorted(k for k in self.fields if k.startswith("w:")):
-            w = json.loads(self.fields[key])
-            current.append({k: w.get(k) for k in ("channel", "channel_name", "label", "confidence", "speech",
-                                                   "start", "end")})
+        keys = sorted((k for k in self.fields if k.startswith("w:")), key=lambda k: int(k[2:] or 0))
+        current = [window_summary(json.loads(self.fields[k])) for k in keys]
         return {"id": self.id, "kind": self.fields.get("kind", "ingest"), "source": hello.get("source"),
                 "started": round(started, 3),
                 "started_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
