@@ -65,7 +65,11 @@ def test_window_probabilities_equal_through_training_and_streaming(model, clips,
     for block in (160, 1234, 16000):
         t_stream, p_stream = _stream_probs(meta, clf, y, meta.features.sample_rate, block)
         assert t_stream == t_train
-        np.testing.assert_allclose(p_stream, p_train, atol=1e-5)
+        # float32 FFTs round differently with the block size (2e-4 on c0, about -300), and the
+        # speech detector's summaries carry that into the features; a chain that normalised or
+        # cut windows differently would be off by 1e-2 and more
+        np.testing.assert_allclose(p_stream, p_train, atol=2e-4)
+        assert np.array_equal(p_stream.argmax(1), p_train.argmax(1))
 
 
 def test_clip_prediction_agrees_with_classify_and_has_no_label_without_speech(model, clips, tmp_path):
