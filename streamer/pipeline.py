@@ -22,7 +22,7 @@ from streamer.analysis import ChannelAnalyzer, Windows, classify_windows
 from streamer.classifier import Classifier
 from streamer.config import ModelMeta
 from streamer.errors import UsageError
-from streamer.events import Event, Hello
+from streamer.events import Event
 from streamer.ringbuffer import RingBuffer
 from streamer.sources import Source
 from streamer.timeline import Timeline, TimelineConfig
@@ -140,10 +140,6 @@ class Pipeline:
     def model_info(self) -> dict[str, str]:
         """``{"name", "version"}`` of the model."""
         return {"name": self.meta.name, "version": self.meta.version}
-
-    def hello(self, source: str) -> Hello:
-        """Deprecated (the server's old call): use ``streamer.events.Hello.of(pipeline, source)``."""
-        return Hello.of(self, source)
 
     def condition(self, block: np.ndarray, last: bool = False) -> np.ndarray:
         """Source-format block -> model-rate block [m, out_channels]."""

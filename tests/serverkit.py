@@ -25,9 +25,15 @@ class FakePipeline:
         self.t = 0
         self.samples = 0
 
-    def hello(self, source):
-        return {"type": "hello", "labels": LABELS, "sample_rate": self.rate, "window": 1.0, "hop": 1.0,
-                "source": source}
+    # the facts a hello is made of (events.Hello.of)
+    labels = LABELS
+    window_s = hop_s = 1.0
+    channel_names = ["mix"]
+    model_info = {"name": "fake", "version": "0"}
+
+    @property
+    def sample_rate(self):
+        return self.rate
 
     def feed(self, block):
         self.samples += len(block)

@@ -15,6 +15,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import OPEN
 
+from streamer import events
 from streamer.errors import EmostreamError, UsageError
 from streamer.server.auth import Access, check_token, redact
 from streamer.server.budget import MemoryGuard
@@ -175,7 +176,7 @@ class EmoServer:
         is the runner's stats.
         """
         pipe = self._make_pipeline(source.sample_rate, source.channels)
-        stream = self.hub.create(stream_id, pipe.hello(source=source.uri), kind="source")
+        stream = self.hub.create(stream_id, events.Hello.of(pipe, source=source.uri), kind="source")
         stop = threading.Event()
         self._stops.append(stop)
         return self.spawn(run_source(source, pipe, stream, realtime=realtime, stop=stop, runner=self.runner,

@@ -19,9 +19,16 @@ STREAM_ID = re.compile(STREAM_ID_PATTERN + r"\Z")  # use .match: \Z, unlike $, r
 
 
 class PipelineLike(Protocol):
-    """What the server needs of a pipeline (streamer.pipeline.Pipeline has it)."""
+    """What the server needs of a pipeline (streamer.pipeline.Pipeline has it): the facts a stream's
+    hello is made of (:meth:`streamer.events.Hello.of`), and the analysis."""
 
-    def hello(self, source: str) -> Any: ...
+    labels: list[str]
+    sample_rate: int
+    window_s: float
+    hop_s: float
+    channel_names: list[str]
+    model_info: dict[str, str]
+
     def feed(self, block: Any) -> list[Any]: ...
     def finish(self) -> list[Any]: ...
 

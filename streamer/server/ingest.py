@@ -13,13 +13,12 @@ from typing import Any, Callable
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from streamer import protocol
+from streamer import events, protocol
 from streamer.codecs import bytes_per_sample, decode_pcm
 from streamer.errors import EmostreamError, ProtocolError, ServiceUnavailable, UsageError
 from streamer.server.budget import ByteBudget, MemoryGuard, trim_heap
 from streamer.server.config import PipelineLike, ServerConfig
 from streamer.server.hub import Hub, Stream, Subscriber
-from streamer.server.message import wire
 from streamer.server.wsio import abort_later, fail, pump
 
 __all__ = ["IngestSession", "Feeder"]
@@ -78,8 +77,8 @@ class IngestSession:
                 pipe = await loop.run_in_executor(self.pool, self.make_pipeline, start.sample_rate, start.channels)
             except UsageError as exc:
                 raise ProtocolError(str(exc)) from None
-            hello = dict(wire(pipe.hello(source=f"ingest:{sid}")), encoding=start.encoding,
-                         input_rate=start.sample_rate, input_channels=start.channels)
+            hello = events.Hello.of(pipe, source=f"ingest:{sid}", encoding=start.encoding,
+                                    input_rate=start.sample_rate, input_channels=start.channels)
             stream = self.hub.create(sid, hello, kind="ingest")
             sub, replay, _ = self.hub.subscribe(stream, 0, on_drop=abort_later(ws, cfg.drop_grace))
             sender = asyncio.ensure_future(pump(ws, sub, replay, cfg.write_limit))
