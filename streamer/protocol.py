@@ -1,16 +1,8 @@
-"""The wire protocol: message types, JSON text frames, validation of client messages.
+"""The wire protocol: client messages, JSON text frames, validation, query parameters.
 
 Pure: no asyncio, no sockets. The server and the clients move the strings this module makes.
-
-Server messages (JSON text frames, each with a ``type``)::
-
-    hello    {"type":"hello","labels":[...],"sample_rate":..,"window":s,"hop":s,"source":...}
-    window   {"type":"window","seq":n,"start":s,"end":s,"channel":c,"speech":bool,"label":l,
-              "confidence":p,"probs":{...}}
-    segment  {"type":"segment","seq":n,"start":s,"end":s,"channel":c,"label":l,"confidence":p}
-    alert    {"type":"alert","seq":n,"start":s,"channel":c,"rule":...,"label":l}
-    end      {"type":"end","seq":n}
-    error    {"type":"error","message":...}
+The server's messages (hello, window, segment, alert, end, error) are described once, as typed
+events with their required keys, in :mod:`streamer.events` (``events.encode``, ``events.from_wire``).
 
 Client messages on ``/ingest``::
 
@@ -36,8 +28,6 @@ from typing import Any, Union
 from streamer.errors import ProtocolError
 
 __all__ = [
-    "SERVER_TYPES",
-    "SEQ_TYPES",
     "CLIENT_TYPES",
     "ENCODINGS",
     "MAX_TEXT_BYTES",
@@ -46,11 +36,7 @@ __all__ = [
     "ClientMessage",
     "encode",
     "decode",
-    "to_wire",
-    "error",
-    "end",
     "parse_client",
-    "validate_server",
     "MAX_DEPTH",
     "MAX_CLOSE_REASON",
     "STREAM_ID_PATTERN",
@@ -61,8 +47,6 @@ __all__ = [
     "parse_since",
 ]
 
-SERVER_TYPES = ("hello", "window", "segment", "alert", "end", "error")
-SEQ_TYPES = ("window", "segment", "alert", "end")
 CLIENT_TYPES = ("start", "stop")
 ENCODINGS = ("pcm_s16le", "mulaw", "alaw", "f32le")
 MAX_TEXT_BYTES = 64 * 1024
@@ -74,9 +58,6 @@ QUOTE_CHARS = 40          # how much of a client's value an error message repeat
 STREAM_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}"
 _STREAM_ID = re.compile(STREAM_ID_PATTERN)
 _JSON_SYNTAX = re.compile(r'["\\\[\]{}]')  # the characters that decide string and nesting state
-
-# keys kept inside the process but never put on the wire
-_PRIVATE_KEYS = ("raw",)
 
 
 @dataclass(frozen=True)
@@ -235,24 +216,6 @@ def decode(frame: str | bytes, max_bytes: int = MAX_TEXT_BYTES, max_depth: int =
     return msg
 
 
-def to_wire(event: dict[str, Any], seq: int | None = None) -> dict[str, Any]:
-    """A pipeline event as a wire message: private keys dropped, ``seq`` set when given."""
-    msg = {k: v for k, v in event.items() if k not in _PRIVATE_KEYS}
-    if seq is not None:
-        msg["seq"] = int(seq)
-    return msg
-
-
-def error(message: str) -> dict[str, Any]:
-    """An ``error`` message."""
-    return {"type": "error", "message": str(message)}
-
-
-def end(seq: int) -> dict[str, Any]:
-    """An ``end`` message."""
-    return {"type": "end", "seq": int(seq)}
-
-
 def _int_field(msg: dict[str, Any], key: str, lo: int, hi: int) -> int:
     v = msg.get(key)
     # 1e400 parses as inf and int(inf) raises OverflowError: finite floats only
@@ -282,28 +245,3 @@ def parse_client(frame: str | bytes, max_bytes: int = MAX_TEXT_BYTES) -> ClientM
     if not isinstance(encoding, str) or encoding not in ENCODINGS:
         raise ProtocolError(f"unknown encoding {quote(encoding)} (expected one of {', '.join(ENCODINGS)})")
     return Start(sample_rate=rate, channels=channels, encoding=encoding)
-
-
-_REQUIRED = {
-    "hello": ("labels",),
-    "window": ("seq", "start", "end", "channel", "speech", "label", "confidence", "probs"),
-    "segment": ("seq", "start", "end", "channel", "label", "confidence"),
-    "alert": ("seq", "start", "channel", "rule", "label"),
-    "end": ("seq",),
-    "error": ("message",),
-}
-
-
-def validate_server(msg: dict[str, Any]) -> dict[str, Any]:
-    """Check a server message's type and required keys (clients and tests use this).
-
-    Raises:
-        ProtocolError: unknown type or a required key missing.
-    """
-    kind = msg.get("type")
-    if kind not in _REQUIRED:
-        raise ProtocolError(f"unknown server message type {kind!r}")
-    missing = [k for k in _REQUIRED[kind] if k not in msg]
-    if missing:
-        raise ProtocolError(f"{kind} message lacks {', '.join(missing)}")
-    return msg

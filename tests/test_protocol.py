@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from streamer import protocol
+from streamer import events, protocol
 from streamer.errors import ProtocolError
 
 
@@ -16,7 +16,7 @@ def test_encode_compact_and_decode_round_trip():
     text = protocol.encode(msg)
     assert " " not in text
     assert protocol.decode(text) == msg
-    assert protocol.validate_server(protocol.decode(text)) == msg
+    assert events.to_wire(events.from_wire(protocol.decode(text)), 3) == {**msg, "channel_name": None}
 
 
 def test_encode_non_finite_and_numpy_values():
@@ -27,7 +27,7 @@ def test_encode_non_finite_and_numpy_values():
 
 def test_to_wire_strips_private_keys_and_sets_seq():
     ev = {"type": "window", "start": 0, "raw": {"a": 1}, "probs": {"a": 1}}
-    out = protocol.to_wire(ev, 7)
+    out = events.to_wire(ev, 7)
     assert out == {"type": "window", "start": 0, "probs": {"a": 1}, "seq": 7}
     assert "raw" in ev  # the event itself is untouched
 
@@ -69,13 +69,15 @@ def test_parse_client_rejects(msg, match):
         protocol.parse_client(json.dumps(msg))
 
 
-def test_validate_server():
-    protocol.validate_server(protocol.error("boom"))
-    protocol.validate_server(protocol.end(4))
+def test_server_messages_are_validated_by_events():
+    """The server's messages are described once, in streamer.events."""
+    events.from_wire(events.to_wire(events.Error("boom")))
+    events.from_wire({"type": "end", "seq": 4})
     with pytest.raises(ProtocolError, match="lacks"):
-        protocol.validate_server({"type": "segment", "seq": 1})
+        events.from_wire({"type": "segment", "seq": 1})
     with pytest.raises(ProtocolError, match="unknown"):
-        protocol.validate_server({"type": "nope"})
+        events.from_wire({"type": "nope"})
+    assert not hasattr(protocol, "validate_server")
 
 
 # -- hostile messages (issue 16) -----------------------------------------------------------------

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Awaitable, Callable, Iterable, Protocol
 
-from streamer import protocol
+from streamer import events, protocol
 from streamer.errors import ServiceUnavailable, UsageError
 from streamer.server import journal
 from streamer.server.backend import HubBackend, HubObserver
@@ -85,7 +85,7 @@ class Subscriber:
             return
         self.dropped = reason
         self.queue.clear()
-        self.queue.append(protocol.encode(protocol.error(reason)))
+        self.queue.append(events.encode(events.Error(reason)))
         self.close()
         if self.on_drop is not None:
             try:
@@ -252,7 +252,7 @@ class Stream:
 
     def error(self, message: str) -> None:
         """Send an ``error`` (no seq, not kept) to the current subscribers."""
-        self._fan_out(protocol.encode(protocol.error(message)))
+        self._fan_out(events.encode(events.Error(message)))
 
     def end(self) -> None:
         """Publish ``end``; the stream keeps its history, and its subscribers are closed after it."""

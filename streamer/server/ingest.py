@@ -99,7 +99,7 @@ class IngestSession:
                 await self.hub.unclaim(sid)
             else:
                 if failure and sub is not None and not sub.closed:
-                    sub.push(protocol.encode(protocol.error(failure)))
+                    sub.push(events.encode(events.Error(failure)))
                 try:
                     if pipe is not None:
                         stream.publish_many(await loop.run_in_executor(self.pool, pipe.finish))

@@ -16,8 +16,6 @@ Event = Any  # an event dict (``{"type": ..., ...}``) or a typed event of stream
 def wire(event: Event, seq: int | None = None) -> dict[str, Any]:
     """An event (dict or typed) as its wire object: private keys such as ``raw`` dropped, ``seq``
     set when given."""
-    if type(event) is dict:  # the common case, without the Mapping checks of events.to_wire
-        return protocol.to_wire(event, seq)
     return to_wire(event, seq)
 
 

@@ -43,7 +43,7 @@ import uuid
 from typing import Any, AsyncIterator, Callable, Iterable
 from urllib.parse import urlsplit
 
-from streamer import protocol
+from streamer import events
 from streamer.errors import ServiceUnavailable, UsageError
 from streamer.server.hub import window_summary
 from streamer.server.memory import MemoryBackend
@@ -368,7 +368,7 @@ class RedisStore:
     async def claim(self, sid: str, started: float | None = None) -> bool:
         """Claim ``sid`` cluster-wide and open its new generation; False while a lease holds it."""
         log_key = f"{self.key('log', sid)}:{uuid.uuid4().hex[:10]}"
-        note = protocol.encode(protocol.error(f"stream {sid!r} ended: its node stopped (its lease expired)"))
+        note = events.encode(events.Error(f"stream {sid!r} ended: its node stopped (its lease expired)"))
         ok = await self._scripts["claim"](
             keys=[self.key("lease", sid), self.key("info", sid), self.index_key],
             args=[self.token, self.lease_ms, self.retain_ms, log_key, self.node_id,
@@ -418,7 +418,7 @@ class RedisStore:
             rs = await self.get(sid)
             if rs is None:
                 continue
-            note = protocol.encode(protocol.error(_NOTE_OWNER_GONE.format(sid=sid, node=rs.node)))
+            note = events.encode(events.Error(_NOTE_OWNER_GONE.format(sid=sid, node=rs.node)))
             seq = await self._scripts["reap"](
                 keys=[self.key("info", sid), rs.log, self.key("lease", sid)],
                 args=[self.retain_ms, note, _END_TEMPLATE, self.maxlen, repr(time.time())])
@@ -827,7 +827,7 @@ class RedisBackend:
         items, gap, last_id = await self.store.read_since(rs.log, after)
         if gap is not None and items:
             first = next((s for s, _ in items if s is not None), gap)
-            yield Message(None, text=protocol.encode(protocol.error(
+            yield Message(None, text=events.encode(events.Error(
                 f"history no longer holds seq {gap} to {first - 1}; replaying from {first}")))
         for seq, text in items:
             yield Message(seq, text=text)
@@ -840,14 +840,14 @@ class RedisBackend:
                     last_id = entry_id
                     if warned:
                         warned = False
-                        yield Message(None, text=protocol.encode(protocol.error(
+                        yield Message(None, text=events.encode(events.Error(
                             "warning: Redis reachable again: the stream goes on")))
                     yield Message(seq, text=text)
                 return
             except outage as exc:
                 if not warned:
                     warned = True
-                    yield Message(None, text=protocol.encode(protocol.error(
+                    yield Message(None, text=events.encode(events.Error(
                         f"warning: Redis unreachable ({_why(exc)}): waiting for the stream to go on")))
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)

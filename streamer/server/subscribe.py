@@ -10,7 +10,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
-from streamer import protocol
+from streamer import events, protocol
 from streamer.errors import ProtocolError, ServiceUnavailable
 from streamer.server.config import MAIN_STREAM, ServerConfig
 from streamer.server.hub import Hub
@@ -57,7 +57,7 @@ async def subscribe(ws: ServerConnection, params: dict[str, str], hub: Hub, cfg:
         replay, gap = await _from_journal(hub.record_path, stream, since, replay, gap)
     if gap is not None:  # the oldest kept message follows the hello
         kept = json.loads(replay[1 if stream.hello_text else 0]).get("seq")
-        note = protocol.encode(protocol.error(
+        note = events.encode(events.Error(
             f"history no longer holds seq {gap} to {kept - 1}; replaying from {kept}"))
         replay = replay[:1] + [note] + replay[1:]
     await serve_subscriber(ws, sub, replay, "/ws", cfg.drop_grace, cfg.write_limit)

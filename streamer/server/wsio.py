@@ -10,7 +10,7 @@ from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import OPEN
 
-from streamer import protocol
+from streamer import events, protocol
 from streamer.errors import ProtocolError
 from streamer.server.hub import Subscriber
 
@@ -20,7 +20,7 @@ __all__ = ["fail", "reject_input", "serve_subscriber", "pump", "abort_later", "t
 async def fail(ws: ServerConnection, message: str, grace: float, code: int = 1008) -> None:
     """Send an ``error`` and close the connection cleanly (abort it after ``grace`` seconds)."""
     try:
-        await asyncio.wait_for(ws.send(protocol.encode(protocol.error(message))), grace)
+        await asyncio.wait_for(ws.send(events.encode(events.Error(message))), grace)
         await ws.close(code, protocol.close_reason(message))  # 123 bytes of UTF-8 at most
     except (ConnectionClosed, asyncio.TimeoutError):
         ws.transport.abort()
