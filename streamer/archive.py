@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any, Callable, Iterator, Sequence
 
-from streamer.errors import EmostreamError, InputError, UsageError
+from streamer.errors import EmostreamError, InputError, ServiceUnavailable, UsageError
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -62,7 +62,6 @@ __all__ = [
     "LabelOptions",
     "Outcome",
     "Totals",
-    "ServiceError",
     "collect_inputs",
     "cached_model",
     "label_one",
@@ -80,12 +79,6 @@ AUDIO_EXTENSIONS = frozenset({
 MANIFEST = "manifest.jsonl"
 MAX_ATTEMPTS = 3  # dead worker processes a file may take down before it fails (Dask's default too)
 CONNECT_TIMEOUT_S = 10.0  # how long an unreachable scheduler is tried before exit 4
-
-
-class ServiceError(EmostreamError):
-    """A service the command needs (a Dask scheduler) cannot be reached: exit status 4."""
-
-    exit_code = 4
 
 
 # ----------------------------------------------------------------------------------------- inputs
@@ -449,7 +442,7 @@ class DaskBackend:
 
     Raises:
         UsageError: ``distributed`` is not installed (the ``cluster`` extra).
-        ServiceError: the scheduler cannot be reached within :data:`CONNECT_TIMEOUT_S`.
+        ServiceUnavailable: the scheduler cannot be reached within :data:`CONNECT_TIMEOUT_S`.
     """
 
     def __init__(self, address: str):
@@ -485,7 +478,7 @@ class DaskBackend:
                 self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S)
             except (OSError, TimeoutError, ValueError) as exc:
                 detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise ServiceError(f"cannot reach the Dask scheduler at {address}: {detail}") from None
+                raise ServiceUnavailable(f"cannot reach the Dask scheduler at {address}: {detail}") from None
             n = len(self.client.scheduler_info().get("workers", {}))
             self.name = f"the Dask cluster at {address} ({n} worker{'s' if n != 1 else ''} at start)"
 
@@ -493,7 +486,7 @@ class DaskBackend:
         """Submit every job as one task; yield outcomes as they complete.
 
         Raises:
-            ServiceError: the connection to the scheduler was lost: the files not finished by then
+            ServiceUnavailable: the connection to the scheduler was lost: the files not finished by then
                 are not failures of theirs, so they get no manifest line and a rerun does them.
         """
         if not jobs:
@@ -512,9 +505,10 @@ class DaskBackend:
                     outcome = fut.result()
                 except Exception as exc:  # KilledWorker (the file took down workers), a lost cluster
                     if getattr(exc, "reason", None) == "scheduler-connection-lost":
-                        raise ServiceError(f"lost the Dask scheduler at {self.address} with {len(jobs) - finished} "
-                                           f"of {len(jobs)} inputs not labelled; run the same command again "
-                                           "to continue") from None
+                        left = len(jobs) - finished
+                        raise ServiceUnavailable(f"lost the Dask scheduler at {self.address} with {left} of "
+                                                 f"{len(jobs)} inputs not labelled; run the same command "
+                                                 "again to continue") from None
                     detail = str(exc).splitlines()[0] if str(exc) else ""
                     outcome = _failed(job, out_dir, f"{type(exc).__name__}: {detail}".rstrip(": "))
                 fut.release()
