@@ -1,9 +1,12 @@
 """Archives: many recordings labelled into a mirrored tree of outputs, on a local process pool or on
-a Dask cluster (``emostream label INPUT... --out-dir DIR [--workers N | --dask ADDRESS]``).
+a Dask cluster (``label --out-dir``).
+
+    emostream label INPUT [INPUT ...] --out-dir DIR [-f FORMAT] [--workers N | --dask ADDRESS]
 
 The runner (this module) finds the inputs, decides what is already done, hands one task per file
-to a backend, and records every outcome in ``DIR/manifest.jsonl`` as it arrives. The labelling
-itself is :func:`label_one`, which calls the same function as ``emostream label FILE -o OUT``.
+to a backend, and records every outcome in ``DIR/manifest.jsonl`` as it arrives. Each task is
+:func:`label_one`, which labels through :func:`write_label`, the function ``emostream label FILE``
+uses too.
 
 * Inputs (:func:`collect_inputs`): files, directories (walked for audio files by extension, hidden
   names skipped) and ``@LIST`` files (one file or directory per line; blank lines and ``#``
