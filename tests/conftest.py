@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
+
+from tools.local_cluster import free_port  # noqa: F401  (one definition, shared with the cluster tools)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -87,13 +88,6 @@ def cli(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess:
         except SystemExit as exc:  # --help, --version
             code = exc.code if isinstance(exc.code, int) else 0
     return subprocess.CompletedProcess(["emostream", *argv], code, out.getvalue().encode(), err.getvalue().encode())
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15) -> int:

@@ -16,7 +16,7 @@ import soundfile as sf
 from streamer.alerts import AlertTracker, parse_rule
 from streamer.clips import Clip, alert_stretches, plan_clips, read_span, write_clips
 from streamer.errors import UsageError
-from streamer.sources import ffmpeg_exe, open_source
+from streamer.sources import open_source
 
 RATE = 8000
 
@@ -108,7 +108,7 @@ def test_write_clips_wav_and_mp3_from_a_compressed_recording(tmp_path):
 
     # an MP3 recording (read through the ffmpeg pipe, from the span on) to an MP3 clip
     mp3 = tmp_path / "call.mp3"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(wav), "-b:a", "64k", str(mp3)], check=True)
+    ffmpeg("-i", str(wav), "-b:a", "64k", str(mp3))
     seg = read_span(mp3, 3.0, 10.0)
     assert seg.frame_rate == RATE and seg.channels == 2
     assert abs(len(seg) / 1000 - 7.0) < 0.05
@@ -124,16 +124,13 @@ def test_write_clips_wav_and_mp3_from_a_compressed_recording(tmp_path):
         write_clips(wav, clips, tmp_path / "afile")
 
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures"
+from tests.conftest import FIXTURES, emostream, ffmpeg
 
 
 def _emostream(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    import os
-    import sys
-
-    return subprocess.run([sys.executable, "-m", "streamer", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    """The command line run from ``cwd`` (conftest's :func:`emostream`), its output as text."""
+    r = emostream(*args, cwd=cwd, timeout=300)
+    return subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(), r.stderr.decode())
 
 
 def test_label_clips_cuts_every_alert_out_of_the_recording(tmp_path):

@@ -14,17 +14,15 @@ import pytest
 from streamer import protocol
 from streamer.server.hub import Hub
 from streamer.server.redis_backend import RedisBackend, RedisStore, RedisUnavailable, check_redis
-from tools.local_cluster import RedisServer, free_port
+from tests.conftest import free_port
+from tests.serverkit import run
+from tools.local_cluster import RedisServer
 
 
 @pytest.fixture(scope="module")
 def redis_url():
     with RedisServer() as srv:
         yield srv.url
-
-
-def run(coro, timeout=60):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def msg(seq: int, kind: str = "window") -> str:

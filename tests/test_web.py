@@ -33,8 +33,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures"
+from tests.conftest import FIXTURES, ROOT, free_port, stop_process
+
 AGENT = FIXTURES / "03-01-03-02-02-01-05.flac"     # happy
 CUSTOMER = FIXTURES / "03-01-05-02-01-01-01.flac"  # angry
 UPLOAD = FIXTURES / "03-01-04-02-01-01-02.flac"    # sad
@@ -72,12 +72,6 @@ def browser(playwright):
     b.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _stereo(path: Path) -> float:
     """agent (left) and customer (right): the clips one after the other with pauses, 16 kHz."""
     a, sr = sf.read(AGENT, dtype="float32")
@@ -96,7 +90,7 @@ class Server:
     """`emostream serve` in a child process."""
 
     def __init__(self, tmp: Path, *args: str, port: int | None = None):
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.log = open(tmp / f"server-{self.port}.log", "w+")
         cmd = [sys.executable, "-m", "streamer", "serve", "--port", str(self.port), "--token", TOKEN, *args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
@@ -119,12 +113,7 @@ class Server:
         return f"{self.http}/?{q}"
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
 
@@ -726,8 +715,7 @@ def test_wallboard_shows_every_call_from_one_feed(browser, tmp_path):
         assert errors == []
     finally:
         for p in senders:
-            if p.poll() is None:
-                p.kill()
+            stop_process(p)
         page.close()
         srv.close()
 
@@ -767,7 +755,6 @@ def test_wallboard_opened_mid_call_starts_from_the_servers_list(browser, tmp_pat
         ref = _messages(f"{srv.ws}/ws?stream=long-call&token={TOKEN}", timeout=30)
         assert int(card.get_attribute("data-alerts")) == sum(m["type"] == "alert" for m in ref)
     finally:
-        if sender.poll() is None:
-            sender.kill()
+        stop_process(sender)
         page.close()
         srv.close()
