@@ -19,6 +19,7 @@ Training (``tools/train_speech.py``) and measurement (``tools/speech_eval.py``) 
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -198,30 +199,41 @@ class SpeechHead:
             raise ModelError(f"speech detector {path} must take [w, {n_inputs}] summaries and give one output")
         self._in, self._out = inp[0]["index"], out[0]["index"]
         self._rows = -1
+        # one interpreter serves every channel and ingest thread: its tensors are not reentrant
+        self._lock = threading.Lock()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Speech probability of each window summary."""
         if len(x) == 0:
             return np.zeros(0, np.float32)
-        if len(x) != self._rows:
-            self._interp.resize_tensor_input(self._in, [len(x), x.shape[1]], strict=False)
-            self._interp.allocate_tensors()
-            self._rows = len(x)
-        self._interp.set_tensor(self._in, np.ascontiguousarray(x, np.float32))
-        self._interp.invoke()
-        return np.array(self._interp.get_tensor(self._out), np.float32).reshape(len(x), -1)[:, -1]
+        with self._lock:
+            if len(x) != self._rows:
+                self._interp.resize_tensor_input(self._in, [len(x), x.shape[1]], strict=False)
+                if self._rows < 0:  # the runtime's XNNPACK INFO line would break one-line stderr
+                    from streamer.classifier import _quiet_stderr
+
+                    with _quiet_stderr():
+                        self._interp.allocate_tensors()
+                else:
+                    self._interp.allocate_tensors()
+                self._rows = len(x)
+            self._interp.set_tensor(self._in, np.ascontiguousarray(x, np.float32))
+            self._interp.invoke()
+            return np.array(self._interp.get_tensor(self._out), np.float32).reshape(len(x), -1)[:, -1]
 
 
 _HEADS: dict[tuple[str, int], SpeechHead] = {}
+_HEADS_LOCK = threading.Lock()
 
 
 def _head(path: Path, n_inputs: int) -> SpeechHead:
     # one interpreter per file: a call centre's hundreds of channels share it (calls are tiny and
     # serialised by the GIL-holding runtime call; each call resizes only when the batch changes)
     key = (str(path), n_inputs)
-    if key not in _HEADS:
-        _HEADS[key] = SpeechHead(path, n_inputs)
-    return _HEADS[key]
+    with _HEADS_LOCK:
+        if key not in _HEADS:
+            _HEADS[key] = SpeechHead(path, n_inputs)
+        return _HEADS[key]
 
 
 class SpeechDetector:

@@ -248,3 +248,53 @@ def test_summary_rows_in_blocks_equal_rows_at_once(model):
         r, prev = frame_rows(feats[a : a + 7], level[a : a + 7], gate[a : a + 7], f, prev)
         parts.append(r)
     np.testing.assert_allclose(np.concatenate(parts), whole, rtol=1e-6)
+
+
+def test_classify_keeps_stderr_empty():
+    """The detector's interpreter must not print the runtime's XNNPACK INFO line (one-line stderr)."""
+    proc = emostream("classify", str(sorted(FIXTURES.glob("*.flac"))[0]))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == b""
+
+
+def test_head_is_safe_across_threads(model):
+    """One head serves every channel and ingest thread: concurrent calls of any batch size agree."""
+    import threading
+
+    from streamer.speech import _head
+
+    meta, _ = model
+    det = meta.gate.detector
+    path = ROOT / "model" / det.model
+    width = _head_width(path)
+    head = _head(path, width)
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(size=(n, width)).astype(np.float32) for n in (1, 3, 7, 2, 5, 4, 6, 8)]
+    expected = [head(b) for b in batches]
+    errors: list[BaseException] = []
+    results: dict[int, list[np.ndarray]] = {i: [] for i in range(len(batches))}
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(60):
+                results[i].append(head(batches[i]))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors[0]
+    for i, got in results.items():
+        assert len(got) == 60
+        for g in got:
+            np.testing.assert_allclose(g, expected[i], rtol=1e-5, atol=1e-6)
+
+
+def _head_width(path) -> int:
+    from streamer.classifier import load_interpreter_class
+
+    Interpreter, _ = load_interpreter_class()
+    return int(Interpreter(model_path=str(path)).get_input_details()[0]["shape"][-1])
