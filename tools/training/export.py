@@ -194,9 +194,9 @@ def eval_summary(cv: dict | None, rcp: Recipe, reports: Path | None = None, vers
         key = p.stem.split("__", 1)[1]
         for k, name in (("clean_16k", "16k"), ("mulaw_8k", "mulaw_8k")):
             if k in r:
-                out[f"{key}_{name}"] = {"accuracy": r[k]["accuracy"], "macro_f1": r[k].get("macro_f1_present"),
-                                        "predicted": r[k].get("predicted"), "protocol": r.get("protocol"),
-                                        "command": r.get("command")}
+                entry = {"accuracy": r[k]["accuracy"], "macro_f1": r[k].get("macro_f1_present"),
+                         "predicted": r[k].get("predicted"), "protocol": r.get("protocol"), "command": r.get("command")}
+                out[f"{key}_{name}"] = {kk: v for kk, v in entry.items() if v is not None}
         for k in CONTINUOUS_KEYS:
             if k in r:
                 out[f"{key}_{k}"] = _continuous_entry(r[k])
