@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         clips = [(load_audio(it.path, sr)[0], LABELS.index(it.label), it.speaker) for it in items
                  if it.label in meta.labels]
     except (EmostreamError, ValueError) as exc:
-        print(f"emostream: error: {exc}", file=sys.stderr)
+        print(f"continuous: error: {exc}", file=sys.stderr)
         return 2
     streams = build_streams(clips, sr, args.seed)
     res = {"model": meta.version, "corpus": args.corpus, "streams": len(streams),

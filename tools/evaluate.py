@@ -67,7 +67,7 @@ def summary(reports: Path) -> str:
         c, t = r["clean_16k"], r.get("mulaw_8k", {})
         cont = " / ".join(f"{r[k]['speaker_timeline']:.3f}" for k in ("continuous_16k", "continuous_mulaw_8k")
                           if k in r and "speaker_timeline" in r[k])
-        rows.append(f"| {p.stem[3:]} | {c['accuracy']:.3f} | {c['macro_f1']:.3f} | {t.get('accuracy', float('nan')):.3f} | "
+        rows.append(f"| {p.stem[3:]} | {c['accuracy']:.3f} | {c.get('macro_f1', float('nan')):.3f} | {t.get('accuracy', float('nan')):.3f} | "
                     f"{cont} | {', '.join(f'{a:.2f}' for a in c.get('fold_accuracy', []))} |")
     return "\n".join(rows)
 
