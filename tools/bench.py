@@ -1,7 +1,7 @@
 """Benchmarks for file labelling: speed against a naive per-window loop, real-time factor, memory, start-up.
 
-    python tools/bench.py                    # 1 h FLAC, 10 h memory check, MP3, start-up; prints a table
-    python tools/bench.py --hours 0.25 --long-hours 1 --json bench.json   # quicker
+    python -m tools.bench                    # 1 h FLAC, 10 h memory check, MP3, start-up; prints a table
+    python -m tools.bench --hours 0.25 --long-hours 1 --json bench.json   # quicker
 
 Everything runs on one CPU core (the process pins itself with sched_setaffinity) so figures compare
 across machines. The test audio is the bundled example tiled to length. Timings are medians of
@@ -24,10 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from streamer.sources import ffmpeg_exe
 
-from streamer.sources import ffmpeg_exe  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 EXAMPLE = ROOT / "streamer" / "examples" / "conversation.flac"
 
@@ -143,7 +142,7 @@ def median_child(argv: list[str], runs: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
     ap.add_argument("--hours", type=float, default=1.0, help="length of the main test file")
     ap.add_argument("--long-hours", type=float, default=10.0, help="length for the memory check (0: skip)")
     ap.add_argument("--runs", type=int, default=3)

@@ -23,9 +23,9 @@ hours per hour over the sequential baseline's. The machine's load average (1 min
 before and after each configuration: other work on the machine skews the figures, and the report
 says so.
 
-    python tools/bench_archive.py                              # 24 files x 4 min
-    python tools/bench_archive.py --files 40 --minutes 5 --json bench_archive.json
-    python tools/bench_archive.py --only sequential,pool-2
+    python -m tools.bench_archive                              # 24 files x 4 min
+    python -m tools.bench_archive --files 40 --minutes 5 --json bench_archive.json
+    python -m tools.bench_archive --only sequential,pool-2
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
     os.environ.setdefault(_var, "1")
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 EXAMPLE = ROOT / "streamer" / "examples" / "conversation.flac"
 CONFIGS = ("sequential", "pool-1", "pool-2", "dask-2")
@@ -159,7 +158,7 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.bench_archive", description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=24)
     ap.add_argument("--minutes", type=float, default=4.0, help="length of each recording")
     ap.add_argument("--only", default=",".join(CONFIGS), help="configurations, comma-separated: " + ",".join(CONFIGS))

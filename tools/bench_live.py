@@ -11,11 +11,11 @@
    a window's lag is its arrival time minus the moment its last sample was due to be sent
    (stream start + window end). N rises until the lag p95 passes 0.5 s.
 
-    python tools/bench_live.py                          # both, default sizes
-    python tools/bench_live.py --subscribers 1,500 --seconds 20 --skip-ingest
-    python tools/bench_live.py --skip-latency --ingest 50,100,200,300 --json bench.json
-    python tools/bench_live.py --skip-latency --nodes 2 --ingest 50,100,150   # 2 nodes + Redis + HAProxy
-    python tools/bench_live.py --skip-latency --skip-ingest --redis-latency 20
+    python -m tools.bench_live                          # both, default sizes
+    python -m tools.bench_live --subscribers 1,500 --seconds 20 --skip-ingest
+    python -m tools.bench_live --skip-latency --ingest 50,100,200,300 --json bench.json
+    python -m tools.bench_live --skip-latency --nodes 2 --ingest 50,100,150   # 2 nodes + Redis + HAProxy
+    python -m tools.bench_live --skip-latency --skip-ingest --redis-latency 20
 
 3. Cluster (``--nodes N``): the same ingest test through HAProxy (docs/deploy/haproxy.cfg) into N
    ``emostream serve --redis`` nodes sharing one ``redis-server``, all on this machine.
@@ -41,7 +41,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 EXAMPLE = ROOT / "streamer" / "examples" / "conversation.flac"
 
@@ -142,7 +141,7 @@ def bench_latency(n_subs: int, seconds: float, model: str | None) -> dict:
             task = srv.start_source(src, realtime=False)
             url = f"ws://127.0.0.1:{srv.port}/ws"
             child = await asyncio.create_subprocess_exec(
-                sys.executable, __file__, "--_child", url, str(n_subs), out)
+                sys.executable, "-m", "tools.bench_live", "--_child", url, str(n_subs), out, cwd=ROOT)
             stream = srv.hub.get("main")
             published: dict[int, float] = {}
             publish = stream.publish
@@ -373,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--_child"]:
         asyncio.run(_subscribers_child(argv[1], int(argv[2]), argv[3]))
         return 0
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.bench_live", description=__doc__.splitlines()[0])
     ap.add_argument("--subscribers", default="1,500", help="subscriber counts for the latency test")
     ap.add_argument("--seconds", type=float, default=20.0, help="audio seconds per latency run")
     ap.add_argument("--ingest", default="25,50,100,150,200,250,300,400",

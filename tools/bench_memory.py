@@ -13,9 +13,9 @@ Each scenario reports the RSS before it, its peak and the RSS a few seconds afte
 ended (``--settle``). Use ``--python``/``--pythonpath`` to measure another checkout (a "before"
 figure) with the same interpreter.
 
-    python tools/bench_memory.py                                  # 20 and 60 ingest calls, 8 uploads of 45 MB
-    python tools/bench_memory.py --ingest 20,60 --seconds 60 --uploads 8 --upload-mb 45 --json mem.json
-    python tools/bench_memory.py --pythonpath /tmp/before         # the same load against an older tree
+    python -m tools.bench_memory                                  # 20 and 60 ingest calls, 8 uploads of 45 MB
+    python -m tools.bench_memory --ingest 20,60 --seconds 60 --uploads 8 --upload-mb 45 --json mem.json
+    python -m tools.bench_memory --pythonpath /tmp/before         # the same load against an older tree
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 EXAMPLE = ROOT / "streamer" / "examples" / "conversation.flac"
 
@@ -145,7 +144,7 @@ def wav_of_mb(mb: float) -> bytes:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m tools.bench_memory", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ingest", default="20,60", help="concurrent ingest calls per scenario (comma list; '' none)")
     ap.add_argument("--seconds", type=float, default=60.0, help="audio seconds each ingest call sends")
     ap.add_argument("--frame-s", type=float, default=0.1,

@@ -7,7 +7,7 @@
 * ``docs/review.png``: a reviewed upload (a stereo call with an angry customer): zoomed, the
   playhead where a segment was clicked, one segment's hover text.
 
-    python tools/screenshots.py [--only live,wallboard,review] [--calls 24] [--out docs]
+    python -m tools.screenshots [--only live,wallboard,review] [--calls 24] [--out docs]
 
 Needs Chromium (EMOSTREAM_CHROMIUM, default /usr/bin/chromium) and Playwright for Python.
 """
@@ -26,8 +26,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tools.wallboard_cpu import CHROMIUM, EXAMPLE, FLAGS, RATE, conversation, run_calls  # noqa: E402
+from tools.wallboard_cpu import CHROMIUM, EXAMPLE, FLAGS, RATE, conversation, run_calls
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "screenshots"
@@ -124,7 +123,7 @@ def review(browser, out: Path, tmp: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m tools.screenshots", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="live,wallboard,review", help="which screenshots (comma-separated)")
     ap.add_argument("--calls", type=int, default=24, help="calls on the wallboard")
     ap.add_argument("--out", default=str(ROOT / "docs"), help="folder for the PNGs")

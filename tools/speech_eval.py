@@ -6,9 +6,9 @@ library candidates: webrtcvad (modes 0-3, on 30 ms frames) and Silero VAD (its O
 chunks). Per window it keeps the summary, the energy gate's fraction, each library's fraction of
 speech frames and the true seconds of speech; cached under cache/speech/ (nothing in the repository).
 
-    python tools/speech_eval.py --split measure                  # the candidates' table
-    python tools/speech_eval.py --split measure --head model/emotion.json   # and the model's head
-    python tools/speech_eval.py --cost                           # detector cost per window vs the chain
+    python -m tools.speech_eval --split measure                  # the candidates' table
+    python -m tools.speech_eval --split measure --head model/emotion.json   # and the model's head
+    python -m tools.speech_eval --cost                           # detector cost per window vs the chain
 
 Figures: non-speech windows rejected (all, per kind, 16 kHz / 8 kHz mu-law) and speech time kept
 (windows with at least ``min_fraction`` of a window of speech, weighted by their seconds of speech; per
@@ -28,13 +28,12 @@ from typing import Callable
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streamer.config import FeatureConfig, ModelMeta, load_meta  # noqa: E402
-from streamer.features import WindowAssembler, frame_features  # noqa: E402
-from streamer.gate import SpeechGate  # noqa: E402
-from streamer.speech import _row_width, frame_rows, summarise  # noqa: E402
-from tools import speech_set  # noqa: E402
+from streamer.config import FeatureConfig, ModelMeta, load_meta
+from streamer.features import WindowAssembler, frame_features
+from streamer.gate import SpeechGate
+from streamer.speech import _row_width, frame_rows, summarise
+from tools import speech_set
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "cache" / "speech"
@@ -353,7 +352,7 @@ def cost(meta_path: str | None, seconds: float = 60.0, repeats: int = 3) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     """Print the candidates' table (or the cost figures) as Markdown."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m tools.speech_eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--split", choices=sorted(speech_set.SPEAKERS), default="measure")
     ap.add_argument("--model", default=None, help="model whose features and gate to use (default: shipped)")
     ap.add_argument("--head", default=None, help="a model .json whose gate.detector to measure too")

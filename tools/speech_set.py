@@ -7,24 +7,22 @@ and no random stream. Every stream exists at 16 kHz and as 8 kHz mu-law telephon
 mixed with a noise or music bed at 0-20 dB SNR. Nothing here is stored: the same seed gives the
 same streams, and ``tools/speech_eval.py`` turns them into window summaries (cached under cache/).
 
-    python tools/speech_set.py --list            # the kinds, conditions and speakers of each split
-    python tools/speech_set.py --write DIR --split measure --limit 3   # a few streams as WAV to listen to
+    python -m tools.speech_set --list            # the kinds, conditions and speakers of each split
+    python -m tools.speech_set --write DIR --split measure --limit 3   # a few streams as WAV to listen to
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.augment import mulaw_decode, mulaw_encode  # noqa: E402
-from tools.datasets import Item, scan  # noqa: E402
+from tools.augment import mulaw_decode, mulaw_encode
+from tools.datasets import Item, scan
 
 SR = 16000
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -441,7 +439,7 @@ def streams(split: str, per_kind: int = 3, seconds: float = 30.0, speech_seconds
 
 def main(argv: list[str] | None = None) -> int:
     """List the set or write a few of its streams as WAV files."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m tools.speech_set", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--split", choices=sorted(SPEAKERS), default="measure")
     ap.add_argument("--list", action="store_true", help="print the kinds, conditions and speakers")
     ap.add_argument("--write", metavar="DIR", help="write streams as WAV files into DIR")

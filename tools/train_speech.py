@@ -12,7 +12,7 @@ non-speech kind held out of training in turn) measures how the head copes with a
 has never heard. The head is then trained on all of the choose split, converted to TFLite, measured
 on the ``measure`` split, and written with its figures into the model's ``gate.detector``:
 
-    python tools/train_speech.py --model model/emotion.json --seed 0
+    python -m tools.train_speech --model model/emotion.json --seed 0
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+# set before the streamer imports below pull in TensorFlow
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from streamer.config import ModelMeta, SpeechConfig, gate_dict, load_meta  # noqa: E402
@@ -122,7 +121,7 @@ def choose_threshold(p: np.ndarray, y: np.ndarray, speech_s: np.ndarray, keep: f
 
 def main(argv: list[str] | None = None) -> int:
     """Train, choose the threshold, measure, write model/speech.tflite and the metadata block."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m tools.train_speech", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="model/emotion.json", help="emotion model metadata to add the detector to")
     ap.add_argument("--out", default=None, help="TFLite file to write (default: speech.tflite beside the model)")
     ap.add_argument("--seed", type=int, default=0)
@@ -179,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     model = fit(x, y, w, args.seed, args.epochs, names)
     out = Path(args.out) if args.out else meta_path.with_name("speech.tflite")
     tfl = to_tflite(model, quant="none")
-    command = "python tools/train_speech.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m tools.train_speech " + " ".join(argv if argv is not None else sys.argv[1:])
     spec = SpeechConfig(kind="head", model=out.name, inputs=SUMMARY, threshold=thr, min_fraction=args.min_fraction,
                         features=tuple(detector_features(meta.features).items()), command=command)
     if args.dry_run:
@@ -217,7 +216,7 @@ def measure(meta: ModelMeta, spec: SpeechConfig, path: Path) -> dict:
     figs = {k.replace(" ", "_").replace("-", "_"): round(s[k], 4) for k in keys}
     figs["rejected_by_kind"] = {k: round(s[f"rejected {k}"], 4) for k in speech_set.NONSPEECH}
     figs["measured_on"] = ("tools/speech_set.py measure split: speakers " + ", ".join(speech_set.SPEAKERS["measure"]) +
-                           "; command: python tools/speech_eval.py --split measure --head MODEL.json")
+                           "; command: python -m tools.speech_eval --split measure --head MODEL.json")
     return figs
 
 
