@@ -157,7 +157,7 @@ class SpeechConfig:
         diff = [k for k in self.FEATURE_KEYS if k in want and want[k] != getattr(features, k)]
         if diff:
             raise ModelError(f"speech detector was trained on other frame features ({', '.join(diff)}): "
-                             "retrain it with tools/train_speech.py")
+                             "retrain it with python -m tools.train_speech")
         if model_path is not None and not self.path(model_path).exists():
             raise ModelError(f"speech detector not found: {self.path(model_path)}")
 

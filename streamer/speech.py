@@ -13,7 +13,7 @@ go through their own :class:`~streamer.features.WindowAssembler`, so a window's 
 additions per frame and the stream's windows are the same whatever the block sizes. Only frames the
 energy gate passes count, so pauses and silence do not dilute a window's summary.
 
-Training (``tools/train_speech.py``) and measurement (``tools/speech_eval.py``) use
+Training (``python -m tools.train_speech``) and measurement (``python -m tools.speech_eval``) use
 :func:`summarise` below, the same code the streamer runs.
 """
 

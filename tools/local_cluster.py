@@ -4,7 +4,7 @@ Every part is the real program: ``redis-server`` and ``haproxy`` from Debian's p
 ``emostream serve --redis ... --node-id nodeN`` process. HAProxy's configuration is rendered from
 the shipped docs/deploy/haproxy.cfg with loopback ports (see :func:`render_haproxy`).
 
-    python tools/local_cluster.py --nodes 3          # prints the addresses; Ctrl-C stops everything
+    python -m tools.local_cluster --nodes 3          # prints the addresses; Ctrl-C stops everything
 
 In Python::
 
@@ -280,7 +280,7 @@ class Cluster:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="run redis-server, N emostream nodes and HAProxy on loopback")
+    ap = argparse.ArgumentParser(prog="python -m tools.local_cluster", description="run redis-server, N emostream nodes and HAProxy on loopback")
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--redis", default=None, help="use this Redis instead of starting one")
     args = ap.parse_args(argv)

@@ -1,6 +1,6 @@
 """Build the bundled example (a one-minute "conversation" of RAVDESS clips) and the test fixtures.
 
-    python tools/make_example.py --data ../shared/data/ravdess-speech-16k
+    python -m tools.make_example --data ../shared/data/ravdess-speech-16k
 
 Writes streamer/examples/conversation.flac with conversation.json (the true label of every clip and
 where it sits) and tests/fixtures/*.flac. The clips come from actors 01-20 of RAVDESS (CC BY-NC-SA
@@ -47,7 +47,7 @@ def trim(y: np.ndarray, sr: int, top_db: float = 35.0, pad_s: float = 0.15) -> n
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.make_example", description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="../shared/data/ravdess-speech-16k")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()

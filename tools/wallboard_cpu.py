@@ -4,8 +4,8 @@ headless Chromium; the page's main-thread time is read through the DevTools prot
 (``Performance.getMetrics``: TaskDuration, ScriptDuration, LayoutDuration, RecalcStyleDuration) at
 the start and the end of the measured stretch, plus the CPU time of Chromium's renderer processes.
 
-    python tools/wallboard_cpu.py --calls 100 --seconds 60 [--mono] [--json out.json]
-    python tools/wallboard_cpu.py --calls 100 --seconds 60 --synthetic
+    python -m tools.wallboard_cpu --calls 100 --seconds 60 [--mono] [--json out.json]
+    python -m tools.wallboard_cpu --calls 100 --seconds 60 --synthetic
 
 A 2-core machine cannot analyse 100 real-time calls and run the browser at once, so the server
 falls behind and the page gets fewer messages than 100 real calls send. ``--synthetic`` measures the
@@ -226,7 +226,7 @@ def _renderer_cpu(browser_pid: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m tools.wallboard_cpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=60.0, help="the measured stretch")
     ap.add_argument("--warmup", type=float, default=15.0, help="seconds of calls before measuring")
