@@ -24,6 +24,8 @@ import soundfile as sf
 
 from tests.conftest import EXAMPLE, FIXTURES, ROOT
 
+pytestmark = pytest.mark.slow  # process pools, Dask clusters and subprocess runs: run with --all
+
 ONE_THREAD = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
 KEYS = {"path", "output", "status", "audio_s", "seconds", "error", "run"}
 

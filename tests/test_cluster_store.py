@@ -18,6 +18,8 @@ from tests.conftest import free_port
 from tests.serverkit import run
 from tools.local_cluster import RedisServer
 
+pytestmark = pytest.mark.slow  # real redis-server processes and outages: run with --all
+
 
 @pytest.fixture(scope="module")
 def redis_url():

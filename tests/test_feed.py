@@ -99,6 +99,7 @@ def test_feed_needs_the_token_and_refuses_input():
     run(main())
 
 
+@pytest.mark.slow
 def test_slow_feed_is_dropped_and_streams_carry_on():
     async def main():
         async with make_server(feed_queue=32, drop_grace=0.5) as srv:

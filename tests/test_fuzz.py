@@ -19,6 +19,8 @@ from streamer import protocol
 from streamer.errors import ProtocolError
 from streamer.server import EmoServer, ServerConfig
 
+pytestmark = pytest.mark.slow  # hundreds of generated cases: run with --all
+
 FUZZ = settings(max_examples=300, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 FUZZ_IO = settings(FUZZ, max_examples=120)

@@ -206,6 +206,7 @@ def test_non_utf8_names_end_to_end(tmp_path, speech):
 
 
 @pytest.mark.parametrize("fmt", ["wav", "flac", "mp3"])
+@pytest.mark.slow
 def test_stdin(tmp_path, speech, fmt):
     from tests.conftest import ffmpeg
 
@@ -220,6 +221,7 @@ def test_stdin(tmp_path, speech, fmt):
     assert r.returncode == 0 and r.stdout.decode().startswith("-\t"), r.stderr
 
 
+@pytest.mark.slow
 def test_stdin_wav_through_a_pipe_without_a_length(tmp_path, speech):
     """ffmpeg writing WAV to a pipe cannot seek back to fill in the lengths: the spool still reads it."""
     from streamer.sources import ffmpeg_exe

@@ -129,6 +129,7 @@ def test_cli_refuses_a_blank_token():
     assert r.returncode == 64 and b"--token" in r.stderr and r.stderr.count(b"\n") == 1
 
 
+@pytest.mark.slow
 def test_slow_upload_hits_the_total_deadline():
     async def main():
         async with make_server(idle_timeout=2.0, upload_timeout=2.5) as srv:

@@ -200,6 +200,7 @@ START = json.dumps({"type": "start", "sample_rate": RATE, "channels": 1, "encodi
     ([START, b"\x00" * (2 << 20)], "larger than the limit"),
     ([START.replace("pcm_s16le", "f32le"), np.array([0.1, np.nan] * 400, "<f4").tobytes()], "NaN"),
 ])
+@pytest.mark.slow
 def test_bad_ingest_inputs_get_an_error_and_do_not_affect_other_streams(messages, match):
     y = signal(5, 4)
 

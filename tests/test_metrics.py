@@ -7,6 +7,7 @@ import asyncio
 import json
 
 import numpy as np
+import pytest
 import soundfile as sf
 from prometheus_client.parser import text_string_to_metric_families
 from serverkit import LABELS, http, make_server, run, send_stream, win
@@ -28,6 +29,7 @@ def value(samples, name, **labels):
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+@pytest.mark.slow
 def test_metrics_follow_real_traffic(tmp_path):
     wav = tmp_path / "tone.wav"
     sf.write(wav, 0.3 * np.sin(2 * np.pi * 220 * np.arange(8000) / 8000), 8000)

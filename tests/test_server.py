@@ -282,6 +282,7 @@ def _start_cli(*argv):
     return proc, line
 
 
+@pytest.mark.slow
 def test_cli_serve_ingest_send_listen_label_and_ctrl_c(tmp_path):
     import signal
     import subprocess
@@ -328,6 +329,7 @@ def _read_bytes(p):
         return fh.read()
 
 
+@pytest.mark.slow
 def test_cli_demo_prints_the_address_and_stops_after_seconds():
     _shipped_model_or_skip()
     proc, line = _start_cli("demo", "--port", "0", "--fast", "--seconds", "1")
@@ -339,6 +341,7 @@ def test_cli_demo_prints_the_address_and_stops_after_seconds():
             proc.kill()
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line():
     import subprocess
     import sys

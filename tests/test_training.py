@@ -325,6 +325,7 @@ def test_mfcc_view_masks_fall_on_mfcc_channels_only():
     assert np.mean(X[:, :, :40] == 0.0) > 0.01  # the masks did fall on the MFCCs
 
 
+@pytest.mark.slow
 def test_no_data_folder_is_one_clear_error(tmp_path, monkeypatch, capsys):
     """No --data and no $EMOSTREAM_DATA: one line naming both, exit status 2 (no fixed path, no traceback)."""
     from tools import train
