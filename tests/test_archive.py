@@ -456,7 +456,8 @@ def test_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
     assert "4 inputs: 4 done, 0 skipped, 0 failed" in text
     r = cli("label", str(FIXTURES), "--out-dir", str(tmp_path / "pipe"), "--workers", "1")
     assert r.returncode == 0 and "\r" not in r.stderr and "ETA" not in r.stderr  # not a terminal: no bar
-    assert r.stderr.splitlines()[-1].startswith("emostream: 4 inputs: 4 done")
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("emostream: 4 inputs: 4 done"), r.stderr  # one summary line
 
 
 def test_workers_keep_freed_memory_under_dasks_malloc_setting(tmp_path: Path, long_clip: Path) -> None:
