@@ -21,19 +21,45 @@ from streamer.features import FrameFeaturizer, WindowAssembler
 from streamer.speech import SpeechDetector
 from streamer.normalise import Normaliser
 
-__all__ = ["ChannelAnalyzer", "Windows", "classify_windows", "clip_probs", "to_input"]
+__all__ = ["pauses_before_centre", "ChannelAnalyzer", "Windows", "classify_windows", "clip_probs", "to_input"]
 
 #: a batch of windows [w, steps, C] -> probabilities [w, n_labels]
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
 class Windows(NamedTuple):
-    """Windows cut from one channel: start frames, normalised features, speech fraction, frames per window."""
+    """Windows cut from one channel: start frames, normalised features, speech fraction, frames per
+    window, and the longest pause (seconds) in the hop before each window's centre."""
 
     starts: np.ndarray  # [w] absolute start frame
     feats: np.ndarray  # [w, steps, C]
     speech_frac: np.ndarray  # [w] fraction of the window's frames flagged as speech
     frames: int  # frames per window (a short final window has fewer)
+    pause: np.ndarray | None = None  # [w] seconds; None: not measured (zero)
+
+
+def pauses_before_centre(flags: np.ndarray, hop_steps: int, step_s: float) -> np.ndarray:
+    """Per window, the longest run of non-speech steps that reaches into the ``hop_steps`` before its centre.
+
+    ``flags`` [w, steps] holds each step's speech fraction (a step under half speech is a pause).
+    A run is measured whole inside the window, so a pause that began before the hop counts in full
+    as far as the window sees it. The timeline restarts its smoothing after such a pause: the
+    utterance after it may carry another emotion (a live stream knows this 1.5 s after the pause).
+    """
+    w, n = flags.shape
+    out = np.zeros(w)
+    if w == 0 or n == 0:
+        return out
+    quiet = flags < 0.5
+    c = n // 2
+    lo = max(0, c - hop_steps)
+    for j in np.flatnonzero(quiet[:, lo:c].any(axis=1)):
+        q = quiet[j].astype(np.int8)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], q, [0]])))
+        starts, ends = edges[0::2], edges[1::2]
+        hit = (ends > lo) & (starts < c)
+        out[j] = float(np.max(ends[hit] - starts[hit])) * step_s
+    return out
 
 
 class ChannelAnalyzer:
@@ -78,7 +104,11 @@ class ChannelAnalyzer:
         wf = self.cfg.window_frames
         if len(starts):
             mean, std = stats.at(starts + wf - 1 - first)
-            return Windows(starts, self.norm.apply(means[:, :, :-1], mean, std), means[:, :, -1].mean(axis=1), wf)
+            flags = means[:, :, -1]
+            k = self.cfg.sub_window_frames
+            pause = pauses_before_centre(flags, max(1, self.cfg.hop_frames // k),
+                                         k * self.cfg.hop_length / self.cfg.sample_rate)
+            return Windows(starts, self.norm.apply(means[:, :, :-1], mean, std), flags.mean(axis=1), wf, pause)
         return Windows(starts, means[:, :, :-1], np.zeros(0), wf)
 
     def flush(self) -> Windows:

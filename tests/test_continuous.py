@@ -67,9 +67,12 @@ def test_a_stream_runs_through_the_streamer_pipeline(model, clips):
     meta, clf = model
     speech = [(load_audio(clips[k], SR)[0], meta.labels.index(k), "a") for k in ("angry", "angry", "sad", "sad")]
     s = C.build_streams(speech, SR, seed=0)[0]
-    wins = C.run_stream(s, meta, clf)
-    assert wins and all(lab in meta.labels for _, lab, _ in wins)
+    wins = C.run_stream(s, meta, clf, variants={"raw1": {"smooth_windows": 1}})
+    assert wins and all(lab in meta.labels for _, lab, _, _ in wins)
+    # a timeline without smoothing labels every window with its own argmax
+    assert all(v["raw1"] == meta.labels[int(np.argmax(raw))] for _, _, raw, v in wins)
     n_hops = len(s.audio) / SR / meta.features.hop_s
     assert len(wins) <= n_hops + 1
-    res = C.evaluate_streams([s], meta, clf, telephone=True)
+    res = C.evaluate_streams([s], meta, clf, telephone=True, variants=C.VARIANTS)
     assert len(res["speaker a"]["timeline"]) == 4
+    assert set(C.summarise(res)) >= {f"speaker_timeline[{k}]" for k in C.VARIANTS}

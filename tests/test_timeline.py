@@ -49,6 +49,30 @@ def test_timeline_silence_closes_a_segment_and_windows_stay_silent():
     assert first_b["label"] == "b" and first_b["confidence"] > 0.85
 
 
+def test_a_long_pause_before_a_window_restarts_smoothing_and_a_short_one_does_not():
+    def run(pause):
+        tl = Timeline(["a", "b"], ["mix"], window_s=3.0, hop_s=1.0,
+                      config=TimelineConfig(smooth_windows=3, reset_pause_s=0.7))
+        evs = []
+        for i, (k, ps) in enumerate([(0, 0.0), (0, 0.0), (0, 0.0), (1, pause)]):
+            evs += tl.add(0, float(i), i + 3.0, True, _probs(k, n=2), pause_s=ps)
+        return [e for e in evs if e["type"] == "window"][-1]
+
+    assert run(1.0)["label"] == "b" and run(1.0)["confidence"] > 0.85  # after the pause: this window alone
+    assert run(0.4)["label"] == "a"  # inside a run of one emotion the smoothing holds
+
+
+def test_pauses_before_a_window_centre_are_measured_from_its_speech_flags():
+    from streamer.analysis import pauses_before_centre
+
+    flags = np.ones((4, 150))
+    flags[1, 60:70] = 0.0  # 0.2 s inside the hop before the centre (frames 25-75)
+    flags[2, 40:90] = 0.0  # 1.0 s, reaching past the centre: measured whole
+    flags[3, 100:140] = 0.0  # after the centre: not before this window's centre
+    out = pauses_before_centre(flags, hop_steps=50, step_s=0.02)
+    assert np.allclose(out, [0.0, 0.2, 1.0, 0.0])
+
+
 def test_events_are_typed_and_raw_stays_in_the_process():
     tl = Timeline(["a", "b"], ["agent", "customer"], window_s=3.0, hop_s=1.0)
     evs = tl.add(1, 0.0, 3.0, True, _probs(1, n=2)) + tl.add(0, 0.0, 3.0, False, None)

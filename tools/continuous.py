@@ -33,7 +33,7 @@ import numpy as np
 from streamer.config import ModelMeta
 
 __all__ = ["Utterance", "Stream", "trim", "build_stream", "build_streams", "telephone_8k", "run_stream",
-           "score_stream", "evaluate_streams", "TOP_DB"]
+           "score_stream", "evaluate_streams", "TOP_DB", "VARIANTS"]
 
 TOP_DB = 30.0  # trimming: frames more than this under the clip's loudest frame are silence
 INSIDE_PAUSE = (0.2, 0.6)  # seconds between utterances of one run
@@ -144,12 +144,52 @@ def _get(ev: Any, key: str) -> Any:
     return ev.get(key) if isinstance(ev, dict) else getattr(ev, key, None)
 
 
+#: timeline settings scored beside the shipped one in every evaluation, to choose smoothing by CV
+VARIANTS: dict[str, dict[str, Any]] = {
+    "raw1": {"smooth_windows": 1},
+    "reset0.3": {"reset_pause_s": 0.3},
+    "reset0.5": {"reset_pause_s": 0.5},
+    "reset0.7": {"reset_pause_s": 0.7},
+    "reset1.0": {"reset_pause_s": 1.0},
+    "s5_reset0.5": {"smooth_windows": 5, "reset_pause_s": 0.5},
+}
+
+
+class _Fan:
+    """The pipeline's timeline, with other timelines fed the same windows (their speech labels are kept)."""
+
+    def __init__(self, main, others: dict):
+        self.main, self.others = main, others
+        self.labels: dict[str, list[str | None]] = {k: [] for k in others}
+
+    def add(self, channel, start, end, speech, probs, pause_s=0.0):
+        for name, t in self.others.items():
+            for ev in t.add(channel, start, end, speech, probs, pause_s=pause_s):
+                if _get(ev, "type") == "window" and _get(ev, "speech"):
+                    self.labels[name].append(_get(ev, "label"))
+        return self.main.add(channel, start, end, speech, probs, pause_s=pause_s)
+
+    def __getattr__(self, name):
+        return getattr(self.main, name)
+
+
 def run_stream(stream: Stream, meta: ModelMeta, predict: Callable[[np.ndarray], np.ndarray],
-               block_s: float = 0.5) -> list[tuple[float, str | None, np.ndarray | None]]:
-    """Feed the stream to the streamer's pipeline in blocks: (window centre, smoothed label, raw probs) per speech window."""
+               block_s: float = 0.5, variants: dict[str, dict[str, Any]] | None = None
+               ) -> list[tuple[float, str | None, np.ndarray | None, dict[str, str | None]]]:
+    """Feed the stream to the streamer's pipeline in blocks.
+
+    Returns per speech window: (centre, smoothed label, raw probs, {variant: its smoothed label}),
+    the variants being other timeline settings (:class:`~streamer.timeline.TimelineConfig` fields)
+    fed the same windows.
+    """
     from streamer.pipeline import Pipeline
+    from streamer.timeline import Timeline, TimelineConfig
 
     pipe = Pipeline(meta, predict, in_rate=stream.sample_rate, in_channels=1)
+    base = pipe.timeline
+    fan = _Fan(base, {k: Timeline(base.labels, ["mix"], base.window_s, base.hop_s, TimelineConfig(**v))
+                      for k, v in (variants or {}).items()})
+    pipe.timeline = fan
     n = max(1, int(block_s * stream.sample_rate))
     events = []
     for a in range(0, len(stream.audio), n):
@@ -158,7 +198,9 @@ def run_stream(stream: Stream, meta: ModelMeta, predict: Callable[[np.ndarray], 
     out = []
     for ev in events:
         if _get(ev, "type") == "window" and _get(ev, "speech"):
-            out.append(((_get(ev, "start") + _get(ev, "end")) / 2, _get(ev, "label"), _get(ev, "raw")))
+            j = len(out)
+            out.append(((_get(ev, "start") + _get(ev, "end")) / 2, _get(ev, "label"), _get(ev, "raw"),
+                        {k: v[j] for k, v in fan.labels.items()}))
     return out
 
 
@@ -173,28 +215,34 @@ def _majority(labels: list[int], weights: list[np.ndarray]) -> int:
     return max(tied, key=lambda k: s[k])
 
 
-def score_stream(stream: Stream, windows: list[tuple[float, str | None, np.ndarray | None]],
-                 labels: list[str]) -> dict[str, list[int]]:
-    """Per utterance: the true label and the timeline's and the raw windows' majority labels (-1: none)."""
-    out: dict[str, list[int]] = {"true": [], "timeline": [], "raw": []}
+def score_stream(stream: Stream, windows: list[tuple], labels: list[str]) -> dict[str, list[int]]:
+    """Per utterance: the true label and the timeline's and the raw windows' majority labels (-1: none).
+
+    Timeline variants (a fourth item per window, see :func:`run_stream`) are scored as
+    ``timeline[NAME]``.
+    """
+    names = sorted(windows[0][3]) if windows and len(windows[0]) > 3 else []
+    out: dict[str, list[int]] = {"true": [], "timeline": [], "raw": [], **{f"timeline[{k}]": [] for k in names}}
     centres = np.array([w[0] for w in windows])
     for u in stream.utterances:
         inside = np.flatnonzero((centres >= u.start) & (centres < u.end)) if len(centres) else []
-        smoothed = [labels.index(windows[i][1]) for i in inside if windows[i][1] is not None]
         raws = [windows[i][2] for i in inside if windows[i][2] is not None]
         out["true"].append(u.label)
-        out["timeline"].append(_majority(smoothed, raws) if smoothed else -1)
+        for key, get in [("timeline", lambda w: w[1])] + [(f"timeline[{k}]", lambda w, k=k: w[3][k]) for k in names]:
+            sm = [labels.index(get(windows[i])) for i in inside if get(windows[i]) is not None]
+            out[key].append(_majority(sm, raws) if sm else -1)
         out["raw"].append(_majority([int(np.argmax(r)) for r in raws], raws) if raws else -1)
     return out
 
 
 def evaluate_streams(streams: Sequence[Stream], meta: ModelMeta, predict: Callable[[np.ndarray], np.ndarray],
-                     telephone: bool = False) -> dict[str, dict[str, list[int]]]:
+                     telephone: bool = False, variants: dict[str, dict[str, Any]] | None = None
+                     ) -> dict[str, dict[str, list[int]]]:
     """Score every stream (as 8 kHz mu-law with ``telephone``): stream name -> per-utterance labels."""
     res = {}
     for s in streams:
         s2 = telephone_8k(s) if telephone else s
-        res[s.name] = score_stream(s, run_stream(s2, meta, predict), list(meta.labels))
+        res[s.name] = score_stream(s, run_stream(s2, meta, predict, variants=variants), list(meta.labels))
     return res
 
 
@@ -206,7 +254,8 @@ def summarise(scored: dict[str, dict[str, list[int]]]) -> dict[str, Any]:
         if not t:
             continue
         t = np.array(t)
-        for key in ("timeline", "raw"):
+        first = next(s for n, s in scored.items() if keep(n))
+        for key in [k for k in first if k != "true"]:
             p = np.array([v for n, s in scored.items() if keep(n) for v in s[key]])
             out[f"{kind}_{key}"] = round(float(np.mean(p == t)), 4)
         out[f"{kind}_utterances"] = int(len(t))
@@ -246,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {"model": meta.version, "corpus": args.corpus, "streams": len(streams),
            "command": "python -m tools.continuous " + " ".join(argv if argv is not None else sys.argv[1:])}
     for key, tel in (("16k", False), ("mulaw_8k", True)):
-        scored = evaluate_streams(streams, meta, clf, telephone=tel)
+        scored = evaluate_streams(streams, meta, clf, telephone=tel, variants=VARIANTS)
         res[key] = summarise(scored)
     print(json.dumps(res, indent=1))
     if args.json:

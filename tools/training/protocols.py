@@ -111,7 +111,8 @@ def _fold(data, rcp: Recipe, tr, te, val, opts: CVOptions, fi: int, log) -> dict
             return np.mean([np.asarray(m(X, training=False)) for m in models], axis=0)
 
         streams = continuous.build_streams(continuous_clips(data, te), data.cfg.sample_rate, seed=fi)
-        out["continuous"] = {key: continuous.evaluate_streams(streams, meta, predict, telephone=tel)
+        out["continuous"] = {key: continuous.evaluate_streams(streams, meta, predict, telephone=tel,
+                                                              variants=continuous.VARIANTS)
                              for key, tel in (("16k", False), ("mulaw_8k", True))}
     return out
 
