@@ -14,7 +14,7 @@ import numpy as np
 from streamer.config import ModelMeta, load_meta
 from streamer.errors import ModelError
 
-__all__ = ["Classifier", "load_interpreter_class", "runtime_name"]
+__all__ = ["Classifier", "calibrated", "load_interpreter_class", "runtime_name"]
 
 
 def load_interpreter_class() -> tuple[type, str]:
@@ -167,4 +167,18 @@ class Classifier:
         with self._lock:
             for a in range(0, w, self.max_batch):
                 out.append(self._run(x[a : a + self.max_batch]))
-        return np.concatenate(out)
+        return calibrated(np.concatenate(out), self.meta.temperature)
+
+
+def calibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities with temperature scaling: softmax(log(p) / T); ``T == 1`` returns them unchanged.
+
+    A temperature above 1 softens an over-confident network's probabilities without changing any
+    window's most likely label.
+    """
+    if temperature == 1.0 or len(probs) == 0:
+        return probs
+    logp = np.log(np.clip(probs.astype(np.float64), 1e-12, 1.0)) / temperature
+    logp -= logp.max(axis=1, keepdims=True)
+    e = np.exp(logp)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)

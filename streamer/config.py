@@ -217,6 +217,8 @@ class ModelMeta:
     gate: GateConfig = field(default_factory=GateConfig)
     normalisation: NormConfig = field(default_factory=NormConfig)
     input_layout: str = "steps"
+    # temperature scaling of the network's probabilities (fitted on CV predictions; 1: as trained)
+    temperature: float = 1.0
     model_path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -239,6 +241,8 @@ class ModelMeta:
             normalisation=asdict(self.normalisation),
             input_layout=self.input_layout,
         )
+        if self.temperature != 1.0:
+            d["temperature"] = self.temperature
         return d
 
     @classmethod
@@ -255,6 +259,7 @@ class ModelMeta:
                 gate=_pick(GateConfig, d.get("gate", {})),
                 normalisation=_pick(NormConfig, d.get("normalisation", {})),
                 input_layout=str(d.get("input_layout", "steps")),
+                temperature=float(d.get("temperature", 1.0)),
                 model_path=model_path,
                 extra={k: v for k, v in d.items() if k not in _KNOWN},
             )
@@ -262,6 +267,8 @@ class ModelMeta:
             raise ModelError(f"bad model metadata: {exc}") from None
         if meta.normalisation.kind not in ("none", "fixed", "running", "running_mean"):
             raise ModelError(f"unknown normalisation kind {meta.normalisation.kind!r}")
+        if not (0.05 <= meta.temperature <= 20.0):
+            raise ModelError(f"temperature {meta.temperature} is outside 0.05-20")
         if meta.input_layout not in ("steps", "coefficients"):
             raise ModelError(f"unknown input_layout {meta.input_layout!r}")
         if meta.gate.detector is not None:  # refused at load, not at a stream's first window
@@ -279,7 +286,7 @@ def gate_dict(gate: GateConfig) -> dict[str, Any]:
     return d
 
 
-_KNOWN = {"name", "version", "labels", "features", "gate", "normalisation", "input_layout"}
+_KNOWN = {"name", "version", "labels", "features", "gate", "normalisation", "input_layout", "temperature"}
 
 
 def _pick(cls: type, d: dict[str, Any]) -> Any:

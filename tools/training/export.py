@@ -101,6 +101,7 @@ def final_fit(data, rcp: Recipe, opts: FitOptions, log=print):
         gate=rcp.gate,
         normalisation=ncfg,
         input_layout=rcp.input_layout,
+        temperature=cv_temperature(cv),
         extra={
             **keep,
             "description": describe(rcp),
@@ -215,12 +216,19 @@ def eval_summary(cv: dict | None, rcp: Recipe, reports: Path | None = None, vers
     return out
 
 
+def cv_temperature(cv: dict | None) -> float:
+    """The temperature fitted on the CV's pooled clean clip probabilities (1.0 without a CV report)."""
+    return float(((cv or {}).get("calibration_clean_16k") or {}).get("temperature", 1.0))
+
+
 def refresh_meta(rcp: Recipe, out: str, reports: str, log=print) -> Path:
     """Rewrite ``evaluation`` in the model's JSON from ``reports/cv_<recipe>.json`` (no retraining)."""
     meta_path = Path(out) / f"{model_stem(rcp)}.json"
     cv_path = Path(reports) / f"cv_{rcp.name}.json"
     d = json.loads(meta_path.read_text())
-    d["evaluation"] = eval_summary(json.loads(cv_path.read_text()), rcp, Path(reports), d.get("version"))
+    cv = json.loads(cv_path.read_text())
+    d["evaluation"] = eval_summary(cv, rcp, Path(reports), d.get("version"))
+    d["temperature"] = cv_temperature(cv)
     meta_path.write_text(json.dumps(d, indent=1) + "\n")
     log(f"updated {meta_path} from {cv_path}")
     return meta_path

@@ -74,11 +74,10 @@ def ece(P: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
 
 
 def calibrate(P: np.ndarray, t: float) -> np.ndarray:
-    """Probabilities with temperature ``t`` applied (softmax of log-probabilities / t)."""
-    L = np.log(np.clip(np.asarray(P, np.float64), 1e-12, 1.0)) / t
-    L -= L.max(axis=1, keepdims=True)
-    E = np.exp(L)
-    return E / E.sum(axis=1, keepdims=True)
+    """Probabilities with temperature ``t`` applied, as the shipped classifier applies it."""
+    from streamer.classifier import calibrated
+
+    return calibrated(np.asarray(P, np.float64), float(t)).astype(np.float64)
 
 
 def fit_temperature(P: np.ndarray, y: np.ndarray) -> float:
