@@ -154,8 +154,7 @@ V2 = DEFAULT.with_(
     # handsets over the telephone; windows that straddle two utterances of a stream (straddle)
     corpora=("ravdess", "emodb"),
     train_versions=("clean", "noisy", "noisy2", "tel", "tel_noisy", "reverb", "speed", "codec", "speed#2",
-                    "reverb#2", "tel_speed", "pink", "eq", "eq#2", "vtlp", "vtlp#2", "babble", "tel_eq",
-                    "tel_vtlp", "codec#2"),
+                    "reverb#2", "tel_speed", "pink", "eq", "eq#2", "vtlp", "babble", "tel_eq"),
     straddle=0.5,
     epochs=80,
 )
