@@ -3,8 +3,8 @@
 Smoothing is a causal moving average of the model's probabilities over the last ``smooth_windows``
 speech windows of a channel (silence longer than ``max_gap_s`` restarts it, and so does a pause of
 ``reset_pause_s`` or more in the speech before a window's centre: the next utterance may carry
-another emotion), so a live stream and a file give the same timeline. Segments are runs of one smoothed label. A new label must hold for
-``min_segment_s`` before it closes the running segment; shorter runs are absorbed into it, so a
+another emotion), so a live stream and a file give the same timeline. Segments are runs of one
+smoothed label. A new label must hold for ``min_segment_s`` before it closes the running segment; shorter runs are absorbed into it, so a
 segment is never shorter than that (except at the edges of speech). A silence of ``max_gap_s`` or
 more closes the segment. A segment's confidence is the mean smoothed probability of its label over
 its windows.

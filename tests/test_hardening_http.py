@@ -200,7 +200,8 @@ def test_long_recordings_are_refused_before_labelling():
     run(main())
 
 
-def test_a_full_upload_queue_answers_503_with_retry_after():
+def _blocking_labeler():
+    """A labeler that holds its slot until released: (labeler, started, release)."""
     release = threading.Event()
     started = threading.Event()
 
@@ -208,6 +209,12 @@ def test_a_full_upload_queue_answers_503_with_retry_after():
         started.set()
         release.wait(30)
         return check_audio_labeler(path, name)
+
+    return slow, started, release
+
+
+def test_a_full_upload_queue_answers_503_with_retry_after():
+    slow, started, release = _blocking_labeler()
 
     async def main():
         srv = EmoServer(ServerConfig(port=0, label_jobs=1, upload_queue=1), labeler=slow)
@@ -256,13 +263,7 @@ def test_deeply_nested_render_body_is_400():
 
 
 def test_a_client_that_leaves_does_not_free_its_labelling_slot():
-    release = threading.Event()
-    started = threading.Event()
-
-    def slow(path, name):
-        started.set()
-        release.wait(30)
-        return check_audio_labeler(path, name)
+    slow, started, release = _blocking_labeler()
 
     async def main():
         srv = EmoServer(ServerConfig(port=0, label_jobs=1, upload_queue=0), labeler=slow)

@@ -102,8 +102,8 @@ def _overrides(args: argparse.Namespace) -> dict:
                 hop_s=args.hop_s, pitch=args.pitch, prior_frames=args.prior_frames, context=args.context,
                 norm=args.norm, dense=args.dense, label_smoothing=args.label_smoothing, mask_t=args.mask_t,
                 mask_c=args.mask_c, lr=args.lr, batch=args.batch, std_pool=args.std_pool or None,
-                mask_domain=args.mask_domain, mixup=args.mixup, swa=args.swa, straddle=args.straddle, weight_decay=args.weight_decay,
-                pool=args.pool)
+                mask_domain=args.mask_domain, mixup=args.mixup, swa=args.swa, straddle=args.straddle,
+                weight_decay=args.weight_decay, pool=args.pool)
     if args.blocks:
         over["blocks"] = [tuple(int(v) for v in b.split(":")) for b in args.blocks.split(",")]
     if args.versions:
