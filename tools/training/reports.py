@@ -8,7 +8,7 @@ import numpy as np
 
 from tools.datasets import LABELS
 
-__all__ = ["metrics", "pooled_metrics", "histogram", "ece", "fit_temperature", "calibrate", "plot_confusion"]
+__all__ = ["metrics", "confusion_metrics", "pooled_metrics", "histogram", "ece", "fit_temperature", "calibrate", "plot_confusion"]
 
 
 def metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -23,19 +23,31 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     for t, p in zip(y_true, y_pred):
         if p >= 0:
             cm[t, p] += 1
-    rec = np.diag(cm) / np.maximum(np.bincount(y_true, minlength=n), 1)
+    return confusion_metrics(cm, np.bincount(y_true, minlength=n), int(np.sum(y_pred < 0)))
+
+
+def confusion_metrics(cm: np.ndarray, support: np.ndarray, no_label: int = 0) -> dict:
+    """:func:`metrics` from a confusion matrix and the clips per true label (unlabelled clips included).
+
+    The form that reports of disjoint folds add up in (``tools/cv_merge.py``).
+    """
+    n = len(LABELS)
+    cm, support = np.asarray(cm, dtype=int), np.asarray(support, dtype=int)
+    rec = np.diag(cm) / np.maximum(support, 1)
     prec = np.diag(cm) / np.maximum(cm.sum(0), 1)
     f1 = np.where(rec + prec > 0, 2 * rec * prec / np.maximum(rec + prec, 1e-12), 0.0)
-    present = np.bincount(y_true, minlength=n) > 0
+    present = support > 0
+    labelled = cm.sum(0)
+    total = int(support.sum())
     return {
-        "accuracy": round(float(np.mean(y_true == y_pred)), 4),
+        "accuracy": round(float(np.trace(cm) / max(total, 1)), 4),
         "macro_f1": round(float(f1.mean()), 4),
         "macro_f1_present": round(float(f1[present].mean()), 4) if present.any() else 0.0,
         "recall": {LABELS[k]: round(float(rec[k]), 4) for k in range(n)},
         "confusion": cm.tolist(),
-        "predicted": histogram(y_pred),
-        "no_label": int(np.sum(y_pred < 0)),
-        "n": int(len(y_true)),
+        "predicted": {LABELS[k]: round(float(labelled[k] / max(labelled.sum(), 1)), 4) for k in range(n)},
+        "no_label": int(no_label),
+        "n": total,
     }
 
 

@@ -1,0 +1,81 @@
+"""tools/cv_merge.py: reports of disjoint folds add up to the report of the whole CV."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tools.cv_merge import MergeError, main, merge
+from tools.training.reports import metrics, pooled_metrics
+
+PROTOCOL = "5-fold speaker-grouped CV on ravdess; trained on the other speakers of ravdess"
+
+
+def _report(folds: list[int], ys: list[np.ndarray], ps: list[np.ndarray], timeline: list[float]) -> dict:
+    clips = pooled_metrics(ys, ps)
+    utt = [len(y) for y in ys]
+    cont = {"speaker_timeline": float(np.dot(utt, timeline) / sum(utt)), "speaker_utterances": sum(utt),
+            "speaker_unlabelled": 0, "mixed_timeline": 0.5, "mixed_utterances": sum(utt), "mixed_unlabelled": 1,
+            "fold_speaker_timeline": timeline}
+    return {"protocol": f"{PROTOCOL}; only folds {folds}", "test_corpus": "ravdess", "train_corpora": ["ravdess"],
+            "folds": [{"fold": f} for f in folds], "clean_16k": clips, "continuous_16k": cont,
+            "calibration_clean_16k": {"temperature": 1.0 + folds[0] / 10, "ece": 0.05},
+            "command": f"python -m tools.train --cv --folds {','.join(map(str, folds))}", "seeds_cv": 1,
+            "recipe": {"name": "default", "straddle": 0.3}, "seconds": 100}
+
+
+def _fold(rng, n=40):
+    y = rng.integers(0, 8, n)
+    p = np.where(rng.random(n) < 0.6, y, rng.integers(0, 8, n))
+    p[rng.random(n) < 0.05] = -1  # clips without a label count as wrong
+    return y, p
+
+
+def test_merge_equals_one_run_over_all_folds(tmp_path):
+    rng = np.random.default_rng(3)
+    data = [_fold(rng) for _ in range(5)]
+    a = _report([1, 2], [d[0] for d in data[:2]], [d[1] for d in data[:2]], [0.6, 0.7])
+    b = _report([3, 4, 5], [d[0] for d in data[2:]], [d[1] for d in data[2:]], [0.5, 0.8, 0.9])
+    m = merge([b, a])  # any order
+    whole = pooled_metrics([d[0] for d in data], [d[1] for d in data])
+    assert m["clean_16k"]["accuracy"] == whole["accuracy"]
+    assert m["clean_16k"]["confusion"] == whole["confusion"]
+    assert m["clean_16k"]["recall"] == whole["recall"]
+    assert m["clean_16k"]["macro_f1"] == whole["macro_f1"]
+    assert m["clean_16k"]["predicted"] == whole["predicted"]
+    assert m["clean_16k"]["fold_accuracy"] == whole["fold_accuracy"]
+    assert m["clean_16k"]["no_label"] == whole["no_label"] > 0
+    assert [f["fold"] for f in m["folds"]] == [1, 2, 3, 4, 5]
+    assert m["protocol"] == PROTOCOL
+    c = m["continuous_16k"]
+    assert c["speaker_timeline"] == pytest.approx(np.dot([40] * 5, [0.6, 0.7, 0.5, 0.8, 0.9]) / 200, abs=1e-4)
+    assert c["fold_speaker_timeline"] == [0.6, 0.7, 0.5, 0.8, 0.9] and c["mixed_unlabelled"] == 2
+    assert m["calibration_clean_16k"]["temperature"] == pytest.approx((1.1 * 80 + 1.3 * 120) / 200, abs=1e-4)
+    assert len(m["run_commands"]) == 2
+
+
+def test_merge_of_some_folds_says_so():
+    rng = np.random.default_rng(4)
+    d = [_fold(rng) for _ in range(2)]
+    m = merge([_report([1], [d[0][0]], [d[0][1]], [0.5]), _report([3], [d[1][0]], [d[1][1]], [0.5])])
+    assert m["protocol"].endswith("only folds [1, 3]")
+    assert m["clean_16k"]["accuracy"] == metrics(np.concatenate([d[0][0], d[1][0]]),
+                                                 np.concatenate([d[0][1], d[1][1]]))["accuracy"]
+
+
+def test_merge_refuses_what_is_not_one_cv(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    y, p = _fold(rng)
+    a = _report([1], [y], [p], [0.5])
+    with pytest.raises(MergeError, match="fold"):
+        merge([a, a])
+    other = {**_report([2], [y], [p], [0.5]), "recipe": {"name": "default", "straddle": 0.5}}
+    with pytest.raises(MergeError, match="recipe"):
+        merge([a, other])
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    pa.write_text(json.dumps(a))
+    pb.write_text("{not json")
+    assert main([str(pa), str(pb), "--out", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cv_merge: error:") and "\n" not in err
