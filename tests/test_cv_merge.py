@@ -79,3 +79,20 @@ def test_merge_refuses_what_is_not_one_cv(tmp_path, capsys):
     assert main([str(pa), str(pb), "--out", str(tmp_path / "m.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cv_merge: error:") and "\n" not in err
+
+
+def test_merge_with_a_timeline_variant():
+    rng = np.random.default_rng(6)
+    d = [_fold(rng) for _ in range(3)]
+    a = _report([1, 2], [d[0][0], d[1][0]], [d[0][1], d[1][1]], [0.5, 0.6])
+    b = _report([3], [d[2][0]], [d[2][1]], [0.7])
+    for r, v in ((a, 0.65), (b, 0.75)):
+        r["continuous_16k"].update({"speaker_timeline[reset0.5]": v, "mixed_timeline[reset0.5]": v - 0.1})
+    m = merge([a, b], timeline="reset0.5")
+    c = m["continuous_16k"]
+    assert c["speaker_timeline"] == pytest.approx((0.65 * 80 + 0.75 * 40) / 120, abs=1e-4)
+    assert c["mixed_timeline"] == pytest.approx((0.55 * 80 + 0.65 * 40) / 120, abs=1e-4)
+    assert "fold_speaker_timeline" not in c  # folds 1-2 kept only their joint variant figure
+    assert m["timeline_variant"] == "reset0.5"
+    with pytest.raises(MergeError, match="reset0.7"):
+        merge([a, b], timeline="reset0.7")

@@ -7,6 +7,9 @@ utterances, fold lists joined. The calibration figures are the clip-weighted mea
 temperature fitted on all folds' probabilities at once would differ slightly; the report says so).
 
     python -m tools.cv_merge runs/cv_default_a.json runs/cv_default_b.json --out model/reports/cv_default.json
+
+``--timeline reset0.5`` scores every run's continuous speech with that timeline variant (runs made
+before it became the streamer's default report it beside their own).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import re
 from tools.training.export import CONTINUOUS_KEYS, EVAL_KEYS
 from tools.training.reports import confusion_metrics
 
-__all__ = ["merge", "MergeError"]
+__all__ = ["merge", "as_variant", "MergeError"]
 
 _ONLY = re.compile(r"; only folds \[[0-9, ]*\]$")  # what tools.train --folds adds to the protocol
 
@@ -58,7 +61,8 @@ def _continuous(entries: list[dict]) -> dict:
         for k in keys:
             if all(k in e for e in entries):
                 out[k] = round(float(np.dot(w, [e[k] for e in entries]) / max(w.sum(), 1)), 4)
-    out["fold_speaker_timeline"] = [a for e in entries for a in e.get("fold_speaker_timeline", [])]
+    if all("fold_speaker_timeline" in e for e in entries):
+        out["fold_speaker_timeline"] = [a for e in entries for a in e["fold_speaker_timeline"]]
     if all("confusion" in e for e in entries):
         m = confusion_metrics(sum(np.asarray(e["confusion"], dtype=int) for e in entries),
                               sum(_support(e) for e in entries))
@@ -66,10 +70,42 @@ def _continuous(entries: list[dict]) -> dict:
     return out
 
 
-def merge(reports: list[dict]) -> dict:
-    """One CV report from reports of disjoint folds of the same recipe, protocol and test corpus."""
+def as_variant(report: dict, variant: str) -> dict:
+    """The report with timeline ``variant`` (a key of ``tools.continuous.VARIANTS``) as its timeline.
+
+    For runs made before the variant became the streamer's default: per-fold figures and the
+    confusion of the variant are not kept, so a run of several folds loses its fold list and confusion.
+    """
+    out = dict(report)
+    for k in CONTINUOUS_KEYS:
+        if k not in report:
+            continue
+        c = dict(report[k])
+        for who in ("speaker", "mixed"):
+            key = f"{who}_timeline[{variant}]"
+            if key not in c:
+                raise MergeError(f"a report has no {key} in {k}")
+            c[f"{who}_timeline"] = c[key]
+        if len(report.get("folds", [])) == 1:
+            c["fold_speaker_timeline"] = [c["speaker_timeline"]]
+        else:
+            c.pop("fold_speaker_timeline", None)
+        for drop in ("confusion", "recall", "predicted"):
+            c.pop(drop, None)
+        out[k] = c
+    return out
+
+
+def merge(reports: list[dict], timeline: str | None = None) -> dict:
+    """One CV report from reports of disjoint folds of the same recipe, protocol and test corpus.
+
+    ``timeline`` names a timeline variant to score every report's continuous speech with (see
+    :func:`as_variant`).
+    """
     if len(reports) < 2:
         raise MergeError("give at least two reports")
+    if timeline:
+        reports = [as_variant(r, timeline) for r in reports]
     first = reports[0]
     for r in reports[1:]:
         for k in ("recipe", "protocol", "test_corpus", "train_corpora", "seeds_cv"):
@@ -101,6 +137,8 @@ def merge(reports: list[dict]) -> dict:
         out["calibration_clean_16k"] = {
             k: round(float(np.dot(w, [c[k] for c in cal]) / w.sum()), 4) for k in cal[0] if all(k in c for c in cal)}
         out["calibration_clean_16k"]["merged"] = "clip-weighted mean of the runs' figures"
+    if timeline:
+        out["timeline_variant"] = timeline
     out["run_commands"] = [r.get("command") for r in reports]
     out["command"] = "python -m tools.cv_merge " + " ".join(f"<{c}>" for c in out["run_commands"])
     out["seeds_cv"] = first.get("seeds_cv")
@@ -113,10 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Merge CV reports of disjoint folds into one CV report.")
     ap.add_argument("reports", nargs="+", help="cv_*.json reports of tools.train --cv --folds ...")
     ap.add_argument("--out", required=True, help="merged report to write")
+    ap.add_argument("--timeline", default=None, metavar="VARIANT",
+                    help="score continuous speech with this timeline variant (e.g. reset0.5) in every report")
     args = ap.parse_args(argv)
     try:
         reports = [json.loads(Path(p).read_text(encoding="utf-8")) for p in args.reports]
-        merged = merge(reports)
+        merged = merge(reports, args.timeline)
     except (OSError, ValueError, KeyError) as e:  # json.JSONDecodeError and MergeError are ValueErrors
         print(f"cv_merge: error: {e}", file=sys.stderr)
         return 2
