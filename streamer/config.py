@@ -196,13 +196,14 @@ class NormConfig:
     kind: ``none``; ``fixed`` (z-score with ``mean``/``std``); ``running`` (per stream: statistics
     over the stream's speech frames so far, starting from ``mean``/``std`` weighted as
     ``prior_frames`` frames); ``running_mean`` (the running mean of ``running``, i.e. cepstral mean
-    normalisation per stream, divided by the fixed ``std``).
+    normalisation per stream, divided by the fixed ``std``). ``prior_frames`` is one weight for
+    every band or one per band (a band whose prior weighs less follows the stream sooner).
     """
 
     kind: str = "none"
     mean: list[float] | None = None
     std: list[float] | None = None
-    prior_frames: float = 100.0
+    prior_frames: float | list[float] = 100.0
     min_std: float = 1e-3
 
 
@@ -267,6 +268,9 @@ class ModelMeta:
             raise ModelError(f"bad model metadata: {exc}") from None
         if meta.normalisation.kind not in ("none", "fixed", "running", "running_mean"):
             raise ModelError(f"unknown normalisation kind {meta.normalisation.kind!r}")
+        pf = meta.normalisation.prior_frames
+        if isinstance(pf, list) and len(pf) != meta.features.n_channels:  # refused at load, not mid-stream
+            raise ModelError(f"normalisation.prior_frames has {len(pf)} weights for {meta.features.n_channels} bands")
         if not (0.05 <= meta.temperature <= 20.0):
             raise ModelError(f"temperature {meta.temperature} is outside 0.05-20")
         if meta.input_layout not in ("steps", "coefficients"):

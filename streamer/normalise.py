@@ -38,6 +38,12 @@ class Normaliser:
 
             raise ModelError(f"normalisation statistics must have {n_bands} values")
         self._m0, self._s0 = mean, np.maximum(std, cfg.min_std)
+        n0 = np.asarray(cfg.prior_frames, dtype=np.float64)
+        if n0.ndim > 1 or (n0.ndim == 1 and n0.shape != (n_bands,)) or np.any(n0 < 0):
+            from streamer.errors import ModelError
+
+            raise ModelError(f"prior_frames must be one non-negative weight or {n_bands} of them")
+        self._n0 = np.broadcast_to(n0, (n_bands,))
         self.reset()
 
     def reset(self) -> None:
@@ -63,8 +69,8 @@ class Normaliser:
         return self._blend(np.array([self._n]), self._sum[None], self._sq[None])
 
     def _blend(self, n: np.ndarray, s: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n0 = self.cfg.prior_frames
-        tot = (n0 + n)[:, None]
+        n0 = self._n0
+        tot = n0[None, :] + np.asarray(n, dtype=np.float64)[:, None]
         mean = (n0 * self._m0 + s) / tot
         ex2 = (n0 * (self._s0**2 + self._m0**2) + q) / tot
         if self.cfg.kind == "running_mean":

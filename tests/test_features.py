@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from streamer.config import FeatureConfig, GateConfig, NormConfig
+from streamer.errors import ModelError
 from streamer.features import FrameFeaturizer, WindowAssembler, frame_features, window_means, window_starts
 from streamer.gate import SpeechGate
 from streamer.normalise import Normaliser
@@ -127,6 +128,14 @@ def test_running_normaliser_blends_prior_and_stream():
     np.testing.assert_allclose(mean, 0.0)
 
 
+def test_per_band_prior_weights_let_some_bands_follow_the_stream_sooner():
+    norm = Normaliser(NormConfig(kind="running_mean", mean=[0.0, 0.0], std=[1.0, 1.0], prior_frames=[10, 90]), 2)
+    mean, _ = norm.push(np.full((10, 2), 4.0), np.ones(10, bool)).at(np.array([9]))
+    np.testing.assert_allclose(mean[0], [2.0, 0.4])
+    with pytest.raises(ModelError, match="prior_frames"):
+        Normaliser(NormConfig(kind="running", prior_frames=[10, 20, 30]), 2)
+
+
 def test_running_mean_normaliser_adapts_mean_only():
     norm = Normaliser(NormConfig(kind="running_mean", mean=[0.0, 0.0], std=[2.0, 0.5], prior_frames=10), 2)
     x = np.random.default_rng(0).normal(4.0, 3.0, size=(30, 2))
@@ -150,3 +159,17 @@ def test_mel_basis_and_dct_match_librosa_and_scipy(cfg):
     x = np.random.default_rng(0).normal(size=(7, cfg.n_mels)).astype(np.float32)
     np.testing.assert_allclose(x @ dct_matrix(cfg.n_mels, cfg.n_mfcc),
                                scipy.fft.dct(x, type=2, norm="ortho")[:, : cfg.n_mfcc], atol=1e-5)
+
+
+def test_model_metadata_carries_per_band_priors_and_refuses_a_wrong_count(model):
+    from streamer.config import ModelMeta
+
+    meta, _ = model
+    d = meta.to_dict()
+    n = meta.features.n_channels
+    d["normalisation"] = {**d["normalisation"], "kind": "running_mean", "prior_frames": [100.0] + [10.0] * (n - 1)}
+    back = ModelMeta.from_dict(d, meta.model_path)
+    assert back.normalisation.prior_frames[:2] == [100.0, 10.0]
+    d["normalisation"]["prior_frames"] = [10.0] * (n + 1)
+    with pytest.raises(ModelError, match="prior_frames"):
+        ModelMeta.from_dict(d, meta.model_path)

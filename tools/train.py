@@ -76,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--views", default=None, help="channels each seed's networks read: all, mfcc (e.g. all,mfcc)")
     r.add_argument("--no-early-stop", action="store_true", help="train the fixed epoch count without early stopping")
     r.add_argument("--prior-frames", type=float, help="weight of the prior in the running normaliser")
+    r.add_argument("--prior-frames-shape", type=float,
+                   help="prior weight of the spectral-shape bands (MFCC c1 and up) in the running normaliser")
     r.add_argument("--context", type=float, help="probability of streaming the speaker's other clips first")
     r.add_argument("--versions", default=None,
                    help="comma-separated augmented copies drawn per epoch (tools/augment.py's VERSIONS)")
@@ -99,8 +101,8 @@ def parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict:
     over = dict(epochs=args.epochs, n_mfcc=args.n_mfcc, n_mels=args.n_mels, n_fft=args.n_fft, window_s=args.window_s,
-                hop_s=args.hop_s, pitch=args.pitch, prior_frames=args.prior_frames, context=args.context,
-                norm=args.norm, dense=args.dense, label_smoothing=args.label_smoothing, mask_t=args.mask_t,
+                hop_s=args.hop_s, pitch=args.pitch, prior_frames=args.prior_frames,
+                prior_frames_shape=args.prior_frames_shape, context=args.context, norm=args.norm, dense=args.dense, label_smoothing=args.label_smoothing, mask_t=args.mask_t,
                 mask_c=args.mask_c, lr=args.lr, batch=args.batch, std_pool=args.std_pool or None,
                 mask_domain=args.mask_domain, mixup=args.mixup, swa=args.swa, straddle=args.straddle,
                 weight_decay=args.weight_decay, pool=args.pool)

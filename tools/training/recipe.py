@@ -40,6 +40,9 @@ class Recipe:
     train_versions: tuple[str, ...] = ("clean",)
     norm: str = "running"  # running | running_mean | fixed | none
     prior_frames: float = 100.0
+    # prior weight of the spectral-shape bands (MFCC c1 and up), where a microphone, a room or a corpus
+    # leaves its offset; None: ``prior_frames`` for every band
+    prior_frames_shape: float | None = None
     arch: str = "cnn"  # cnn | seed
     blocks: tuple[tuple[int, int], ...] = DEFAULT_BLOCKS
     dense: int = 64

@@ -34,8 +34,12 @@ def norm_config(rcp: Recipe, mean, std) -> NormConfig:
         # shape, i.e. it is an orthogonal rotation of mean-normalised log-mel bands
         std = np.full_like(np.asarray(std, dtype=np.float64), float(np.sqrt(np.mean(np.square(std)))))
     if rcp.norm in ("running", "running_mean"):
+        prior: float | list[float] = float(rcp.prior_frames)
+        if rcp.prior_frames_shape is not None:
+            prior = [prior] * len(mean)
+            prior[1 : rcp.features.n_mfcc] = [float(rcp.prior_frames_shape)] * (rcp.features.n_mfcc - 1)
         return NormConfig(kind=rcp.norm, mean=[float(v) for v in mean], std=[float(v) for v in std],
-                          prior_frames=float(rcp.prior_frames))
+                          prior_frames=prior)
     if rcp.norm == "fixed":
         return NormConfig(kind="fixed", mean=[float(v) for v in mean], std=[float(v) for v in std])
     return NormConfig(kind="none")
