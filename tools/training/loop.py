@@ -127,9 +127,9 @@ def epoch_set(data, idx, rcp: Recipe, ncfg, rng, view: str = "all"):
                 X[j], Y[j] = straddle_window(data, i, int(rng.choice(pool)), v, cfg, ncfg, rng)
                 continue
         ctx = None
-        if p_ctx and rng.random() < p_ctx:
+        others = [o for o in by_speaker[str(data.speaker[i])] if o != i] if p_ctx else []
+        if others and rng.random() < p_ctx:
             # as if the speaker had been talking before this clip in the same stream (same channel)
-            others = [o for o in by_speaker[str(data.speaker[i])] if o != i]
             pick = rng.choice(others, size=min(len(others), int(rng.integers(1, 9))), replace=False)
             ctx = (np.concatenate([data.cf.mfcc(o, v) for o in pick]),
                    np.concatenate([data.speech[o][v] for o in pick]))
