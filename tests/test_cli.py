@@ -122,6 +122,15 @@ def test_info():
     text = emostream("info").stdout.decode()
     acc = info["evaluation"]["clean_16k"]["accuracy"]
     assert f"eval       clean_16k: accuracy {acc}, macro-F1 " in text
+    # the normaliser's prior weights, per band when they differ (the metadata's own list)
+    prior = info["normalisation_prior_frames"]
+    norm = next(line for line in text.splitlines() if line.startswith("normalise"))
+    if isinstance(prior, list):
+        assert len(prior) == info["features"]["n_mfcc"] + (2 if info["features"]["pitch"] else 0)
+        for w in set(prior):
+            assert f"{w:g} frames on " in norm
+    else:
+        assert f"prior {prior:g} frames" in norm
 
 
 # ---- bad input: one line, non-zero, no traceback ------------------------------------------------

@@ -33,6 +33,27 @@ def _public(value: Any) -> Any:
     return value
 
 
+def _norm_text(meta: Any) -> str:
+    """The normalisation and its prior weights, runs of bands with one weight named by their ends."""
+    n = meta.normalisation
+    if n.kind not in ("running", "running_mean"):
+        return n.kind
+    if not isinstance(n.prior_frames, (list, tuple)):
+        return f"{n.kind}, prior {n.prior_frames:g} frames"
+    f = meta.features
+    names = [f"c{i}" for i in range(f.n_mfcc)] + (["log-f0", "voicing"] if f.pitch else [])
+    runs: list[tuple[float, list[str]]] = []
+    for name, w in zip(names, n.prior_frames):
+        if runs and runs[-1][0] == w:
+            runs[-1][1].append(name)
+        else:
+            runs.append((w, [name]))
+    by: dict[float, list[str]] = {}
+    for w, band in runs:
+        by.setdefault(w, []).append(band[0] if len(band) == 1 else f"{band[0]}-{band[-1]}")
+    return f"{n.kind}, prior " + "; ".join(f"{w:g} frames on {', '.join(b)}" for w, b in by.items())
+
+
 def run(args: argparse.Namespace) -> int:
     """Model, labels, feature parameters and the TFLite runtime in use."""
     from dataclasses import asdict
@@ -50,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         "features": asdict(meta.features),
         "window_frames": meta.features.window_frames,
         "normalisation": meta.normalisation.kind,
+        "normalisation_prior_frames": meta.normalisation.prior_frames,
         "gate": gate_dict(meta.gate),
         "runtime": runtime_name(),
         "evaluation": _public(meta.extra.get("evaluation")),
@@ -63,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     f = meta.features
     print(f"features   {f.n_mfcc} MFCC of {f.n_mels} mels{' + log-f0, voicing' if f.pitch else ''}, {f.sample_rate} Hz, frame {f.n_fft}, hop {f.hop_length}, "
           f"{f.sub_window_frames}-frame means, window {f.window_s} s every {f.hop_s} s")
-    print(f"normalise  {meta.normalisation.kind}")
+    print(f"normalise  {_norm_text(meta)}")
     for line in describe(meta):
         print(f"speech     {line}")
     print(f"runtime    {info['runtime']}")
