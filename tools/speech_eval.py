@@ -33,12 +33,12 @@ from streamer.config import FeatureConfig, ModelMeta, load_meta
 from streamer.features import WindowAssembler, frame_features
 from streamer.gate import SpeechGate
 from streamer.speech import _row_width, frame_rows, summarise
-from tools import speech_set
+from tools import nonspeech_other, speech_set
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "cache" / "speech"
 WEBRTC_MODES = (0, 1, 2, 3)
-_VERSION = 4  # bump when what is cached changes
+_VERSION = 5  # bump when what is cached changes
 
 
 def _window_spans(starts: np.ndarray, frames: int, f: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -121,29 +121,31 @@ def stream_windows(y: np.ndarray, meta: ModelMeta) -> tuple[np.ndarray, np.ndarr
     return np.concatenate(out_s), np.concatenate(out_x), frames, 0
 
 
-def _key(meta: ModelMeta, split: str, per_kind: int, libs: bool, noisy: int = 1) -> str:
+def _key(meta: ModelMeta, split: str, per_kind: int, libs: bool, noisy: int = 1, families: str | None = None) -> str:
     """Cache key: everything the cached arrays depend on (the set's and the summary's code too;
     the libraries' columns, ``libs``, depend on the set and the window layout only)."""
     import inspect
 
-    code = Path(speech_set.__file__).read_bytes()
+    code = Path(speech_set.__file__).read_bytes() + Path(nonspeech_other.__file__).read_bytes()
     if not libs:
         code += "".join(inspect.getsource(fn) for fn in (frame_rows, summarise, _row_width)).encode()
     f = meta.features
     frames = [f.sample_rate, f.n_fft, f.hop_length, f.window_s, f.hop_s, f.sub_window_frames]
-    blob = json.dumps([_VERSION, split, per_kind] + ([noisy] if noisy != 1 else []) + [libs, frames if libs else sorted(vars(f).items()),
+    fams = families or speech_set.DEFAULT_FAMILY[split]
+    blob = json.dumps([_VERSION, split, per_kind, fams] + ([noisy] if noisy != 1 else []) + [libs, frames if libs else sorted(vars(f).items()),
                        [] if libs else [meta.gate.abs_db, meta.gate.rel_db, meta.gate.peak_decay_db_per_s],
                        hashlib.sha1(code).hexdigest()], default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
 def collect(split: str, meta: ModelMeta, per_kind: int = 3, libs: bool = True,
-            progress: Callable[[str], None] | None = None, noisy: int = 1) -> dict[str, np.ndarray]:
+            progress: Callable[[str], None] | None = None, noisy: int = 1,
+            families: str | None = None) -> dict[str, np.ndarray]:
     """Per-window arrays of a split (cached): summaries, energy fraction, library fractions, truth."""
     import soxr
 
-    path = CACHE / f"{split}-{_key(meta, split, per_kind, False, noisy)}.npz"
-    lib_path = CACHE / f"{split}-libs-{_key(meta, split, per_kind, True, noisy)}.npz"
+    path = CACHE / f"{split}-{_key(meta, split, per_kind, False, noisy, families)}.npz"
+    lib_path = CACHE / f"{split}-libs-{_key(meta, split, per_kind, True, noisy, families)}.npz"
     lib_cols = ("webrtc", "silero", "timing_libs")
     if path.exists() and (not libs or lib_path.exists()):
         with np.load(path) as z:
@@ -161,9 +163,9 @@ def collect(split: str, meta: ModelMeta, per_kind: int = 3, libs: bool = True,
         have = {}
     silero = Silero() if libs else None
     cols: dict[str, list] = {k: [] for k in ("x", "speech_s", "stream", "kind", "condition", "speaker",
-                                             "webrtc", "silero", "seconds")}
+                                             "family", "webrtc", "silero", "seconds")}
     t_lib = {"webrtc": 0.0, "silero": 0.0, "chain": 0.0}
-    for si, s in enumerate(speech_set.streams(split, per_kind=per_kind, noisy=noisy)):
+    for si, s in enumerate(speech_set.streams(split, per_kind=per_kind, noisy=noisy, families=families)):
         y = s.audio if s.rate == f.sample_rate else soxr.resample(s.audio, s.rate, f.sample_rate, quality="HQ")
         y = np.asarray(y, np.float32)
         t = time.perf_counter()
@@ -187,6 +189,7 @@ def collect(split: str, meta: ModelMeta, per_kind: int = 3, libs: bool = True,
         cols["kind"].append(np.full(k, s.kind, object))
         cols["condition"].append(np.full(k, s.condition, object))
         cols["speaker"].append(np.full(k, s.speaker, object))
+        cols["family"].append(np.full(k, s.family, object))
         if libs:
             t = time.perf_counter()
             w = []
@@ -202,7 +205,7 @@ def collect(split: str, meta: ModelMeta, per_kind: int = 3, libs: bool = True,
         if progress:
             progress(f"{split} {si}: {s.name} {k} windows")
     out = {k: np.concatenate(v) for k, v in cols.items() if v}
-    for k in ("kind", "condition", "speaker"):
+    for k in ("kind", "condition", "speaker", "family"):
         out[k] = out[k].astype(str)
     out["timing"] = np.array([t_lib["chain"]])
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -356,8 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", choices=sorted(speech_set.SPEAKERS), default="measure")
     ap.add_argument("--model", default=None, help="model whose features and gate to use (default: shipped)")
     ap.add_argument("--head", default=None, help="a model .json whose gate.detector to measure too")
-    ap.add_argument("--per-kind", type=int, default=3, help="streams per non-speech kind and rate")
+    ap.add_argument("--per-kind", type=int, default=6, help="streams per non-speech kind and rate")
     ap.add_argument("--no-libs", action="store_true", help="skip webrtcvad and Silero")
+    ap.add_argument("--families", choices=["a", "b", "ab"], default=None,
+                    help="non-speech generator families (default: a for choose, b for measure)")
     ap.add_argument("--cost", action="store_true", help="time the detector against the whole chain")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
@@ -367,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(c, indent=2))
         return 0
     meta = load_meta(args.model)
-    data = collect(args.split, meta, args.per_kind, not args.no_libs, progress=lambda s: print(s, file=sys.stderr))
+    data = collect(args.split, meta, args.per_kind, not args.no_libs, progress=lambda s: print(s, file=sys.stderr),
+                   families=args.families)
     hp, thr, hmin = None, 0.5, 0.1
     if args.head:
         hp = head_probs(data, args.head)

@@ -4,7 +4,9 @@ Non-speech is synthesised (every kind of sound a call centre's line carries besi
 its parameters drawn at random per stream); speech comes from RAVDESS and EmoDB, grouped by speaker:
 the ``choose`` split (training and thresholds) and the ``measure`` split (figures) share no speaker
 and no random stream. Every stream exists at 16 kHz and as 8 kHz mu-law telephone audio; speech also
-mixed with a noise or music bed at 0-20 dB SNR. Nothing here is stored: the same seed gives the
+mixed with a noise or music bed at 0-20 dB SNR. The ``measure`` split's non-speech and beds come from
+other generators (:mod:`tools.nonspeech_other`: the same kinds made another way), so its figures
+say how the detector meets a sound it was not trained on, not a new draw of one it was. Nothing here is stored: the same seed gives the
 same streams, and ``tools/speech_eval.py`` turns them into window summaries (cached under cache/).
 
     python -m tools.speech_set --list            # the kinds, conditions and speakers of each split
@@ -45,6 +47,7 @@ class Stream:
     rate: int
     spans: list[tuple[float, float]]
     speaker: str = ""
+    family: str = "a"  # generator family of its non-speech (or of its bed)
 
 
 # ---------------------------------------------------------------- non-speech
@@ -334,18 +337,35 @@ def telephone(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return mulaw_decode(mulaw_encode(np.clip(lo, -1, 1)))
 
 
-def nonspeech_stream(kind: str, rng: np.random.Generator, seconds: float, tel: bool, name: str) -> Stream:
+#: generator families: ``a`` (this module) and ``b`` (:mod:`tools.nonspeech_other`)
+FAMILIES = ("a", "b")
+#: the family a split uses unless told otherwise: the measure split hears what training did not
+DEFAULT_FAMILY = {"choose": "a", "measure": "b"}
+
+
+def generators(family: str) -> dict[str, Callable[[np.random.Generator, int], np.ndarray]]:
+    """The non-speech generators of a family (``a`` or ``b``)."""
+    from tools.nonspeech_other import NONSPEECH_OTHER
+
+    if family not in FAMILIES:
+        raise ValueError(f"unknown generator family {family!r} (expected one of {', '.join(FAMILIES)})")
+    return NONSPEECH if family == "a" else NONSPEECH_OTHER
+
+
+def nonspeech_stream(kind: str, rng: np.random.Generator, seconds: float, tel: bool, name: str,
+                     table: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = NONSPEECH) -> Stream:
     """One stream of a non-speech kind at a random level (hiss: -75..-50 dBFS)."""
     n = int(seconds * SR)
-    y = NONSPEECH[kind](rng, n)
+    y = table[kind](rng, n)
     db = rng.uniform(-75, -50) if kind == "hiss" else rng.uniform(-40, -12)
     y = _level(y, db)
     if kind != "hiss" and rng.random() < 0.5:  # a quiet line under it
         y = y + _level(rng.standard_normal(n), db - rng.uniform(25, 50))
     y = np.clip(y, -1, 1).astype(np.float32)
+    fam = "a" if table is NONSPEECH else "b"
     if tel:
-        return Stream(name, kind, "8k-mulaw", telephone(y, rng), 8000, [])
-    return Stream(name, kind, "16k", y, SR, [])
+        return Stream(name, kind, "8k-mulaw", telephone(y, rng), 8000, [], family=fam)
+    return Stream(name, kind, "16k", y, SR, [], family=fam)
 
 
 # ---------------------------------------------------------------- speech
@@ -375,7 +395,7 @@ def active_span(y: np.ndarray, below_peak_db: float = 30.0) -> tuple[float, floa
 
 
 def speech_stream(items: list[Item], rng: np.random.Generator, seconds: float, condition: str,
-                  name: str) -> Stream:
+                  name: str, table: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = NONSPEECH) -> Stream:
     """One speaker's clips in a row, 0.2-2.5 s apart, as ``condition`` (see :data:`CONDITIONS`)."""
     import soundfile as sf
 
@@ -401,7 +421,7 @@ def speech_stream(items: list[Item], rng: np.random.Generator, seconds: float, c
     y = np.concatenate(parts + [np.zeros(int(0.5 * SR), np.float32)])
     y = y / (np.max(np.abs(y)) + 1e-9) * 10 ** (rng.uniform(-30, -1) / 20)  # peak level
     if condition.endswith("noisy"):
-        bed = NONSPEECH[str(rng.choice(BEDS))](rng, len(y))
+        bed = table[str(rng.choice(BEDS))](rng, len(y))
         mask = np.zeros(len(y), bool)
         for a, b in spans:
             mask[int(a * SR) : int(b * SR)] = True
@@ -411,22 +431,28 @@ def speech_stream(items: list[Item], rng: np.random.Generator, seconds: float, c
         name += f"-snr{snr:.0f}"
     y = np.clip(y, -1, 1).astype(np.float32)
     speaker = items[0].speaker
+    fam = "a" if table is NONSPEECH else "b"
     if condition.startswith("8k"):
-        return Stream(name, "speech", condition, telephone(y, rng), 8000, spans, speaker)
-    return Stream(name, "speech", condition, y, SR, spans, speaker)
+        return Stream(name, "speech", condition, telephone(y, rng), 8000, spans, speaker, fam)
+    return Stream(name, "speech", condition, y, SR, spans, speaker, fam)
 
 
 def streams(split: str, per_kind: int = 3, seconds: float = 30.0, speech_seconds: float = 45.0,
-            root: Path = DATA, noisy: int = 1) -> Iterator[Stream]:
-    """Every stream of a split: ``per_kind`` streams per non-speech kind and condition (16 kHz and
-    8 kHz mu-law), and per speaker one speech stream of each clean condition and ``noisy`` of each
-    noisy one (each with its own bed and SNR)."""
+            root: Path = DATA, noisy: int = 1, families: str | None = None) -> Iterator[Stream]:
+    """Every stream of a split: ``per_kind`` streams per non-speech kind, condition (16 kHz and
+    8 kHz mu-law) and generator family (``families``: ``a``, ``b`` or ``ab``; the split's default
+    family when None), and per speaker one speech stream of each clean condition and ``noisy`` of
+    each noisy one (each with its own bed and SNR; beds alternate between the families)."""
     base = SPLIT_SEED[split]
-    for ki, kind in enumerate(NONSPEECH):
-        for tel in (False, True):
-            for r in range(per_kind):
-                rng = np.random.default_rng([base, ki, int(tel), r])
-                yield nonspeech_stream(kind, rng, seconds, tel, f"{kind}-{'8k' if tel else '16k'}-{r}")
+    fams = families or DEFAULT_FAMILY[split]
+    for fam in fams:
+        table = generators(fam)
+        for ki, kind in enumerate(NONSPEECH):
+            for tel in (False, True):
+                for r in range(per_kind):
+                    # family a keeps the seeds it always had, so its streams do not change
+                    rng = np.random.default_rng([base, ki, int(tel), r] + ([1] if fam == "b" else []))
+                    yield nonspeech_stream(kind, rng, seconds, tel, f"{kind}-{'8k' if tel else '16k'}-{fam}{r}", table)
     by = speech_items(root)
     for si, spk in enumerate(SPEAKERS[split]):
         if spk not in by:
@@ -434,7 +460,8 @@ def streams(split: str, per_kind: int = 3, seconds: float = 30.0, speech_seconds
         for ci, cond in enumerate(CONDITIONS):
             for r in range(noisy if cond.endswith("noisy") else 1):
                 rng = np.random.default_rng([base, 100 + si, ci] + ([r] if r else []))
-                yield speech_stream(by[spk], rng, speech_seconds, cond, f"{spk}-{cond}" + (f"-{r}" if r else ""))
+                table = generators(fams[r % len(fams)])
+                yield speech_stream(by[spk], rng, speech_seconds, cond, f"{spk}-{cond}" + (f"-{r}" if r else ""), table)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -444,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="print the kinds, conditions and speakers")
     ap.add_argument("--write", metavar="DIR", help="write streams as WAV files into DIR")
     ap.add_argument("--limit", type=int, default=0, help="stop after this many streams")
+    ap.add_argument("--families", choices=["a", "b", "ab"], default=None,
+                    help="non-speech generator families (default: a for choose, b for measure)")
     args = ap.parse_args(argv)
     if args.list or not args.write:
         print("non-speech kinds:", ", ".join(NONSPEECH))
@@ -455,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.write)
     out.mkdir(parents=True, exist_ok=True)
-    for i, s in enumerate(streams(args.split)):
+    for i, s in enumerate(streams(args.split, families=args.families)):
         if args.limit and i >= args.limit:
             break
         sf.write(out / f"{s.name}.wav", s.audio, s.rate)

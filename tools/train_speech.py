@@ -57,7 +57,7 @@ def training_set(data: dict[str, np.ndarray], meta: ModelMeta, min_gated: float)
         w[m] = 0.5 / len(kinds) / m.sum()
     w[y == 1] = 0.5 / max((y == 1).sum(), 1)
     w *= len(y)
-    return data["x"][use], y, w, data["stream"][use], kind, data["speech_s"][use]
+    return data["x"][use], y, w, data["stream"][use], kind, data["speech_s"][use], data["family"][use]
 
 
 def build(x: np.ndarray, seed: int, names: list[str] | None = None):
@@ -128,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--keep", type=float, default=0.95, help="speech time to keep on the choose split (out of fold)")
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--per-kind", type=int, default=8, help="choose-split streams per non-speech kind and rate")
+    ap.add_argument("--per-kind", type=int, default=8, help="choose-split streams per non-speech kind, rate and family")
+    ap.add_argument("--families", choices=["a", "b", "ab"], default="ab",
+                    help="non-speech generator families to train on (tools/speech_set.py, tools/nonspeech_other.py)")
     ap.add_argument("--noisy", type=int, default=3, help="choose-split noisy streams per speaker and rate")
     ap.add_argument("--min-fraction", type=float, default=0.1,
                     help="share of a window's frames the energy gate must pass for the head to judge it")
@@ -145,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     meta_path = Path(args.model)
     meta = load_meta(meta_path)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    data = speech_eval.collect("choose", meta, per_kind=args.per_kind, libs=False, progress=log, noisy=args.noisy)
-    x, y, w, groups, kind, speech_s = training_set(data, meta, args.min_fraction)
+    data = speech_eval.collect("choose", meta, per_kind=args.per_kind, libs=False, progress=log, noisy=args.noisy,
+                              families=args.families)
+    x, y, w, groups, kind, speech_s, family = training_set(data, meta, args.min_fraction)
     log(f"choose split: {len(y)} windows reach the head ({int(y.sum())} speech)")
     names = summary_names(meta.features)
 
@@ -175,6 +178,19 @@ def main(argv: list[str] | None = None) -> int:
             holdout[k] = round(float((predict(model, x[m]) < thr).mean()), 4)
             log(f"held-out kind {k}: {holdout[k]:.4f} of its windows that reach the head rejected")
 
+    # a family of generators held out of training in turn, measured on the measure split's streams of
+    # that family: how the head meets sounds made in a way it never heard (the honest figure)
+    measure_data = speech_eval.collect("measure", meta, per_kind=MEASURE_PER_KIND, libs=False,
+                                       progress=lambda s: None, families="ab")
+    unseen: dict[str, dict] = {}
+    if len(args.families) > 1:
+        for fam in args.families:
+            m = (y == 0) & (family == fam)
+            head = fit(x[~m], y[~m], w[~m], args.seed, args.epochs, names)
+            unseen[fam] = measure_keras(head, meta, args.min_fraction, thr, measure_data, fam)
+            log(f"family {fam} held out of training: non-speech of that family rejected {unseen[fam]['rejected']:.4f}, "
+                f"speech kept {unseen[fam]['kept']:.4f}")
+
     model = fit(x, y, w, args.seed, args.epochs, names)
     out = Path(args.out) if args.out else meta_path.with_name("speech.tflite")
     tfl = to_tflite(model, quant="none")
@@ -187,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # measure the written head on the measure split through the same code the streamer runs
     d = json.loads(meta_path.read_text(encoding="utf-8"))
-    figs = measure(meta, spec, out)
+    figs = measure(meta, spec, out, measure_data, args.families)
     figs["held_out_kinds_rejected"] = holdout
+    figs["held_out_family"] = unseen
     figs["threshold_chosen_on"] = f"choose split out of fold, {args.keep:g} of speech time kept"
     spec = SpeechConfig(**{**vars(spec), "figures": SpeechConfig.from_dict({"figures": figs}).figures})
     new_meta = ModelMeta.from_dict(d, meta.model_path)
@@ -201,22 +218,44 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure(meta: ModelMeta, spec: SpeechConfig, path: Path) -> dict:
-    """The head's figures on the measure split (speakers and streams never used in training)."""
+MEASURE_PER_KIND = 6  # measure-split streams per non-speech kind, rate and family
+_KEYS = ["rejected", "rejected 16k", "rejected 8k-mulaw", "kept", "kept 16k", "kept 16k-noisy",
+         "kept 8k-mulaw", "kept 8k-mulaw-noisy", "pauses in noise rejected"]
+
+
+def _figures(data: dict[str, np.ndarray], p: np.ndarray, meta: ModelMeta, min_fraction: float, thr: float,
+             family: str | None = None) -> dict:
+    """Rejection and keeping figures of probabilities ``p`` (non-speech of ``family`` only, when given)."""
+    keep = np.ones(len(p), bool) if family is None else (data["kind"] == "speech") | (data["family"] == family)
+    sub = {k: v[keep] for k, v in data.items() if isinstance(v, np.ndarray) and len(v) == len(p)}
+    acc = (sub["x"][:, 0] >= min_fraction) & (p[keep] >= thr)
+    s = speech_eval.score(sub, acc, meta.gate.min_fraction * meta.features.window_s)
+    figs = {k.replace(" ", "_").replace("-", "_"): round(s[k], 4) for k in _KEYS}
+    figs["rejected_by_kind"] = {k: round(s[f"rejected {k}"], 4) for k in speech_set.NONSPEECH}
+    return figs
+
+
+def measure_keras(model, meta: ModelMeta, min_fraction: float, thr: float, data: dict[str, np.ndarray],
+                  family: str) -> dict:
+    """A Keras head's figures on the measure split's non-speech of one generator family (and all its speech)."""
+    return _figures(data, predict(model, data["x"]), meta, min_fraction, thr, family)
+
+
+def measure(meta: ModelMeta, spec: SpeechConfig, path: Path, data: dict[str, np.ndarray], families: str) -> dict:
+    """The written head's figures on the measure split (speakers and streams never used in training),
+    through the streamer's own TFLite head."""
     from streamer.speech import SpeechHead
 
-    data = speech_eval.collect("measure", meta, libs=False, progress=lambda s: None)
     head = SpeechHead(path, len(summary_names(meta.features)))
     p = np.concatenate([head(data["x"][a : a + 4096]) for a in range(0, len(data["x"]), 4096)])
-    g = meta.gate
-    acc = (data["x"][:, 0] >= spec.min_fraction) & (p >= spec.threshold)
-    s = speech_eval.score(data, acc, g.min_fraction * meta.features.window_s)
-    keys = ["rejected", "rejected 16k", "rejected 8k-mulaw", "kept", "kept 16k", "kept 16k-noisy",
-            "kept 8k-mulaw", "kept 8k-mulaw-noisy", "pauses in noise rejected"]
-    figs = {k.replace(" ", "_").replace("-", "_"): round(s[k], 4) for k in keys}
-    figs["rejected_by_kind"] = {k: round(s[f"rejected {k}"], 4) for k in speech_set.NONSPEECH}
-    figs["measured_on"] = ("tools/speech_set.py measure split: speakers " + ", ".join(speech_set.SPEAKERS["measure"]) +
-                           "; command: python -m tools.speech_eval --split measure --head MODEL.json")
+    figs = _figures(data, p, meta, spec.min_fraction, spec.threshold)
+    for fam in speech_set.FAMILIES:
+        figs[f"rejected_family_{fam}"] = _figures(data, p, meta, spec.min_fraction, spec.threshold, fam)["rejected"]
+    seen = "both generator families, also used in training" if len(families) > 1 else \
+        f"family {families} trained on; the other never heard"
+    figs["measured_on"] = ("tools/speech_set.py measure split (" + seen + "): speakers " +
+                           ", ".join(speech_set.SPEAKERS["measure"]) +
+                           "; command: python -m tools.speech_eval --split measure --families ab --head MODEL.json")
     return figs
 
 
