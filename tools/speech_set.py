@@ -460,7 +460,9 @@ def streams(split: str, per_kind: int = 3, seconds: float = 30.0, speech_seconds
         for ci, cond in enumerate(CONDITIONS):
             for r in range(noisy if cond.endswith("noisy") else 1):
                 rng = np.random.default_rng([base, 100 + si, ci] + ([r] if r else []))
-                table = generators(fams[r % len(fams)])
+                # beds alternate between the families, the last one first (the measure split's "ab":
+                # speech under family b's beds, which a head trained on family a never heard)
+                table = generators(fams[-1 - r % len(fams)])
                 yield speech_stream(by[spk], rng, speech_seconds, cond, f"{spk}-{cond}" + (f"-{r}" if r else ""), table)
 
 
