@@ -46,6 +46,26 @@ def corpus(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory, corpus):
+    """A data folder with both corpora the default recipe trains on: the RAVDESS clips above and
+    EmoDB-named clips of two speakers (letters N F T W A E: neutral, fearful, sad, angry, happy, disgust)."""
+    import shutil
+
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("data")
+    shutil.copytree(corpus, root / "ravdess-speech-16k")
+    emo = root / "emodb-16k"
+    emo.mkdir()
+    rng = np.random.default_rng(5)
+    letters = {"N": 0, "F": 5, "T": 3, "W": 4, "A": 2, "E": 6}
+    for spk in ("03", "08"):
+        for letter, k in letters.items():
+            sf.write(emo / f"{spk}a01{letter}a.flac", _clip(k, int(spk), rng), SR)
+    return root
+
+
 def _args(tmp_path, corpus, *extra):
     return ["--data", str(corpus), "--out", str(tmp_path / "model"), "--reports", str(tmp_path / "reports"),
             "--cache", str(tmp_path / "cache"), "--epochs", "1", *extra]
@@ -65,12 +85,12 @@ def _run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.train
 @pytest.mark.slow
-def test_default_trains_converts_and_runs(tmp_path, corpus):
+def test_default_trains_converts_and_runs(tmp_path, data_root):
     pytest.importorskip("tensorflow")
     from streamer.config import load_meta
     from tools import train
 
-    assert train.main(_args(tmp_path, corpus, "--model", "default", "--seeds", "2")) == 0
+    assert train.main(_args(tmp_path, data_root, "--model", "default", "--seeds", "2")) == 0
     tfl = tmp_path / "model" / "emotion.tflite"
     meta = load_meta(tfl)
     assert meta.labels == train.LABELS and meta.input_layout == "steps" and meta.features.pitch
@@ -100,11 +120,11 @@ def test_seed_trains_converts_and_runs(tmp_path, corpus):
 
 @pytest.mark.train
 @pytest.mark.slow
-def test_cv_report(tmp_path, corpus):
+def test_cv_report(tmp_path, data_root):
     pytest.importorskip("tensorflow")
     from tools import train
 
-    assert train.main(_args(tmp_path, corpus, "--model", "default", "--cv")) == 0
+    assert train.main(_args(tmp_path, data_root, "--model", "default", "--cv")) == 0
     rep = json.loads((tmp_path / "reports" / "cv_default.json").read_text())
     for key in ("clean_16k", "mulaw_8k", "codec_16k"):  # codec: the test clips' MP3/Opus copies
         assert 0.0 <= rep[key]["accuracy"] <= 1.0
@@ -115,15 +135,15 @@ def test_cv_report(tmp_path, corpus):
 
 @pytest.mark.train
 @pytest.mark.slow
-def test_cv_saved_members_merge_into_one_ensemble(tmp_path, corpus):
+def test_cv_saved_members_merge_into_one_ensemble(tmp_path, data_root):
     """Two CV runs with disjoint seeds merge into the CV of one ensemble of all their models."""
     pytest.importorskip("tensorflow")
     from tools import cv_members, train
 
     a, b = tmp_path / "a.npz", tmp_path / "b.npz"
-    assert train.main(_args(tmp_path, corpus, "--cv", "--seeds-cv", "2", "--seed", "1", "--tag", "a",
+    assert train.main(_args(tmp_path, data_root, "--cv", "--seeds-cv", "2", "--seed", "1", "--tag", "a",
                             "--save-probs", str(a))) == 0
-    assert train.main(_args(tmp_path, corpus, "--cv", "--seeds-cv", "1", "--seed", "2", "--tag", "b",
+    assert train.main(_args(tmp_path, data_root, "--cv", "--seeds-cv", "1", "--seed", "2", "--tag", "b",
                             "--save-probs", str(b))) == 0
     probs, ys, seeds = cv_members.load([str(a)])
     assert seeds == [1, 2] and probs["clean/0"].shape == (2, len(ys[0]), len(train.LABELS))
@@ -283,7 +303,7 @@ def test_weight_averaging_is_the_mean_of_the_last_epochs(tmp_path, corpus, monke
 
 @pytest.mark.train
 @pytest.mark.slow
-def test_pitch_model_with_mfcc_view_members_trains_converts_and_runs(tmp_path, corpus):
+def test_pitch_model_with_mfcc_view_members_trains_converts_and_runs(tmp_path, data_root):
     """--pitch --views all,mfcc: two networks per seed, one reading the MFCCs only; the shipped graph
     takes n_mfcc + 2 channels, and the mfcc-view member does not see the pitch channels at all."""
     pytest.importorskip("tensorflow")
@@ -293,7 +313,7 @@ def test_pitch_model_with_mfcc_view_members_trains_converts_and_runs(tmp_path, c
     from tools.training.recipe import recipe
 
     assert members_of(recipe("default", views=["all", "mfcc"]), 2) == [(0, "all"), (0, "mfcc"), (1, "all"), (1, "mfcc")]
-    assert train.main(_args(tmp_path, corpus, "--model", "default", "--seeds", "1", "--pitch",
+    assert train.main(_args(tmp_path, data_root, "--model", "default", "--seeds", "1", "--pitch",
                             "--views", "all,mfcc")) == 0
     meta = load_meta(tmp_path / "model" / "emotion.tflite")
     f = meta.features
@@ -346,7 +366,7 @@ def test_recipes_are_presets_with_checked_overrides():
     assert d.features.pitch and d.seeds == 5 and d.versions[:2] == ("clean", "tel") and len(d.train_versions) == 16
     r = recipe("default", epochs=3, n_mfcc=20, views=["all", "mfcc"])
     assert (r.epochs, r.features.n_mfcc, r.views) == (3, 20, ("all", "mfcc")) and PRESETS["default"].epochs == 130
-    assert set(recipe("v2").corpora) == {"ravdess", "emodb"}
+    assert set(recipe("default").corpora) == {"ravdess", "emodb"} and set(PRESETS) == {"seed", "default"}
     with pytest.raises(RecipeError, match="unknown recipe fields"):
         recipe("default", epoch=3)
     with pytest.raises(RecipeError, match="pitch channels"):
@@ -399,27 +419,15 @@ def test_temperature_scaling_fits_an_overconfident_model():
 
 @pytest.mark.train
 @pytest.mark.slow
-def test_cross_corpus_report_and_its_evaluation_entries(tmp_path, corpus):
+def test_cross_corpus_report_and_its_evaluation_entries(tmp_path, data_root):
     """--cross emodb:ravdess trains on one corpus and scores the other per clip and as continuous speech;
     the model's evaluation block then carries it (an accuracy per condition, for `emostream info`)."""
     pytest.importorskip("tensorflow")
-    import shutil
-
-    import soundfile as sf
-
     from tools import train
     from tools.training.export import eval_summary
     from tools.training.recipe import recipe
 
-    root = tmp_path / "data"
-    shutil.copytree(corpus, root / "ravdess-speech-16k")
-    emo = root / "emodb-16k"
-    emo.mkdir()
-    rng = np.random.default_rng(5)
-    letters = {"N": 0, "F": 2, "T": 3, "W": 4, "A": 5, "E": 6}
-    for spk in ("03", "08"):
-        for letter, k in letters.items():
-            sf.write(emo / f"{spk}a01{letter}a.flac", _clip(k, int(spk), rng), SR)
+    root = data_root
     args = ["--data", str(root), "--reports", str(tmp_path / "reports"), "--cache", str(tmp_path / "cache"),
             "--epochs", "1", "--no-curve", "--versions", "clean,tel"]
     assert train.main(args + ["--cross", "emodb:ravdess"]) == 0
