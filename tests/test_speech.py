@@ -123,9 +123,9 @@ def test_shipped_model_names_a_speech_detector(model):
     # the figures it shipped with (measure split). The headline is on the generator family it never
     # heard (tools/nonspeech_other.py), beside each family's own; the target is 0.97
     trained = figs["trained_on_families"]
-    unseen = [f for f in ("a", "b") if f not in trained]
-    if unseen:  # a head trained on both families has no unseen one to headline
-        assert figs["rejected"] == figs[f"rejected_family_{unseen[0]}"]
+    unseen = [figs[f"rejected_family_{f}"] for f in ("a", "b", "c") if f not in trained]
+    if unseen:  # the headline pools the unseen families (a head trained on all has none to headline)
+        assert min(unseen) <= figs["rejected"] <= max(unseen)
     assert figs["rejected"] >= 0.80 and figs["kept"] >= 0.95
     assert all(figs[f"rejected_family_{f}"] >= 0.95 for f in trained)
     assert set(dict(figs["rejected_by_kind"])) >= {"tone", "chirp", "dtmf", "white", "hum", "clicks", "notes", "drums"}

@@ -11,34 +11,44 @@ import pytest
 
 from tools import speech_set
 from tools.nonspeech_other import NONSPEECH_OTHER
+from tools.nonspeech_third import NONSPEECH_THIRD
 
-N = 3 * speech_set.SR
+N = 6 * speech_set.SR  # longer than any cadence's silence (ring-back: up to 4 s off)
 
 
-def test_both_families_have_every_kind():
-    assert list(NONSPEECH_OTHER) == list(speech_set.NONSPEECH)
+def test_every_family_has_every_kind():
+    assert list(NONSPEECH_OTHER) == list(speech_set.NONSPEECH) == list(NONSPEECH_THIRD)
     assert speech_set.generators("a") is speech_set.NONSPEECH
     assert speech_set.generators("b") is NONSPEECH_OTHER
+    assert speech_set.generators("c") is NONSPEECH_THIRD
+    assert [speech_set.family_of(speech_set.generators(f)) for f in "abc"] == ["a", "b", "c"]
     assert speech_set.DEFAULT_FAMILY == {"choose": "a", "measure": "b"}
     with pytest.raises(ValueError, match="family"):
-        speech_set.generators("c")
+        speech_set.generators("d")
+    assert speech_set.check_families("ca") == "ca"
+    for bad in ("", "aa", "ad"):
+        with pytest.raises(ValueError, match="families"):
+            speech_set.check_families(bad)
 
 
 @pytest.mark.parametrize("kind", list(NONSPEECH_OTHER))
-def test_other_family_makes_a_sound_of_its_own(kind):
-    a = NONSPEECH_OTHER[kind](np.random.default_rng(3), N)
-    again = NONSPEECH_OTHER[kind](np.random.default_rng(3), N)
+@pytest.mark.parametrize("family", ["b", "c"])
+def test_other_families_make_sounds_of_their_own(kind, family):
+    gen = speech_set.generators(family)[kind]
+    a = gen(np.random.default_rng(3), N)
+    again = gen(np.random.default_rng(3), N)
     assert a.shape == (N,) and np.isfinite(a).all()
     assert np.sqrt(np.mean(a**2)) > 1e-3, "silent"
     np.testing.assert_array_equal(a, again)  # a seed gives the same stream
-    # another rendition, not the training generator's output for the same draw
-    b = speech_set.NONSPEECH[kind](np.random.default_rng(3), N)
-    assert not np.allclose(a / (np.std(a) + 1e-12), b / (np.std(b) + 1e-12), atol=1e-2)
+    # another rendition, not another family's output for the same draw
+    for other in {"a", "b", "c"} - {family}:
+        b = speech_set.generators(other)[kind](np.random.default_rng(3), N)
+        assert not np.allclose(a / (np.std(a) + 1e-12), b / (np.std(b) + 1e-12), atol=1e-2)
 
 
 @pytest.mark.parametrize("n", [1, 97, 1601])
 def test_every_kind_of_both_families_fills_any_length(n):
-    for table in (speech_set.NONSPEECH, NONSPEECH_OTHER):
+    for table in (speech_set.NONSPEECH, NONSPEECH_OTHER, NONSPEECH_THIRD):
         for kind, gen in table.items():
             for seed in range(4):  # medleys cut other kinds to odd lengths
                 y = gen(np.random.default_rng(seed), n)
@@ -54,10 +64,12 @@ def test_other_family_spectra_are_what_they_claim():
         band = (freqs > 50) & (freqs < 5000)
         return np.polyfit(np.log(freqs[band]), np.log(p[band] + 1e-20), 1)[0]
 
-    # pink falls ~1/f, brown ~1/f^2, white is flat: made by IIR filters here, not FFT shaping
+    # pink falls ~1/f, brown ~1/f^2, white is flat: made by filters, not FFT shaping (family b)
     assert abs(slope(NONSPEECH_OTHER["white"](rng, N))) < 0.2
     assert -1.3 < slope(NONSPEECH_OTHER["pink"](rng, N)) < -0.7
     assert slope(NONSPEECH_OTHER["brown"](rng, N)) < -1.5
+    # Voss-McCartney pink noise (family c) falls about as 1/f over the speech band too
+    assert -1.4 < slope(NONSPEECH_THIRD["pink"](rng, N)) < -0.6
 
 
 def test_nonspeech_stream_records_its_family():
@@ -66,4 +78,6 @@ def test_nonspeech_stream_records_its_family():
     assert s.family == "b" and s.kind == "drums" and s.rate == 16000 and s.spans == []
     s = speech_set.nonspeech_stream("drums", rng, 2.0, True, "y")
     assert s.family == "a" and s.condition == "8k-mulaw" and s.rate == 8000
+    s = speech_set.nonspeech_stream("chords", rng, 2.0, False, "z", NONSPEECH_THIRD)
+    assert s.family == "c"
     assert np.max(np.abs(s.audio)) <= 1.0

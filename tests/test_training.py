@@ -49,7 +49,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory, corpus):
     """A data folder with both corpora the default recipe trains on: the RAVDESS clips above and
-    EmoDB-named clips of two speakers (letters N F T W A E: neutral, fearful, sad, angry, happy, disgust)."""
+    EmoDB-named clips of two speakers (letters N F T W A E: neutral, happy, sad, angry, fearful, disgust)."""
     import shutil
 
     import soundfile as sf
@@ -59,7 +59,7 @@ def data_root(tmp_path_factory, corpus):
     emo = root / "emodb-16k"
     emo.mkdir()
     rng = np.random.default_rng(5)
-    letters = {"N": 0, "F": 5, "T": 3, "W": 4, "A": 2, "E": 6}
+    letters = {"N": 0, "F": 2, "T": 3, "W": 4, "A": 5, "E": 6}
     for spk in ("03", "08"):
         for letter, k in letters.items():
             sf.write(emo / f"{spk}a01{letter}a.flac", _clip(k, int(spk), rng), SR)

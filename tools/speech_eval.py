@@ -33,7 +33,7 @@ from streamer.config import FeatureConfig, ModelMeta, load_meta
 from streamer.features import WindowAssembler, frame_features
 from streamer.gate import SpeechGate
 from streamer.speech import _row_width, frame_rows, summarise
-from tools import nonspeech_other, speech_set
+from tools import nonspeech_other, nonspeech_third, speech_set
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "cache" / "speech"
@@ -126,7 +126,7 @@ def _key(meta: ModelMeta, split: str, per_kind: int, libs: bool, noisy: int = 1,
     the libraries' columns, ``libs``, depend on the set and the window layout only)."""
     import inspect
 
-    code = Path(speech_set.__file__).read_bytes() + Path(nonspeech_other.__file__).read_bytes()
+    code = b"".join(Path(m.__file__).read_bytes() for m in (speech_set, nonspeech_other, nonspeech_third))
     if not libs:
         code += "".join(inspect.getsource(fn) for fn in (frame_rows, summarise, _row_width)).encode()
     f = meta.features
@@ -361,8 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--head", default=None, help="a model .json whose gate.detector to measure too")
     ap.add_argument("--per-kind", type=int, default=6, help="streams per non-speech kind and rate")
     ap.add_argument("--no-libs", action="store_true", help="skip webrtcvad and Silero")
-    ap.add_argument("--families", choices=["a", "b", "ab"], default=None,
-                    help="non-speech generator families (default: a for choose, b for measure)")
+    ap.add_argument("--families", type=speech_set.check_families, default=None,
+                    help="non-speech generator families, e.g. ab (default: a for choose, b for measure)")
     ap.add_argument("--cost", action="store_true", help="time the detector against the whole chain")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)

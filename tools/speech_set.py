@@ -337,19 +337,34 @@ def telephone(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return mulaw_decode(mulaw_encode(np.clip(lo, -1, 1)))
 
 
-#: generator families: ``a`` (this module) and ``b`` (:mod:`tools.nonspeech_other`)
-FAMILIES = ("a", "b")
+#: generator families: ``a`` (this module), ``b`` (:mod:`tools.nonspeech_other`), ``c``
+#: (:mod:`tools.nonspeech_third`): every kind made three independent ways
+FAMILIES = ("a", "b", "c")
 #: the family a split uses unless told otherwise: the measure split hears what training did not
 DEFAULT_FAMILY = {"choose": "a", "measure": "b"}
 
 
 def generators(family: str) -> dict[str, Callable[[np.random.Generator, int], np.ndarray]]:
-    """The non-speech generators of a family (``a`` or ``b``)."""
+    """The non-speech generators of a family (``a``, ``b`` or ``c``)."""
     from tools.nonspeech_other import NONSPEECH_OTHER
+    from tools.nonspeech_third import NONSPEECH_THIRD
 
-    if family not in FAMILIES:
+    tables = {"a": NONSPEECH, "b": NONSPEECH_OTHER, "c": NONSPEECH_THIRD}
+    if family not in tables:
         raise ValueError(f"unknown generator family {family!r} (expected one of {', '.join(FAMILIES)})")
-    return NONSPEECH if family == "a" else NONSPEECH_OTHER
+    return tables[family]
+
+
+def family_of(table: dict[str, Callable[[np.random.Generator, int], np.ndarray]]) -> str:
+    """The family name of a generator table."""
+    return next(f for f in FAMILIES if generators(f) is table)
+
+
+def check_families(families: str) -> str:
+    """``families`` (e.g. ``ab``) if every letter names a family, once; else ValueError."""
+    if not families or len(set(families)) != len(families) or not set(families) <= set(FAMILIES):
+        raise ValueError(f"families are letters of {''.join(FAMILIES)}, each once, not {families!r}")
+    return families
 
 
 def nonspeech_stream(kind: str, rng: np.random.Generator, seconds: float, tel: bool, name: str,
@@ -362,7 +377,7 @@ def nonspeech_stream(kind: str, rng: np.random.Generator, seconds: float, tel: b
     if kind != "hiss" and rng.random() < 0.5:  # a quiet line under it
         y = y + _level(rng.standard_normal(n), db - rng.uniform(25, 50))
     y = np.clip(y, -1, 1).astype(np.float32)
-    fam = "a" if table is NONSPEECH else "b"
+    fam = family_of(table)
     if tel:
         return Stream(name, kind, "8k-mulaw", telephone(y, rng), 8000, [], family=fam)
     return Stream(name, kind, "16k", y, SR, [], family=fam)
@@ -431,7 +446,7 @@ def speech_stream(items: list[Item], rng: np.random.Generator, seconds: float, c
         name += f"-snr{snr:.0f}"
     y = np.clip(y, -1, 1).astype(np.float32)
     speaker = items[0].speaker
-    fam = "a" if table is NONSPEECH else "b"
+    fam = family_of(table)
     if condition.startswith("8k"):
         return Stream(name, "speech", condition, telephone(y, rng), 8000, spans, speaker, fam)
     return Stream(name, "speech", condition, y, SR, spans, speaker, fam)
@@ -444,14 +459,14 @@ def streams(split: str, per_kind: int = 3, seconds: float = 30.0, speech_seconds
     family when None), and per speaker one speech stream of each clean condition and ``noisy`` of
     each noisy one (each with its own bed and SNR; beds alternate between the families)."""
     base = SPLIT_SEED[split]
-    fams = families or DEFAULT_FAMILY[split]
+    fams = check_families(families or DEFAULT_FAMILY[split])
     for fam in fams:
         table = generators(fam)
         for ki, kind in enumerate(NONSPEECH):
             for tel in (False, True):
                 for r in range(per_kind):
                     # family a keeps the seeds it always had, so its streams do not change
-                    rng = np.random.default_rng([base, ki, int(tel), r] + ([1] if fam == "b" else []))
+                    rng = np.random.default_rng([base, ki, int(tel), r] + ([FAMILIES.index(fam)] if fam != "a" else []))
                     yield nonspeech_stream(kind, rng, seconds, tel, f"{kind}-{'8k' if tel else '16k'}-{fam}{r}", table)
     by = speech_items(root)
     for si, spk in enumerate(SPEAKERS[split]):
@@ -473,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="print the kinds, conditions and speakers")
     ap.add_argument("--write", metavar="DIR", help="write streams as WAV files into DIR")
     ap.add_argument("--limit", type=int, default=0, help="stop after this many streams")
-    ap.add_argument("--families", choices=["a", "b", "ab"], default=None,
+    ap.add_argument("--families", type=check_families, default=None,
                     help="non-speech generator families (default: a for choose, b for measure)")
     args = ap.parse_args(argv)
     if args.list or not args.write:

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", type=float, default=0.95, help="speech time to keep on the choose split (out of fold)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--per-kind", type=int, default=8, help="choose-split streams per non-speech kind, rate and family")
-    ap.add_argument("--families", choices=["a", "b", "ab"], default="ab",
+    ap.add_argument("--families", type=speech_set.check_families, default="ab",
                     help="non-speech generator families to train on (tools/speech_set.py, tools/nonspeech_other.py)")
     ap.add_argument("--noisy", type=int, default=3, help="choose-split noisy streams per speaker and rate")
     ap.add_argument("--min-fraction", type=float, default=0.1,
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     # a family of generators held out of training in turn, measured on the measure split's streams of
     # that family: how the head meets sounds made in a way it never heard (the honest figure)
     measure_data = speech_eval.collect("measure", meta, per_kind=MEASURE_PER_KIND, libs=False,
-                                       progress=lambda s: None, families="ab")
+                                       progress=lambda s: None, families=MEASURE_FAMILIES)
     unseen: dict[str, dict] = {}
     if len(args.families) > 1:
         for fam in args.families:
@@ -235,7 +235,7 @@ def remeasure(meta_path: Path) -> int:
     # heads written before the second family existed were trained on family a
     trained = str(old.get("trained_on_families", "a"))
     data = speech_eval.collect("measure", meta, per_kind=MEASURE_PER_KIND, libs=False, progress=lambda s: None,
-                               families="ab")
+                               families=MEASURE_FAMILIES)
     figs = measure(meta, spec, spec.path(meta.model_path), data, trained)
     for k in ("held_out_kinds_rejected", "held_out_family", "threshold_chosen_on"):
         if k in old:
@@ -247,14 +247,17 @@ def remeasure(meta_path: Path) -> int:
 
 
 MEASURE_PER_KIND = 6  # measure-split streams per non-speech kind, rate and family
+#: every family; speech in the measure split lies under beds of the last one (c)
+MEASURE_FAMILIES = "abc"
 _KEYS = ["rejected", "rejected 16k", "rejected 8k-mulaw", "kept", "kept 16k", "kept 16k-noisy",
          "kept 8k-mulaw", "kept 8k-mulaw-noisy", "pauses in noise rejected"]
 
 
 def _figures(data: dict[str, np.ndarray], p: np.ndarray, meta: ModelMeta, min_fraction: float, thr: float,
-             family: str | None = None) -> dict:
-    """Rejection and keeping figures of probabilities ``p`` (non-speech of ``family`` only, when given)."""
-    keep = np.ones(len(p), bool) if family is None else (data["kind"] == "speech") | (data["family"] == family)
+             families: str | None = None) -> dict:
+    """Rejection and keeping figures of probabilities ``p`` (non-speech of ``families`` only, when given)."""
+    keep = np.ones(len(p), bool) if families is None else \
+        (data["kind"] == "speech") | np.isin(data["family"], list(families))
     sub = {k: v[keep] for k, v in data.items() if isinstance(v, np.ndarray) and len(v) == len(p)}
     acc = (sub["x"][:, 0] >= min_fraction) & (p[keep] >= thr)
     s = speech_eval.score(sub, acc, meta.gate.min_fraction * meta.features.window_s)
@@ -276,16 +279,17 @@ def measure(meta: ModelMeta, spec: SpeechConfig, path: Path, data: dict[str, np.
 
     head = SpeechHead(path, len(summary_names(meta.features)))
     p = np.concatenate([head(data["x"][a : a + 4096]) for a in range(0, len(data["x"]), 4096)])
-    unseen = [f for f in speech_set.FAMILIES if f not in families]
-    # the headline figures are on the family of sounds the head never heard, when there is one
-    figs = _figures(data, p, meta, spec.min_fraction, spec.threshold, unseen[0] if unseen else None)
+    unseen = "".join(f for f in speech_set.FAMILIES if f not in families)
+    # the headline figures are on the families of sounds the head never heard, when there are any
+    figs = _figures(data, p, meta, spec.min_fraction, spec.threshold, unseen or None)
     for fam in speech_set.FAMILIES:
         figs[f"rejected_family_{fam}"] = _figures(data, p, meta, spec.min_fraction, spec.threshold, fam)["rejected"]
-    seen = (f"non-speech of generator family {unseen[0]}, never heard in training; speech under its beds"
-            if unseen else "both generator families, also used in training (other draws)")
+    seen = (f"non-speech of generator families {', '.join(unseen)}, never heard in training; speech under beds of "
+            f"family {data['family'][data['kind'] == 'speech'][0]}" if unseen else
+            "every generator family, all also used in training (other draws)")
     figs["measured_on"] = ("tools/speech_set.py measure split, " + seen + "; speakers " +
                            ", ".join(speech_set.SPEAKERS["measure"]) +
-                           "; command: python -m tools.speech_eval --split measure --head MODEL.json")
+                           "; command: python -m tools.train_speech --model MODEL.json --remeasure")
     figs["trained_on_families"] = families
     return figs
 
