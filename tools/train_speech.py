@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", type=float, default=0.95, help="speech time to keep on the choose split (out of fold)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--per-kind", type=int, default=8, help="choose-split streams per non-speech kind, rate and family")
-    ap.add_argument("--families", type=speech_set.check_families, default="ab",
+    ap.add_argument("--families", type=speech_set.check_families, default="a",
                     help="non-speech generator families to train on (tools/speech_set.py, tools/nonspeech_other.py)")
     ap.add_argument("--noisy", type=int, default=3, help="choose-split noisy streams per speaker and rate")
     ap.add_argument("--min-fraction", type=float, default=0.1,
