@@ -6,7 +6,8 @@ library candidates: webrtcvad (modes 0-3, on 30 ms frames) and Silero VAD (its O
 chunks). Per window it keeps the summary, the energy gate's fraction, each library's fraction of
 speech frames and the true seconds of speech; cached under cache/speech/ (nothing in the repository).
 
-    python -m tools.speech_eval --split measure                  # the candidates' table
+    python -m tools.speech_eval --split measure                  # the candidates' table (non-speech of family b)
+    python -m tools.speech_eval --split measure --families c     # on the third generator family
     python -m tools.speech_eval --split measure --head model/emotion.json   # and the model's head
     python -m tools.speech_eval --cost                           # detector cost per window vs the chain
 
