@@ -66,9 +66,10 @@ def test_window_probabilities_equal_through_training_and_streaming(model, clips,
         t_stream, p_stream = _stream_probs(meta, clf, y, meta.features.sample_rate, block)
         assert t_stream == t_train
         # float32 FFTs round differently with the block size (2e-4 on c0, about -300), and the
-        # speech detector's summaries carry that into the features; a chain that normalised or
-        # cut windows differently would be off by 1e-2 and more
-        np.testing.assert_allclose(p_stream, p_train, atol=2e-4)
+        # speech detector's summaries carry that into the features; the first window, normalised
+        # mostly by a 10-frame prior on c0, moves most (3.5e-4 for model 2.0.0); a chain that
+        # normalised or cut windows differently would be off by 1e-2 and more
+        np.testing.assert_allclose(p_stream, p_train, atol=1e-3)
         assert np.array_equal(p_stream.argmax(1), p_train.argmax(1))
 
 
