@@ -15,6 +15,8 @@ from typing import Callable
 import numpy as np
 from scipy import signal
 
+from tools.speech_set import sequence
+
 SR = 16000
 
 
@@ -273,15 +275,7 @@ def hiss(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def medley(rng: np.random.Generator, n: int) -> np.ndarray:
     """The other kinds here one after another (1-6 s each, at their own levels)."""
-    kinds = [k for k in NONSPEECH_OTHER if k not in ("medley", "hiss")]
-    y = np.zeros(n)
-    i = 0
-    while i < n:
-        m = min(int(rng.uniform(1, 6) * SR), n - i)
-        part = NONSPEECH_OTHER[str(rng.choice(kinds))](rng, m)
-        y[i : i + m] = part / (np.sqrt(np.mean(part**2)) + 1e-12) * 10 ** (rng.uniform(-15, 0) / 20)
-        i += m
-    return y
+    return sequence(NONSPEECH_OTHER, rng, n, (1, 6), -15)
 
 
 NONSPEECH_OTHER: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {

@@ -16,6 +16,8 @@ from typing import Callable
 import numpy as np
 from scipy import signal
 
+from tools.speech_set import sequence
+
 SR = 16000
 
 
@@ -284,15 +286,7 @@ def hiss(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def medley(rng: np.random.Generator, n: int) -> np.ndarray:
     """The kinds here one after another (2-5 s each, at their own levels)."""
-    kinds = [k for k in NONSPEECH_THIRD if k not in ("medley", "hiss")]
-    y = np.zeros(n)
-    i = 0
-    while i < n:
-        m = min(int(rng.uniform(2, 5) * SR), n - i)
-        part = NONSPEECH_THIRD[str(rng.choice(kinds))](rng, m)
-        y[i : i + m] = part / (np.sqrt(np.mean(part**2)) + 1e-12) * 10 ** (rng.uniform(-10, 0) / 20)
-        i += m
-    return y
+    return sequence(NONSPEECH_THIRD, rng, n, (2, 5), -10)
 
 
 NONSPEECH_THIRD: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {

@@ -257,17 +257,24 @@ def bursts(rng: np.random.Generator, n: int) -> np.ndarray:
     return y
 
 
-def medley(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Other kinds one after another (2-8 s each, at their own levels): the changes between them."""
-    kinds = [k for k in NONSPEECH if k not in ("medley", "hiss")]
+def sequence(table: dict[str, Callable[[np.random.Generator, int], np.ndarray]], rng: np.random.Generator, n: int,
+             seconds: tuple[float, float], quietest_db: float) -> np.ndarray:
+    """A table's kinds (but medleys and hiss) one after another, ``seconds`` long each, each at its own
+    level down to ``quietest_db``: every family's medley."""
+    kinds = [k for k in table if k not in ("medley", "hiss")]
     y = np.zeros(n)
     i = 0
     while i < n:
-        m = min(int(rng.uniform(2, 8) * SR), n - i)
-        part = NONSPEECH[str(rng.choice(kinds))](rng, m)
-        y[i : i + m] = part / (np.sqrt(np.mean(part**2)) + 1e-12) * 10 ** (rng.uniform(-12, 0) / 20)
+        m = min(int(rng.uniform(*seconds) * SR), n - i)
+        part = table[str(rng.choice(kinds))](rng, m)
+        y[i : i + m] = part / (np.sqrt(np.mean(part**2)) + 1e-12) * 10 ** (rng.uniform(quietest_db, 0) / 20)
         i += m
     return y
+
+
+def medley(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Other kinds one after another (2-8 s each, at their own levels): the changes between them."""
+    return sequence(NONSPEECH, rng, n, (2, 8), -12)
 
 
 _RING = [((440, 480), 2.0, 4.0), ((400, 450), 1.0, 2.0), ((425,), 1.0, 4.0), ((450,), 1.0, 4.0)]
