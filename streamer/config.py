@@ -114,8 +114,9 @@ class GateConfig:
 class SpeechConfig:
     """A learned speech/non-speech detector that judges each window the energy gate lets through.
 
-    ``model`` is a TFLite file beside the emotion model; it takes ``inputs`` (the name of a window
-    summary defined in :mod:`streamer.speech`) and outputs the probability of speech. A window is
+    ``model`` is a TFLite file beside the emotion model; it takes ``inputs`` (the name of a window's
+    input defined in :mod:`streamer.speech`: ``summary-v1``, a summary of the window, or
+    ``frames-v1``, its frames) and outputs the probability of speech. A window is
     speech when at least ``min_fraction`` of its frames pass the energy gate (this replaces the
     gate's own ``min_fraction``: a short utterance in a window is the head's to judge) and that
     probability is at least ``threshold``.
@@ -147,14 +148,16 @@ class SpeechConfig:
     #: the frame parameters a head depends on: it must run on the frames it was trained on
     FEATURE_KEYS: ClassVar[tuple[str, ...]] = ("sample_rate", "n_fft", "hop_length", "n_mels", "n_mfcc",
                                                "fmin", "fmax", "pitch")
-    KINDS: ClassVar[dict[str, tuple[str, ...]]] = {"head": ("summary-v1",)}
+    #: what a head on frame sequences also depends on: how many frames a window holds, and their rate
+    SEQUENCE_KEYS: ClassVar[tuple[str, ...]] = ("window_s", "sub_window_frames")
+    KINDS: ClassVar[dict[str, tuple[str, ...]]] = {"head": ("summary-v1", "frames-v1")}
 
     def validate(self, features: FeatureConfig, model_path: Path | None) -> None:
         """Raise ModelError unless this detector can run with ``features`` (and its file is there)."""
         if self.inputs not in self.KINDS.get(self.kind, ()):
             raise ModelError(f"unknown speech detector {self.kind!r} with inputs {self.inputs!r}")
         want = dict(self.features)
-        diff = [k for k in self.FEATURE_KEYS if k in want and want[k] != getattr(features, k)]
+        diff = [k for k in self.FEATURE_KEYS + self.SEQUENCE_KEYS if k in want and want[k] != getattr(features, k)]
         if diff:
             raise ModelError(f"speech detector was trained on other frame features ({', '.join(diff)}): "
                              "retrain it with python -m tools.train_speech")

@@ -5,16 +5,23 @@ exactly as in training, and a window with too few flagged frames is not speech. 
 hold music or line noise is loud enough, though, so a model whose ``gate.detector`` names a speech
 head has every window that passed the energy gate judged by that head as well.
 
-The head reads a summary of the window computed from the frame features the streamer already has
-(MFCCs, log-f0 and voicing, frame level): per frame a row of values whose window means give the
-spectral shape and its spread over time, the spectral flux, the level's modulation, and how much of
-the window is voiced and how the pitch moves (speech glides; a tone or a note holds still). The rows
-go through their own :class:`~streamer.features.WindowAssembler`, so a window's summary costs a few
-additions per frame and the stream's windows are the same whatever the block sizes. Only frames the
-energy gate passes count, so pauses and silence do not dilute a window's summary.
+A head reads one of two inputs (``gate.detector.inputs``), both made from the frame features the
+streamer already has (MFCCs, log-f0 and voicing, frame level), cut into the analyser's windows by
+their own :class:`~streamer.features.WindowAssembler`, so a stream's windows are the same whatever
+the block sizes:
 
-Training (``python -m tools.train_speech``) and measurement (``python -m tools.speech_eval``) use
-:func:`summarise` below, the same code the streamer runs.
+- ``frames-v1`` (model 2.x from 2.1.0): the window's frames themselves, a few channels each (spectral
+  envelope, level, fine spectral ripple, pitch, voicing, the energy gate's flag, see
+  :func:`frame_channels`). The head is a small dilated convolution over time that sees how level,
+  spectrum and pitch move across the window (syllables, glides, onsets), which a note, a drum loop or
+  a fan does not do the same way; it normalises the window itself (spectral shape and pitch relative
+  to the window's own means, level relative to its peak).
+- ``summary-v1`` (models 1.6-2.0): a summary of the window, means of per-frame rows
+  (:func:`frame_rows`, :func:`summarise`): spectral shape and spread, flux, level modulation, how much
+  is voiced and how the pitch moves. Only frames the energy gate passes count.
+
+Training (``python -m tools.train_speech``) and measurement (``python -m tools.speech_eval``) make a
+head's inputs with :class:`DetectorInputs` below, the same code the streamer runs.
 """
 
 from __future__ import annotations
@@ -30,18 +37,50 @@ from streamer.errors import ModelError
 from streamer.features import WindowAssembler
 from streamer.gate import SpeechGate
 
-__all__ = ["SUMMARY", "RowState", "SpeechDetector", "SpeechHead", "describe", "detector_features",
-           "frame_rows", "summarise", "summary_names"]
+__all__ = ["FRAMES", "INPUTS", "SUMMARY", "DetectorInputs", "RowState", "SpeechDetector", "SpeechHead", "describe",
+           "detector_features", "frame_channels", "frame_rows", "summarise", "summary_names"]
 
 SUMMARY = "summary-v1"
+FRAMES = "frames-v1"
+INPUTS = (FRAMES, SUMMARY)
 _N_CEP = 12  # cepstral coefficients c1..c12 describe the spectral envelope (c0 is the level)
 _VOICED = 0.5  # voicing strength above which a frame counts as voiced
 _EPS = 1e-6
 
 
-def detector_features(f: FeatureConfig) -> dict[str, Any]:
-    """The frame parameters a head trained on ``f`` records in its metadata."""
-    return {k: getattr(f, k) for k in SpeechConfig.FEATURE_KEYS}
+def detector_features(f: FeatureConfig, inputs: str = FRAMES) -> dict[str, Any]:
+    """The frame parameters a head on ``inputs`` trained on ``f`` records in its metadata."""
+    keys = SpeechConfig.FEATURE_KEYS + (SpeechConfig.SEQUENCE_KEYS if inputs == FRAMES else ())
+    return {k: getattr(f, k) for k in keys}
+
+
+#: columns of :func:`frame_channels`: c0..c12, level, ripple, log2 f0, voicing, the gate's flag
+FRAME_COLUMNS = tuple(f"c{i}" for i in range(13)) + ("level", "ripple", "log2_f0", "voicing", "gated")
+
+
+def frame_channels(feats: np.ndarray, level: np.ndarray, gate: np.ndarray, f: FeatureConfig) -> np.ndarray:
+    """Per-frame inputs of a ``frames-v1`` head: the columns of :data:`FRAME_COLUMNS`.
+
+    Args:
+        feats: np.ndarray [shape=(n, n_channels)], frame features (MFCCs, then log2 f0 and voicing).
+        level: np.ndarray [shape=(n,)], frame levels in dBFS.
+        gate: np.ndarray [shape=(n,)], the energy gate's flags.
+        f: the frame parameters.
+
+    Returns:
+        np.ndarray [shape=(n, 18), dtype=float32]; the head zeroes frames the gate did not pass itself.
+    """
+    n = len(feats)
+    c = np.asarray(feats[:, : 1 + _N_CEP], np.float32)
+    hi = np.asarray(feats[:, 1 + _N_CEP : f.n_mfcc], np.float32)
+    # the fine ripple of the spectrum (high cepstra): harmonics of a tone or a note stand out in it
+    ripple = np.sqrt((hi * hi).mean(axis=1)) if hi.shape[1] else np.zeros(n, np.float32)
+    if f.pitch:
+        pitch = np.asarray(feats[:, f.n_mfcc : f.n_mfcc + 2], np.float32)
+    else:
+        pitch = np.zeros((n, 2), np.float32)
+    return np.concatenate([c, np.asarray(level, np.float32)[:, None], ripple[:, None], pitch,
+                           np.asarray(gate, np.float32)[:, None]], axis=1).astype(np.float32)
 
 
 _LAG = 5  # frames: changes over ~100 ms follow syllables and phones, not the frame-to-frame jitter
@@ -183,10 +222,61 @@ def summarise(means: np.ndarray, f: FeatureConfig) -> np.ndarray:
     return np.concatenate(out, axis=1).astype(np.float32)
 
 
-class SpeechHead:
-    """The detector's TFLite model: window summaries [w, d] in, speech probabilities [w] out."""
+class DetectorInputs:
+    """How a head's inputs are made from frames: rows per frame, windows of rows, one input per window.
 
-    def __init__(self, path: Path, n_inputs: int):
+    One instance per stream (the rows of ``summary-v1`` carry state from block to block).
+    """
+
+    def __init__(self, inputs: str, f: FeatureConfig):
+        if inputs not in INPUTS:
+            raise ModelError(f"unknown speech detector inputs {inputs!r}")
+        self.inputs = inputs
+        self.cfg = f
+        self.width = len(FRAME_COLUMNS) if inputs == FRAMES else _row_width(f)
+        self.windows = WindowAssembler(f, self.width)
+        self._prev: RowState | None = None
+
+    def shape(self) -> tuple[int, ...]:
+        """One window's input to the head."""
+        if self.inputs == FRAMES:
+            return (self.cfg.window_steps, self.width)
+        return (len(summary_names(self.cfg)),)
+
+    def rows(self, feats: np.ndarray, level: np.ndarray, gate: np.ndarray) -> np.ndarray:
+        """The rows of a block of frames (in stream order, block after block)."""
+        if self.inputs == FRAMES:
+            return frame_channels(feats, level, gate, self.cfg)
+        rows, self._prev = frame_rows(feats, level, gate, self.cfg, self._prev)
+        return rows
+
+    def head_input(self, means: np.ndarray) -> np.ndarray:
+        """Windows' step means of rows [w, steps, width] -> the head's inputs [w, *shape]."""
+        if self.inputs == SUMMARY:
+            return summarise(means.mean(axis=1), self.cfg)
+        steps = self.cfg.window_steps
+        if means.shape[1] < steps:  # a short final window: the missing frames are silence, as in a pause
+            pad = np.zeros((len(means), steps - means.shape[1], self.width), np.float32)
+            means = np.concatenate([means, pad], axis=1)
+        return np.ascontiguousarray(means, np.float32)
+
+    def push(self, feats: np.ndarray, level: np.ndarray, gate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A block of frames in; (start frames [w], head inputs [w, *shape]) of the windows it completes."""
+        starts, means = self.windows.push(self.rows(feats, level, gate))
+        return starts, self.head_input(means) if len(starts) else np.zeros((0,) + self.shape(), np.float32)
+
+    def flush(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """The final window over the stream's tail, as the analyser cuts it: (starts, inputs, frames)."""
+        starts, means, frames = self.windows.flush()
+        if len(starts) == 0:
+            return starts, np.zeros((0,) + self.shape(), np.float32), 0
+        return starts, self.head_input(means), frames
+
+
+class SpeechHead:
+    """The detector's TFLite model: windows' inputs [w, *shape] in, speech probabilities [w] out."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]):
         from streamer.classifier import load_interpreter_class
 
         Interpreter, _ = load_interpreter_class()
@@ -195,20 +285,22 @@ class SpeechHead:
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelError(f"cannot load speech detector {path}: {str(exc).splitlines()[0]}") from None
         inp, out = self._interp.get_input_details(), self._interp.get_output_details()
-        if len(inp) != 1 or len(out) != 1 or int(inp[0]["shape"][-1]) != n_inputs:
-            raise ModelError(f"speech detector {path} must take [w, {n_inputs}] summaries and give one output")
+        want = tuple(int(v) for v in shape)
+        if len(inp) != 1 or len(out) != 1 or tuple(int(v) for v in inp[0]["shape"][1:]) != want:
+            dims = ", ".join(str(v) for v in ("w",) + want)
+            raise ModelError(f"speech detector {path} must take [{dims}] inputs and give one output")
         self._in, self._out = inp[0]["index"], out[0]["index"]
         self._rows = -1
         # one interpreter serves every channel and ingest thread: its tensors are not reentrant
         self._lock = threading.Lock()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Speech probability of each window summary."""
+        """Speech probability of each window's input."""
         if len(x) == 0:
             return np.zeros(0, np.float32)
         with self._lock:
             if len(x) != self._rows:
-                self._interp.resize_tensor_input(self._in, [len(x), x.shape[1]], strict=False)
+                self._interp.resize_tensor_input(self._in, [len(x), *x.shape[1:]], strict=False)
                 if self._rows < 0:  # the runtime's XNNPACK INFO line would break one-line stderr
                     from streamer.classifier import _quiet_stderr
 
@@ -222,17 +314,17 @@ class SpeechHead:
             return np.array(self._interp.get_tensor(self._out), np.float32).reshape(len(x), -1)[:, -1]
 
 
-_HEADS: dict[tuple[str, int], SpeechHead] = {}
+_HEADS: dict[tuple[str, tuple[int, ...]], SpeechHead] = {}
 _HEADS_LOCK = threading.Lock()
 
 
-def _head(path: Path, n_inputs: int) -> SpeechHead:
+def _head(path: Path, shape: tuple[int, ...]) -> SpeechHead:
     # one interpreter per file: a call centre's hundreds of channels share it (calls are tiny and
     # serialised by the GIL-holding runtime call; each call resizes only when the batch changes)
-    key = (str(path), n_inputs)
+    key = (str(path), tuple(shape))
     with _HEADS_LOCK:
         if key not in _HEADS:
-            _HEADS[key] = SpeechHead(path, n_inputs)
+            _HEADS[key] = SpeechHead(path, tuple(shape))
         return _HEADS[key]
 
 
@@ -250,13 +342,12 @@ class SpeechDetector:
         self.energy = SpeechGate(meta.gate, f)
         self.spec: SpeechConfig | None = meta.gate.detector
         self.head: SpeechHead | None = None
-        self._prev: RowState | None = None
         if self.spec is None:
             return
         self.spec.validate(f, meta.model_path)
         path = self.spec.path(meta.model_path) if meta.model_path is not None else Path(self.spec.model)
-        self.head = _head(path, len(summary_names(f)))
-        self.windows = WindowAssembler(f, _row_width(f))
+        self.inputs = DetectorInputs(self.spec.inputs, f)
+        self.head = _head(path, self.inputs.shape())
         self._frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def __call__(self, feats: np.ndarray, level: np.ndarray) -> np.ndarray:
@@ -268,20 +359,14 @@ class SpeechDetector:
             self._frames.append((feats, level, flags))
         return flags
 
-    def _rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """Turn the kept frames into rows and the detector's windows of them."""
+    def _windows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Turn the kept frames into the detector's windows: (starts, head inputs)."""
         if not self._frames:
-            return _NONE
+            return np.zeros(0, np.int64), np.zeros((0,) + self.inputs.shape(), np.float32)
         parts = self._frames
         self._frames = []
         feats, level, flags = (np.concatenate([p[i] for p in parts]) for i in range(3))
-        rows, self._prev = frame_rows(feats, level, flags, self.cfg, self._prev)
-        return self.windows.push(rows)
-
-    def probability(self, means: np.ndarray) -> np.ndarray:
-        """Speech probability of windows from their step means of :func:`frame_rows` [w, steps, width]."""
-        assert self.head is not None
-        return self.head(summarise(means.mean(axis=1), self.cfg))
+        return self.inputs.push(feats, level, flags)
 
     def judge(self, windows: Any) -> Any:
         """The analyser's windows (:class:`streamer.analysis.Windows`) as the head judges them: speech
@@ -292,24 +377,21 @@ class SpeechDetector:
         whose flags came from elsewhere (training feeds cached frames) pass unchanged.
         """
         starts = np.asarray(windows.starts)
-        if self.head is None or len(starts) == 0 or (self.windows.frames_in == 0 and not self._frames):
+        if self.head is None or len(starts) == 0 or (self.inputs.windows.frames_in == 0 and not self._frames):
             return windows
-        mine, means = self._rows()
+        mine, x = self._windows()
         if len(mine) == 0:  # the final window over the stream's tail
-            mine, means, _ = self.windows.flush()
+            mine, x, _ = self.inputs.flush()
         if not np.array_equal(mine, starts):
             raise RuntimeError("speech detector windows out of step with the analyser's")
         frac = np.asarray(windows.speech_frac, np.float64).copy()
         todo = np.flatnonzero(frac >= self.spec.min_fraction)
         verdict = np.zeros(len(frac), bool)
         if len(todo):
-            verdict[todo] = self.probability(means[todo]) >= self.spec.threshold
+            verdict[todo] = self.head(x[todo]) >= self.spec.threshold
         # the head decides: what it keeps passes the gate's min_fraction, what it rejects has none
         frac = np.where(verdict, np.maximum(frac, self.energy.gate.min_fraction), 0.0)
         return windows._replace(speech_frac=frac)
-
-
-_NONE: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float32))
 
 
 def describe(meta: ModelMeta) -> list[str]:

@@ -239,21 +239,46 @@ def test_model_without_detector_keeps_the_energy_gate():
     assert det(np.zeros((4, meta.features.n_channels), np.float32), level).tolist() == [False, True, True, False]
 
 
-def test_summary_rows_in_blocks_equal_rows_at_once(model):
+@pytest.mark.parametrize("inputs", ["frames-v1", "summary-v1"])
+def test_detector_inputs_in_blocks_equal_inputs_at_once(model, inputs):
+    """Whatever the block sizes, a stream's detector windows and their inputs are the same (both kinds)."""
     from streamer.features import frame_features
-    from streamer.speech import frame_rows
+    from streamer.speech import DetectorInputs
+
+    meta, _ = model
+    f = meta.features
+    y = np.concatenate([read_mono(p)[0] for p in sorted(FIXTURES.glob("*.flac"))[:2]])
+    feats, level = frame_features(y, f)
+    gate = (level > -60)
+    whole = DetectorInputs(inputs, f)
+    s1, x1 = whole.push(feats, level, gate)
+    t1 = whole.flush()
+    parts = DetectorInputs(inputs, f)
+    got = [parts.push(feats[a : a + 7], level[a : a + 7], gate[a : a + 7]) for a in range(0, len(feats), 7)]
+    t2 = parts.flush()
+    assert len(s1) >= 2 and x1.shape == (len(s1),) + whole.shape()
+    np.testing.assert_array_equal(np.concatenate([g[0] for g in got]), s1)
+    np.testing.assert_allclose(np.concatenate([g[1] for g in got]), x1, rtol=1e-6)
+    assert t1[2] == t2[2] and len(t1[0]) == 1
+    np.testing.assert_allclose(t2[1], t1[1], rtol=1e-6)
+
+
+def test_frames_of_a_short_stream_are_padded_with_silence(model):
+    """A stream shorter than a window gets one window; the frames it lacks are zero (gate closed)."""
+    from streamer.features import frame_features
+    from streamer.speech import FRAME_COLUMNS, DetectorInputs
 
     meta, _ = model
     f = meta.features
     y, _ = read_mono(sorted(FIXTURES.glob("*.flac"))[0])
+    y = y[: int(1.5 * SR)]
     feats, level = frame_features(y, f)
-    gate = (level > -60)
-    whole, _ = frame_rows(feats, level, gate, f, None)
-    parts, prev = [], None
-    for a in range(0, len(feats), 7):
-        r, prev = frame_rows(feats[a : a + 7], level[a : a + 7], gate[a : a + 7], f, prev)
-        parts.append(r)
-    np.testing.assert_allclose(np.concatenate(parts), whole, rtol=1e-6)
+    di = DetectorInputs("frames-v1", f)
+    starts, _ = di.push(feats, level, level > -60)
+    assert len(starts) == 0
+    s, x, n = di.flush()
+    assert list(s) == [0] and n == len(feats) and x.shape == (1, f.window_steps, len(FRAME_COLUMNS))
+    assert not x[0, n:].any() and x[0, :n, FRAME_COLUMNS.index("gated")].any()
 
 
 def test_classify_keeps_stderr_empty():
@@ -272,10 +297,10 @@ def test_head_is_safe_across_threads(model):
     meta, _ = model
     det = meta.gate.detector
     path = ROOT / "model" / det.model
-    width = _head_width(path)
-    head = _head(path, width)
+    shape = _head_shape(path)
+    head = _head(path, shape)
     rng = np.random.default_rng(0)
-    batches = [rng.normal(size=(n, width)).astype(np.float32) for n in (1, 3, 7, 2, 5, 4, 6, 8)]
+    batches = [rng.normal(size=(n, *shape)).astype(np.float32) for n in (1, 3, 7, 2, 5, 4, 6, 8)]
     expected = [head(b) for b in batches]
     errors: list[BaseException] = []
     results: dict[int, list[np.ndarray]] = {i: [] for i in range(len(batches))}
@@ -299,8 +324,8 @@ def test_head_is_safe_across_threads(model):
             np.testing.assert_allclose(g, expected[i], rtol=1e-5, atol=1e-6)
 
 
-def _head_width(path) -> int:
+def _head_shape(path) -> tuple[int, ...]:
     from streamer.classifier import load_interpreter_class
 
     Interpreter, _ = load_interpreter_class()
-    return int(Interpreter(model_path=str(path)).get_input_details()[0]["shape"][-1])
+    return tuple(int(v) for v in Interpreter(model_path=str(path)).get_input_details()[0]["shape"][1:])

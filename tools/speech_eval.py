@@ -1,9 +1,9 @@
 """Measure speech detectors on the labelled set of tools/speech_set.py, window by window.
 
 Every stream goes through the streamer's own chain (resampling to the model's rate, frame features,
-energy gate, the detector's window summaries of :mod:`streamer.speech`), and beside it through the
+energy gate, the detector's window inputs of :mod:`streamer.speech`), and beside it through the
 library candidates: webrtcvad (modes 0-3, on 30 ms frames) and Silero VAD (its ONNX model, 32 ms
-chunks). Per window it keeps the summary, the energy gate's fraction, each library's fraction of
+chunks). Per window it keeps the head's input, the energy gate's fraction, each library's fraction of
 speech frames and the true seconds of speech; cached under cache/speech/ (nothing in the repository).
 
     python -m tools.speech_eval --split measure                  # the candidates' table (non-speech of family b)
@@ -31,9 +31,10 @@ import numpy as np
 
 
 from streamer.config import FeatureConfig, ModelMeta, load_meta
-from streamer.features import WindowAssembler, frame_features
+from streamer.features import frame_features
 from streamer.gate import SpeechGate
-from streamer.speech import _row_width, frame_rows, summarise
+from streamer import speech
+from streamer.speech import FRAMES, DetectorInputs
 from tools import nonspeech_other, nonspeech_third, speech_set
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,36 +101,35 @@ class Silero:
         return (np.arange(m) + 0.5) * 512 / sr, p
 
 
-def stream_windows(y: np.ndarray, meta: ModelMeta) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """The chain's windows of a model-rate signal: starts, summaries, frames per window (and the short
-    final window's frame count, as the streamer cuts it)."""
+def stream_windows(y: np.ndarray, meta: ModelMeta, inputs: str = FRAMES) -> tuple[np.ndarray, ...]:
+    """The chain's windows of a model-rate signal as a detector on ``inputs`` sees them: starts, head
+    inputs, frames per window (the short final window's as the streamer cuts it) and the share of each
+    window's frames the energy gate passes."""
     f = meta.features
     feats, level = frame_features(y, f)
     flags = SpeechGate(meta.gate, f)(level)
-    rows, _ = frame_rows(feats, level, flags, f, None)
-    wa = WindowAssembler(f, _row_width(f))
-    starts, means = wa.push(rows)
-    s2, m2, wf2 = wa.flush()
-    out_s = [starts]
-    out_x = [summarise(means.mean(axis=1), f)] if len(starts) else []
+    di = DetectorInputs(inputs, f)
+    starts, x = di.push(feats, level, flags)
+    s2, x2, wf2 = di.flush()
     frames = np.full(len(starts), f.window_frames)
     if len(s2):
-        out_s.append(s2)
-        out_x.append(summarise(m2.mean(axis=1), f))
+        starts, x = np.concatenate([starts, s2]), np.concatenate([x, x2])
         frames = np.concatenate([frames, [wf2]])
-    if not out_x:
-        return np.zeros(0, np.int64), np.zeros((0, 1), np.float32), frames, 0
-    return np.concatenate(out_s), np.concatenate(out_x), frames, 0
+    gated = np.array([flags[a : a + n].mean() for a, n in zip(starts, frames)], np.float32)
+    return starts, x, frames, gated
 
 
-def _key(meta: ModelMeta, split: str, per_kind: int, libs: bool, noisy: int = 1, families: str | None = None) -> str:
-    """Cache key: everything the cached arrays depend on (the set's and the summary's code too;
+def _key(meta: ModelMeta, split: str, per_kind: int, libs: bool, noisy: int = 1, families: str | None = None,
+         inputs: str = FRAMES) -> str:
+    """Cache key: everything the cached arrays depend on (the set's and the detector inputs' code too;
     the libraries' columns, ``libs``, depend on the set and the window layout only)."""
     import inspect
 
     code = b"".join(Path(m.__file__).read_bytes() for m in (speech_set, nonspeech_other, nonspeech_third))
     if not libs:
-        code += "".join(inspect.getsource(fn) for fn in (frame_rows, summarise, _row_width)).encode()
+        code += "".join(inspect.getsource(fn) for fn in (speech.frame_rows, speech.summarise, speech._row_width,
+                                                          speech.frame_channels, DetectorInputs)).encode()
+        code += inputs.encode()
     f = meta.features
     frames = [f.sample_rate, f.n_fft, f.hop_length, f.window_s, f.hop_s, f.sub_window_frames]
     fams = families or speech_set.DEFAULT_FAMILY[split]
@@ -141,11 +141,12 @@ def _key(meta: ModelMeta, split: str, per_kind: int, libs: bool, noisy: int = 1,
 
 def collect(split: str, meta: ModelMeta, per_kind: int = 3, libs: bool = True,
             progress: Callable[[str], None] | None = None, noisy: int = 1,
-            families: str | None = None) -> dict[str, np.ndarray]:
-    """Per-window arrays of a split (cached): summaries, energy fraction, library fractions, truth."""
+            families: str | None = None, inputs: str = FRAMES) -> dict[str, np.ndarray]:
+    """Per-window arrays of a split (cached): the head's inputs ``x`` (``frames-v1`` frames as float16),
+    energy fraction ``gated``, library fractions, truth."""
     import soxr
 
-    path = CACHE / f"{split}-{_key(meta, split, per_kind, False, noisy, families)}.npz"
+    path = CACHE / f"{split}-{_key(meta, split, per_kind, False, noisy, families, inputs)}.npz"
     lib_path = CACHE / f"{split}-libs-{_key(meta, split, per_kind, True, noisy, families)}.npz"
     lib_cols = ("webrtc", "silero", "timing_libs")
     if path.exists() and (not libs or lib_path.exists()):
@@ -156,21 +157,21 @@ def collect(split: str, meta: ModelMeta, per_kind: int = 3, libs: bool = True,
                 out.update({k: z[k] for k in lib_cols})
         return out
     f = meta.features
-    if libs and lib_path.exists():  # the libraries' verdicts do not change with the summaries
+    if libs and lib_path.exists():  # the libraries' verdicts do not change with the head's inputs
         with np.load(lib_path) as z:
             have = {k: z[k] for k in lib_cols}
         libs = False
     else:
         have = {}
     silero = Silero() if libs else None
-    cols: dict[str, list] = {k: [] for k in ("x", "speech_s", "stream", "kind", "condition", "speaker",
+    cols: dict[str, list] = {k: [] for k in ("x", "gated", "speech_s", "stream", "kind", "condition", "speaker",
                                              "family", "webrtc", "silero", "seconds")}
     t_lib = {"webrtc": 0.0, "silero": 0.0, "chain": 0.0}
     for si, s in enumerate(speech_set.streams(split, per_kind=per_kind, noisy=noisy, families=families)):
         y = s.audio if s.rate == f.sample_rate else soxr.resample(s.audio, s.rate, f.sample_rate, quality="HQ")
         y = np.asarray(y, np.float32)
         t = time.perf_counter()
-        starts, x, frames, _ = stream_windows(y, meta)
+        starts, x, frames, gated = stream_windows(y, meta, inputs)
         t_lib["chain"] += time.perf_counter() - t
         t0, t1 = _window_spans(starts, frames, f)
         # true speech seconds: frames (by centre) inside an utterance's span
@@ -183,7 +184,8 @@ def collect(split: str, meta: ModelMeta, per_kind: int = 3, libs: bool = True,
         a_idx = np.searchsorted(centres, t0)
         b_idx = np.searchsorted(centres, t1)
         cols["speech_s"].append((c[b_idx] - c[a_idx]) * f.hop_length / f.sample_rate)
-        cols["x"].append(x)
+        cols["x"].append(x.astype(np.float16) if inputs == FRAMES else x)  # frames: half the memory
+        cols["gated"].append(gated)
         cols["seconds"].append((t1 - t0))
         k = len(starts)
         cols["stream"].append(np.full(k, si))
@@ -222,14 +224,21 @@ def collect(split: str, meta: ModelMeta, per_kind: int = 3, libs: bool = True,
 
 def head_probs(data: dict[str, np.ndarray], model_json: str | os.PathLike[str]) -> np.ndarray:
     """The speech probability a model's head gives each window."""
-    from streamer.speech import SpeechHead, summary_names
-
     meta = load_meta(model_json)
     det = meta.gate.detector
     if det is None:
         raise SystemExit(f"{model_json} names no speech detector")
-    head = SpeechHead(meta.model_path.parent / det.model, len(summary_names(meta.features)))
-    return np.concatenate([head(data["x"][a : a + 4096]) for a in range(0, len(data["x"]), 4096)])
+    return run_head(det.path(meta.model_path), DetectorInputs(det.inputs, meta.features).shape(), data["x"])
+
+
+def run_head(path: Path, shape: tuple[int, ...], x: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """A TFLite head's speech probabilities for windows' inputs ``x``, through the streamer's :class:`SpeechHead`."""
+    from streamer.speech import SpeechHead
+
+    head = SpeechHead(path, shape)
+    if len(x) == 0:
+        return np.zeros(0, np.float32)
+    return np.concatenate([head(np.asarray(x[a : a + batch], np.float32)) for a in range(0, len(x), batch)])
 
 
 def score(data: dict[str, np.ndarray], accept: np.ndarray, min_speech_s: float) -> dict[str, float]:
@@ -258,7 +267,7 @@ def score(data: dict[str, np.ndarray], accept: np.ndarray, min_speech_s: float) 
 def candidates(data: dict[str, np.ndarray], min_fraction: float, head: np.ndarray | None,
                threshold: float, head_min: float = 0.1) -> dict[str, np.ndarray]:
     """Each candidate's window verdicts."""
-    energy = data["x"][:, 0] >= min_fraction
+    energy = data["gated"] >= min_fraction
     c = {"energy gate (1.4.0)": energy}
     if "webrtc" in data:
         for i, mode in enumerate(WEBRTC_MODES):
@@ -272,7 +281,7 @@ def candidates(data: dict[str, np.ndarray], min_fraction: float, head: np.ndarra
         c[f"silero p>=0.5, >= {head_min:g} of window"] = data["silero"][:, 1] >= head_min
         c[f"silero p>=0.3, >= {head_min:g} of window"] = data["silero"][:, 0] >= head_min
     if head is not None:
-        gated = data["x"][:, 0] >= head_min
+        gated = data["gated"] >= head_min
         c[f"energy >= {head_min:g} + head >= {threshold:g}"] = gated & (head >= threshold)
         c[f"energy + head >= {threshold:g}"] = energy & (head >= threshold)
     return c
@@ -298,7 +307,7 @@ def cost(meta_path: str | None, seconds: float = 60.0, repeats: int = 3) -> dict
     The chain is the streamer's ``Pipeline`` (features, gate, normaliser, windows, classifier,
     timeline) on one speaker's speech, fed as a file is read (10 s blocks) and as a live stream
     arrives (one 20 ms hop a block). The detector's own work (keeping frames, its rows, windows,
-    summaries and head, i.e. everything in :class:`SpeechDetector` but the energy gate) is timed
+    inputs and head, i.e. everything in :class:`SpeechDetector` but the energy gate) is timed
     inside the same run, so the share does not drown in the run-to-run noise of a loaded machine.
     """
     from streamer.classifier import Classifier
@@ -373,13 +382,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(c, indent=2))
         return 0
     meta = load_meta(args.model)
+    head_det = load_meta(args.head).gate.detector if args.head else None
     data = collect(args.split, meta, args.per_kind, not args.no_libs, progress=lambda s: print(s, file=sys.stderr),
-                   families=args.families)
+                   families=args.families, inputs=head_det.inputs if head_det else FRAMES)
     hp, thr, hmin = None, 0.5, 0.1
-    if args.head:
+    if head_det is not None:
         hp = head_probs(data, args.head)
-        det = load_meta(args.head).gate.detector
-        thr, hmin = det.threshold, det.min_fraction
+        thr, hmin = head_det.threshold, head_det.min_fraction
     min_speech_s = meta.gate.min_fraction * meta.features.window_s
     cands = candidates(data, meta.gate.min_fraction, hp, thr, hmin)
     n_ns = int((data["kind"] != "speech").sum())
@@ -388,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(>= {min_speech_s:g} s of speech), window {meta.features.window_s:g} s every {meta.features.hop_s:g} s")
     if "timing_libs" in data:
         tm, tl = data["timing"], data["timing_libs"]
-        print(f"time over the split: frame features + summaries {tm[0]:.1f} s, webrtcvad (one mode) {tl[0]:.1f} s, "
+        print(f"time over the split: frame features + detector inputs {tm[0]:.1f} s, webrtcvad (one mode) {tl[0]:.1f} s, "
               f"silero {tl[1]:.1f} s")
     print(table(data, cands, min_speech_s))
     if args.json:

@@ -1,4 +1,5 @@
-"""Train the speech detector's head: window summaries -> probability of speech (TensorFlow, one thread).
+"""Train the speech detector's head: a window's frames (or its summary) -> probability of speech
+(TensorFlow, one thread).
 
 Data: the ``choose`` split of tools/speech_set.py (its own speakers and random streams), through the
 streamer's chain as in tools/speech_eval.py. Windows the energy gate already rejects never reach the
@@ -29,7 +30,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from streamer.config import ModelMeta, SpeechConfig, gate_dict, load_meta  # noqa: E402
-from streamer.speech import SUMMARY, detector_features, summary_names  # noqa: E402
+from streamer.speech import FRAME_COLUMNS, FRAMES, INPUTS, SUMMARY, DetectorInputs, detector_features, summary_names  # noqa: E402
 from tools import speech_eval, speech_set  # noqa: E402
 
 PAUSE_S = 0.05  # a window with less speech than this in a speech stream is a pause
@@ -41,7 +42,7 @@ def training_set(data: dict[str, np.ndarray], meta: ModelMeta, min_gated: float)
     """Windows that reach the head, their labels, weights and groups (streams)."""
     g = meta.gate
     min_s = g.min_fraction * meta.features.window_s
-    reach = data["x"][:, 0] >= min_gated
+    reach = data["gated"] >= min_gated
     speech = data["kind"] == "speech"
     pos = speech & (data["speech_s"] >= min_s)
     neg = ~speech | (data["speech_s"] < PAUSE_S)
@@ -93,16 +94,77 @@ def build(x: np.ndarray, seed: int, names: list[str] | None = None):
     return model
 
 
+_COL = {name: i for i, name in enumerate(FRAME_COLUMNS)}
+SMOOTHING = 0.05  # label smoothing: a head sure of every training window leaves no room for a threshold
+
+
+def window_norm(t):
+    """A ``frames-v1`` window [b, T, 18] as the convolution sees it, inside the head so that the
+    streamer feeds raw frame channels: spectral envelope and pitch relative to the window's own
+    (gated, voiced) means, level relative to its loudest gated frame, every frame the gate did not pass
+    zeroed; and those means as a summary beside it. Returns (sequence [b, T, 17], summary [b, 15])."""
+    from keras import ops
+
+    def col(name: str, n: int = 1):
+        return t[..., _COL[name] : _COL[name] + n]
+
+    g = col("gated")
+    gs = ops.maximum(ops.sum(g, axis=1, keepdims=True), 1.0)
+    lv = col("level")
+    peak = ops.max(ops.where(g > 0, lv, -200.0), axis=1, keepdims=True)
+    rel = ops.maximum(lv - peak, -60.0) / 20.0
+    cep = col("c1", 12)
+    cm = ops.sum(cep * g, axis=1, keepdims=True) / gs
+    vg = col("voicing") * g
+    f0 = col("log2_f0")
+    fm = ops.sum(f0 * vg, axis=1, keepdims=True) / ops.maximum(ops.sum(vg, axis=1, keepdims=True), 1.0)
+    rip = col("ripple")
+    seq = ops.concatenate([(cep - cm) * g / 10.0, rel * g, (f0 - fm) * vg * 2.0, vg, rip * g / 5.0, g], axis=-1)
+    summary = ops.concatenate([cm[:, 0] / 10.0, fm[:, 0] - 7.0, ops.mean(rip, axis=1) / 5.0,
+                               ops.mean(g, axis=1)], axis=-1)
+    return seq, summary
+
+
+def build_frames(shape: tuple[int, ...], seed: int, steps: int, width: int = 32):
+    """The ``frames-v1`` head: window normalisation, four dilated convolutions (receptive field
+    about 1.2 s: syllables, notes, beats), mean and max over time, two small layers."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input(shape)
+    seq, summary = keras.layers.Lambda(window_norm)(inp)
+    h = seq
+    for d in (1, 2, 4, 8):
+        h = keras.layers.Conv1D(width, 5, dilation_rate=d, padding="same", activation="relu")(h)
+    z = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling1D()(h), keras.layers.GlobalMaxPooling1D()(h),
+                                    summary])
+    z = keras.layers.Dense(32, activation="relu")(z)
+    z = keras.layers.Dropout(0.2)(z)
+    out = keras.layers.Dense(1, activation="sigmoid")(z)
+    model = keras.Model(inp, out)
+    lr = keras.optimizers.schedules.CosineDecay(2e-3, decay_steps=max(steps, 1), alpha=0.05)
+    model.compile(optimizer=keras.optimizers.Adam(lr),
+                  loss=keras.losses.BinaryCrossentropy(label_smoothing=SMOOTHING))
+    return model
+
+
 def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int, names: list[str] | None = None):
-    """Train a head on windows."""
-    model = build(x, seed, names)
-    model.fit(x, y, sample_weight=w, epochs=epochs, batch_size=128, verbose=0, shuffle=True)
+    """Train a head on windows (``names``: the summary's value names; None for frames)."""
+    if x.ndim == 3:
+        batch = 64
+        model = build_frames(x.shape[1:], seed, epochs * -(-len(x) // batch))
+    else:
+        batch = 128
+        model = build(x, seed, names)
+    model.fit(x.astype(np.float32, copy=False), y, sample_weight=w, epochs=epochs, batch_size=batch, verbose=0,
+              shuffle=True)
     return model
 
 
 def predict(model, x: np.ndarray) -> np.ndarray:
     """Speech probabilities of a Keras head."""
-    return model.predict(x, batch_size=4096, verbose=0).reshape(-1)
+    return np.concatenate([model.predict(np.asarray(x[a : a + 2048], np.float32), batch_size=2048, verbose=0).reshape(-1)
+                           for a in range(0, len(x), 2048)]) if len(x) else np.zeros(0, np.float32)
 
 
 def kept(p: np.ndarray, y: np.ndarray, speech_s: np.ndarray, thr: float) -> float:
@@ -112,11 +174,17 @@ def kept(p: np.ndarray, y: np.ndarray, speech_s: np.ndarray, thr: float) -> floa
 
 
 def choose_threshold(p: np.ndarray, y: np.ndarray, speech_s: np.ndarray, keep: float) -> float:
-    """The highest threshold that still keeps ``keep`` of the speech time."""
-    for thr in np.round(np.arange(0.95, 0.0, -0.01), 2):
-        if kept(p, y, speech_s, float(thr)) >= keep:
-            return float(thr)
-    return 0.01
+    """The highest threshold (4 decimals) that still keeps ``keep`` of the speech time."""
+    m = y == 1
+    order = np.argsort(p[m])
+    ps, ws = p[m][order], speech_s[m][order]
+    # dropping the lowest-probability speech windows while their time stays within 1 - keep
+    dropped = np.cumsum(ws) / max(ws.sum(), 1e-12)
+    i = int(np.searchsorted(dropped, 1.0 - keep, side="right"))
+    thr = float(np.floor(ps[min(i, len(ps) - 1)] * 1e4) / 1e4)
+    while thr > 1e-4 and kept(p, y, speech_s, thr) < keep:
+        thr = round(thr - 1e-4, 4)
+    return max(thr, 1e-4)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="model/emotion.json", help="emotion model metadata to add the detector to")
     ap.add_argument("--out", default=None, help="TFLite file to write (default: speech.tflite beside the model)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--inputs", choices=INPUTS, default=FRAMES,
+                    help="the head's input: the window's frames (default) or its summary (models 1.6-2.0)")
+    ap.add_argument("--epochs", type=int, default=None, help="training epochs (default: frames 25, summary 60)")
     ap.add_argument("--keep", type=float, default=0.95, help="speech time to keep on the choose split (out of fold)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--per-kind", type=int, default=8, help="choose-split streams per non-speech kind, rate and family")
@@ -139,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--remeasure", action="store_true",
                     help="train nothing: measure the model's existing head again and rewrite its figures")
     args = ap.parse_args(argv)
+    if args.epochs is None:
+        args.epochs = 25 if args.inputs == FRAMES else 60
     if args.remeasure:
         return remeasure(Path(args.model))
 
@@ -152,10 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     meta = load_meta(meta_path)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     data = speech_eval.collect("choose", meta, per_kind=args.per_kind, libs=False, progress=log, noisy=args.noisy,
-                              families=args.families)
+                              families=args.families, inputs=args.inputs)
     x, y, w, groups, kind, speech_s, family = training_set(data, meta, args.min_fraction)
+    del data
     log(f"choose split: {len(y)} windows reach the head ({int(y.sum())} speech)")
-    names = summary_names(meta.features)
+    names = summary_names(meta.features) if args.inputs == SUMMARY else None
 
     # out-of-fold probabilities, folds grouped by stream
     rng = np.random.default_rng(args.seed)
@@ -185,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     # a family of generators held out of training in turn, measured on the measure split's streams of
     # that family: how the head meets sounds made in a way it never heard (the honest figure)
     measure_data = speech_eval.collect("measure", meta, per_kind=MEASURE_PER_KIND, libs=False,
-                                       progress=lambda s: None, families=MEASURE_FAMILIES)
+                                       progress=lambda s: None, families=MEASURE_FAMILIES, inputs=args.inputs)
     unseen: dict[str, dict] = {}
     if len(args.families) > 1:
         for fam in args.families:
@@ -199,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else meta_path.with_name("speech.tflite")
     tfl = to_tflite(model, quant="none")
     command = "python -m tools.train_speech " + " ".join(argv if argv is not None else sys.argv[1:])
-    spec = SpeechConfig(kind="head", model=out.name, inputs=SUMMARY, threshold=thr, min_fraction=args.min_fraction,
-                        features=tuple(detector_features(meta.features).items()), command=command)
+    spec = SpeechConfig(kind="head", model=out.name, inputs=args.inputs, threshold=thr, min_fraction=args.min_fraction,
+                        features=tuple(detector_features(meta.features, args.inputs).items()), command=command)
     if args.dry_run:
         return 0
     out.write_bytes(tfl)
@@ -235,7 +308,7 @@ def remeasure(meta_path: Path) -> int:
     # heads written before the second family existed were trained on family a
     trained = str(old.get("trained_on_families", "a"))
     data = speech_eval.collect("measure", meta, per_kind=MEASURE_PER_KIND, libs=False, progress=lambda s: None,
-                               families=MEASURE_FAMILIES)
+                               families=MEASURE_FAMILIES, inputs=spec.inputs)
     figs = measure(meta, spec, spec.path(meta.model_path), data, trained)
     for k in ("held_out_kinds_rejected", "held_out_family", "threshold_chosen_on"):
         if k in old:
@@ -258,8 +331,8 @@ def _figures(data: dict[str, np.ndarray], p: np.ndarray, meta: ModelMeta, min_fr
     """Rejection and keeping figures of probabilities ``p`` (non-speech of ``families`` only, when given)."""
     keep = np.ones(len(p), bool) if families is None else \
         (data["kind"] == "speech") | np.isin(data["family"], list(families))
-    sub = {k: v[keep] for k, v in data.items() if isinstance(v, np.ndarray) and len(v) == len(p)}
-    acc = (sub["x"][:, 0] >= min_fraction) & (p[keep] >= thr)
+    sub = {k: v[keep] for k, v in data.items() if k != "x" and isinstance(v, np.ndarray) and len(v) == len(p)}
+    acc = (sub["gated"] >= min_fraction) & (p[keep] >= thr)
     s = speech_eval.score(sub, acc, meta.gate.min_fraction * meta.features.window_s)
     figs = {k.replace(" ", "_").replace("-", "_"): round(s[k], 4) for k in _KEYS}
     figs["rejected_by_kind"] = {k: round(s[f"rejected {k}"], 4) for k in speech_set.NONSPEECH}
@@ -275,10 +348,7 @@ def measure_keras(model, meta: ModelMeta, min_fraction: float, thr: float, data:
 def measure(meta: ModelMeta, spec: SpeechConfig, path: Path, data: dict[str, np.ndarray], families: str) -> dict:
     """The written head's figures on the measure split (speakers and streams never used in training),
     through the streamer's own TFLite head."""
-    from streamer.speech import SpeechHead
-
-    head = SpeechHead(path, len(summary_names(meta.features)))
-    p = np.concatenate([head(data["x"][a : a + 4096]) for a in range(0, len(data["x"]), 4096)])
+    p = speech_eval.run_head(path, DetectorInputs(spec.inputs, meta.features).shape(), data["x"])
     unseen = "".join(f for f in speech_set.FAMILIES if f not in families)
     # the headline figures are on the families of sounds the head never heard, when there are any
     figs = _figures(data, p, meta, spec.min_fraction, spec.threshold, unseen or None)
