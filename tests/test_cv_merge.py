@@ -96,3 +96,16 @@ def test_merge_with_a_timeline_variant():
     assert m["timeline_variant"] == "reset0.5"
     with pytest.raises(MergeError, match="reset0.7"):
         merge([a, b], timeline="reset0.7")
+
+
+def test_per_fold_figures_come_in_fold_order():
+    """A merged report of folds 1, 2, 4, 5 meeting one of fold 3 lists per-fold figures by fold."""
+    rng = np.random.default_rng(5)
+    data = [_fold(rng) for _ in range(5)]
+    ab = [0, 1, 3, 4]
+    a = _report([1, 2, 4, 5], [data[i][0] for i in ab], [data[i][1] for i in ab], [0.1, 0.2, 0.4, 0.5])
+    b = _report([3], [data[2][0]], [data[2][1]], [0.3])
+    m = merge([a, b])
+    whole = pooled_metrics([d[0] for d in data], [d[1] for d in data])
+    assert m["clean_16k"]["fold_accuracy"] == whole["fold_accuracy"]
+    assert m["continuous_16k"]["fold_speaker_timeline"] == [0.1, 0.2, 0.3, 0.4, 0.5]

@@ -43,15 +43,20 @@ def _support(entry: dict) -> np.ndarray:
     return np.maximum(rows, from_recall)
 
 
-def _clips(entries: list[dict]) -> dict:
+def _clips(entries: list[dict], folds: list[list[int]]) -> dict:
     cm = sum(np.asarray(e["confusion"], dtype=int) for e in entries)
     out = confusion_metrics(cm, sum(_support(e) for e in entries), sum(int(e.get("no_label", 0)) for e in entries))
-    out["fold_accuracy"] = [a for e in entries for a in e.get("fold_accuracy", [])]
+    out["fold_accuracy"] = _in_fold_order(entries, folds, "fold_accuracy")
     out["fold_std"] = round(float(np.std(out["fold_accuracy"])), 4) if out["fold_accuracy"] else 0.0
     return out
 
 
-def _continuous(entries: list[dict]) -> dict:
+def _in_fold_order(entries: list[dict], folds: list[list[int]], key: str) -> list:
+    """Per-fold values of ``key`` joined in fold order (a merged report of folds 1, 2, 4, 5 may meet fold 3)."""
+    return [a for _, a in sorted((n, a) for e, ns in zip(entries, folds) for n, a in zip(ns, e.get(key, [])))]
+
+
+def _continuous(entries: list[dict], folds: list[list[int]]) -> dict:
     out: dict = {}
     for who in ("speaker", "mixed"):
         w = np.array([e.get(f"{who}_utterances", 0) for e in entries], dtype=float)
@@ -62,7 +67,7 @@ def _continuous(entries: list[dict]) -> dict:
             if all(k in e for e in entries):
                 out[k] = round(float(np.dot(w, [e[k] for e in entries]) / max(w.sum(), 1)), 4)
     if all("fold_speaker_timeline" in e for e in entries):
-        out["fold_speaker_timeline"] = [a for e in entries for a in e["fold_speaker_timeline"]]
+        out["fold_speaker_timeline"] = _in_fold_order(entries, folds, "fold_speaker_timeline")
     if all("confusion" in e for e in entries):
         m = confusion_metrics(sum(np.asarray(e["confusion"], dtype=int) for e in entries),
                               sum(_support(e) for e in entries))
@@ -127,10 +132,10 @@ def merge(reports: list[dict], timeline: str | None = None) -> dict:
     out["folds"] = folds
     for k in EVAL_KEYS:
         if all(k in r for r in reports):
-            out[k] = _clips([r[k] for r in reports])
+            out[k] = _clips([r[k] for r in reports], [[f["fold"] for f in r["folds"]] for r in reports])
     for k in CONTINUOUS_KEYS:
         if all(k in r for r in reports):
-            out[k] = _continuous([r[k] for r in reports])
+            out[k] = _continuous([r[k] for r in reports], [[f["fold"] for f in r["folds"]] for r in reports])
     cal = [r.get("calibration_clean_16k") for r in reports]
     if all(cal):
         w = np.array([r["clean_16k"]["n"] for r in reports], dtype=float)
