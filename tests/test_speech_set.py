@@ -81,3 +81,28 @@ def test_nonspeech_stream_records_its_family():
     s = speech_set.nonspeech_stream("chords", rng, 2.0, False, "z", NONSPEECH_THIRD)
     assert s.family == "c"
     assert np.max(np.abs(s.audio)) <= 1.0
+
+
+@pytest.mark.parametrize("family", ["a", "b", "c"])
+def test_mixtures_are_two_kinds_of_one_family_at_once(family):
+    """Training mixtures: deterministic, within the level range, labelled as a kind of their own."""
+    table = speech_set.generators(family)
+    a = speech_set.mixture_stream(table, np.random.default_rng(5), 4.0, False, "m")
+    again = speech_set.mixture_stream(table, np.random.default_rng(5), 4.0, False, "m")
+    assert a.kind == "mixture" and a.family == family and a.rate == speech_set.SR and a.spans == []
+    np.testing.assert_array_equal(a.audio, again.audio)
+    db = 20 * np.log10(np.sqrt(np.mean(a.audio.astype(np.float64) ** 2)))
+    assert -41 < db < -11
+    tel = speech_set.mixture_stream(table, np.random.default_rng(5), 4.0, True, "m")
+    assert tel.rate == 8000 and tel.condition == "8k-mulaw" and len(tel.audio) == 4 * 8000
+
+
+def test_mixtures_join_the_split_only_when_asked(tmp_path):
+    from tools.speech_set import streams
+
+    plain = [s.name for s in streams("choose", per_kind=1, families="a", root=tmp_path)]
+    mixed = [s.name for s in streams("choose", per_kind=1, families="a", root=tmp_path, mixtures=2)]
+    assert not any(n.startswith("mixture") for n in plain)
+    assert [n for n in mixed if n.startswith("mixture")] == ["mixture-16k-a0", "mixture-16k-a1", "mixture-8k-a0",
+                                                           "mixture-8k-a1"]
+    assert [n for n in mixed if not n.startswith("mixture")] == plain

@@ -120,7 +120,7 @@ def stream_windows(y: np.ndarray, meta: ModelMeta, inputs: str = FRAMES) -> tupl
 
 
 def _key(meta: ModelMeta, split: str, per_kind: int, libs: bool, noisy: int = 1, families: str | None = None,
-         inputs: str = FRAMES) -> str:
+         inputs: str = FRAMES, mixtures: int = 0) -> str:
     """Cache key: everything the cached arrays depend on (the set's and the detector inputs' code too;
     the libraries' columns, ``libs``, depend on the set and the window layout only)."""
     import inspect
@@ -133,7 +133,8 @@ def _key(meta: ModelMeta, split: str, per_kind: int, libs: bool, noisy: int = 1,
     f = meta.features
     frames = [f.sample_rate, f.n_fft, f.hop_length, f.window_s, f.hop_s, f.sub_window_frames]
     fams = families or speech_set.DEFAULT_FAMILY[split]
-    blob = json.dumps([_VERSION, split, per_kind, fams] + ([noisy] if noisy != 1 else []) + [libs, frames if libs else sorted(vars(f).items()),
+    blob = json.dumps([_VERSION, split, per_kind, fams] + ([noisy] if noisy != 1 else []) +
+                      ([f"mixtures={mixtures}"] if mixtures else []) + [libs, frames if libs else sorted(vars(f).items()),
                        [] if libs else [meta.gate.abs_db, meta.gate.rel_db, meta.gate.peak_decay_db_per_s],
                        hashlib.sha1(code).hexdigest()], default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
@@ -141,13 +142,13 @@ def _key(meta: ModelMeta, split: str, per_kind: int, libs: bool, noisy: int = 1,
 
 def collect(split: str, meta: ModelMeta, per_kind: int = 3, libs: bool = True,
             progress: Callable[[str], None] | None = None, noisy: int = 1,
-            families: str | None = None, inputs: str = FRAMES) -> dict[str, np.ndarray]:
+            families: str | None = None, inputs: str = FRAMES, mixtures: int = 0) -> dict[str, np.ndarray]:
     """Per-window arrays of a split (cached): the head's inputs ``x`` (``frames-v1`` frames as float16),
     energy fraction ``gated``, library fractions, truth."""
     import soxr
 
-    path = CACHE / f"{split}-{_key(meta, split, per_kind, False, noisy, families, inputs)}.npz"
-    lib_path = CACHE / f"{split}-libs-{_key(meta, split, per_kind, True, noisy, families)}.npz"
+    path = CACHE / f"{split}-{_key(meta, split, per_kind, False, noisy, families, inputs, mixtures)}.npz"
+    lib_path = CACHE / f"{split}-libs-{_key(meta, split, per_kind, True, noisy, families, mixtures=mixtures)}.npz"
     lib_cols = ("webrtc", "silero", "timing_libs")
     if path.exists() and (not libs or lib_path.exists()):
         with np.load(path) as z:
@@ -167,7 +168,8 @@ def collect(split: str, meta: ModelMeta, per_kind: int = 3, libs: bool = True,
     cols: dict[str, list] = {k: [] for k in ("x", "gated", "speech_s", "stream", "kind", "condition", "speaker",
                                              "family", "webrtc", "silero", "seconds")}
     t_lib = {"webrtc": 0.0, "silero": 0.0, "chain": 0.0}
-    for si, s in enumerate(speech_set.streams(split, per_kind=per_kind, noisy=noisy, families=families)):
+    for si, s in enumerate(speech_set.streams(split, per_kind=per_kind, noisy=noisy, families=families,
+                                              mixtures=mixtures)):
         y = s.audio if s.rate == f.sample_rate else soxr.resample(s.audio, s.rate, f.sample_rate, quality="HQ")
         y = np.asarray(y, np.float32)
         t = time.perf_counter()

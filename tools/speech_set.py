@@ -390,6 +390,26 @@ def nonspeech_stream(kind: str, rng: np.random.Generator, seconds: float, tel: b
     return Stream(name, kind, "16k", y, SR, [], family=fam)
 
 
+#: a mixture's second kind lies this many dB above or below its first
+MIX_DB = 12.0
+
+
+def mixture_stream(table: dict[str, Callable[[np.random.Generator, int], np.ndarray]], rng: np.random.Generator,
+                   seconds: float, tel: bool, name: str) -> Stream:
+    """Two kinds of a family at once (the second -12..+12 dB from the first): a training sound that no
+    single kind makes, so a head learns what non-speech shares rather than each generator's sound
+    (tools/train_speech.py ``--mixtures``; mixtures are never measured)."""
+    n = int(seconds * SR)
+    kinds = [k for k in table if k not in ("medley", "hiss")]
+    a, b = rng.choice(kinds, 2, replace=False)
+    y = _level(table[str(a)](rng, n), 0.0) + _level(table[str(b)](rng, n), rng.uniform(-MIX_DB, MIX_DB))
+    y = np.clip(_level(y, rng.uniform(-40, -12)), -1, 1).astype(np.float32)
+    fam = family_of(table)
+    if tel:
+        return Stream(name, "mixture", "8k-mulaw", telephone(y, rng), 8000, [], family=fam)
+    return Stream(name, "mixture", "16k", y, SR, [], family=fam)
+
+
 # ---------------------------------------------------------------- speech
 
 def speech_items(root: Path = DATA) -> dict[str, list[Item]]:
@@ -460,11 +480,12 @@ def speech_stream(items: list[Item], rng: np.random.Generator, seconds: float, c
 
 
 def streams(split: str, per_kind: int = 3, seconds: float = 30.0, speech_seconds: float = 45.0,
-            root: Path = DATA, noisy: int = 1, families: str | None = None) -> Iterator[Stream]:
+            root: Path = DATA, noisy: int = 1, families: str | None = None, mixtures: int = 0) -> Iterator[Stream]:
     """Every stream of a split: ``per_kind`` streams per non-speech kind, condition (16 kHz and
     8 kHz mu-law) and generator family (``families``: ``a``, ``b`` or ``ab``; the split's default
-    family when None), and per speaker one speech stream of each clean condition and ``noisy`` of
-    each noisy one (each with its own bed and SNR; beds alternate between the families)."""
+    family when None), ``mixtures`` streams of two kinds at once per condition and family (training
+    only), and per speaker one speech stream of each clean condition and ``noisy`` of each noisy one
+    (each with its own bed and SNR; beds alternate between the families)."""
     base = SPLIT_SEED[split]
     fams = check_families(families or DEFAULT_FAMILY[split])
     for fam in fams:
@@ -475,6 +496,10 @@ def streams(split: str, per_kind: int = 3, seconds: float = 30.0, speech_seconds
                     # family a keeps the seeds it always had, so its streams do not change
                     rng = np.random.default_rng([base, ki, int(tel), r] + ([FAMILIES.index(fam)] if fam != "a" else []))
                     yield nonspeech_stream(kind, rng, seconds, tel, f"{kind}-{'8k' if tel else '16k'}-{fam}{r}", table)
+        for tel in (False, True):
+            for r in range(mixtures):
+                rng = np.random.default_rng([base, 500, int(tel), r, FAMILIES.index(fam)])
+                yield mixture_stream(table, rng, seconds, tel, f"mixture-{'8k' if tel else '16k'}-{fam}{r}")
     by = speech_items(root)
     for si, spk in enumerate(SPEAKERS[split]):
         if spk not in by:

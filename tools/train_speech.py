@@ -125,25 +125,31 @@ def window_norm(t):
     return seq, summary
 
 
-def build_frames(shape: tuple[int, ...], seed: int, steps: int, width: int = 32):
-    """The ``frames-v1`` head: window normalisation, four dilated convolutions (receptive field
-    about 1.2 s: syllables, notes, beats), mean and max over time, two small layers."""
+def build_frames(shape: tuple[int, ...], seed: int, width: int = 32, pool: int = 2, members: int = 1):
+    """The ``frames-v1`` head: window normalisation, frames averaged in pairs (25 a second still
+    resolve syllables), four dilated convolutions (receptive field about 2.4 s: syllables, notes,
+    beats), mean and max over time, two small layers; ``members`` such networks averaged in one graph."""
     import keras
 
     keras.utils.set_random_seed(seed)
     inp = keras.Input(shape)
     seq, summary = keras.layers.Lambda(window_norm)(inp)
-    h = seq
-    for d in (1, 2, 4, 8):
-        h = keras.layers.Conv1D(width, 5, dilation_rate=d, padding="same", activation="relu")(h)
-    z = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling1D()(h), keras.layers.GlobalMaxPooling1D()(h),
-                                    summary])
-    z = keras.layers.Dense(32, activation="relu")(z)
-    z = keras.layers.Dropout(0.2)(z)
-    out = keras.layers.Dense(1, activation="sigmoid")(z)
+    if pool > 1:
+        seq = keras.layers.AveragePooling1D(pool)(seq)
+    outs = []
+    for _ in range(members):
+        h = seq
+        for d in (1, 2, 4, 8):
+            h = keras.layers.Conv1D(width, 5, dilation_rate=d, padding="same", activation="relu")(h)
+        z = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling1D()(h), keras.layers.GlobalMaxPooling1D()(h),
+                                        summary])
+        z = keras.layers.Dense(32, activation="relu")(z)
+        z = keras.layers.Dropout(0.2)(z)
+        outs.append(keras.layers.Dense(1, activation="sigmoid")(z))
+    out = outs[0] if members == 1 else keras.layers.Average()(outs)
     model = keras.Model(inp, out)
-    lr = keras.optimizers.schedules.CosineDecay(2e-3, decay_steps=max(steps, 1), alpha=0.05)
-    model.compile(optimizer=keras.optimizers.Adam(lr),
+    # the average of the weights over the last few epochs: single heads swing from epoch to epoch
+    model.compile(optimizer=keras.optimizers.Adam(2e-3, use_ema=True, ema_momentum=0.998),
                   loss=keras.losses.BinaryCrossentropy(label_smoothing=SMOOTHING))
     return model
 
@@ -152,7 +158,7 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int, nam
     """Train a head on windows (``names``: the summary's value names; None for frames)."""
     if x.ndim == 3:
         batch = 64
-        model = build_frames(x.shape[1:], seed, epochs * -(-len(x) // batch))
+        model = build_frames(x.shape[1:], seed)
     else:
         batch = 128
         model = build(x, seed, names)
@@ -181,7 +187,7 @@ def choose_threshold(p: np.ndarray, y: np.ndarray, speech_s: np.ndarray, keep: f
     # dropping the lowest-probability speech windows while their time stays within 1 - keep
     dropped = np.cumsum(ws) / max(ws.sum(), 1e-12)
     i = int(np.searchsorted(dropped, 1.0 - keep, side="right"))
-    thr = float(np.floor(ps[min(i, len(ps) - 1)] * 1e4) / 1e4)
+    thr = round(float(np.floor(float(ps[min(i, len(ps) - 1)]) * 1e4) / 1e4), 4)
     while thr > 1e-4 and kept(p, y, speech_s, thr) < keep:
         thr = round(thr - 1e-4, 4)
     return max(thr, 1e-4)
@@ -201,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-kind", type=int, default=8, help="choose-split streams per non-speech kind, rate and family")
     ap.add_argument("--families", type=speech_set.check_families, default="a",
                     help="non-speech generator families to train on (tools/speech_set.py, tools/nonspeech_other.py)")
+    ap.add_argument("--mixtures", type=int, default=80,
+                    help="choose-split streams of two non-speech kinds at once, per rate and family (0: none)")
     ap.add_argument("--noisy", type=int, default=3, help="choose-split noisy streams per speaker and rate")
     ap.add_argument("--min-fraction", type=float, default=0.1,
                     help="share of a window's frames the energy gate must pass for the head to judge it")
@@ -224,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = load_meta(meta_path)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     data = speech_eval.collect("choose", meta, per_kind=args.per_kind, libs=False, progress=log, noisy=args.noisy,
-                              families=args.families, inputs=args.inputs)
+                              families=args.families, inputs=args.inputs, mixtures=args.mixtures)
     x, y, w, groups, kind, speech_s, family = training_set(data, meta, args.min_fraction)
     del data
     log(f"choose split: {len(y)} windows reach the head ({int(y.sum())} speech)")
