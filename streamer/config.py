@@ -148,8 +148,8 @@ class SpeechConfig:
     #: the frame parameters a head depends on: it must run on the frames it was trained on
     FEATURE_KEYS: ClassVar[tuple[str, ...]] = ("sample_rate", "n_fft", "hop_length", "n_mels", "n_mfcc",
                                                "fmin", "fmax", "pitch")
-    #: what a head on frame sequences also depends on: how many frames a window holds, and their rate
-    SEQUENCE_KEYS: ClassVar[tuple[str, ...]] = ("window_s", "sub_window_frames")
+    #: what a head on frame sequences also depends on: the rate of its frames (any window length runs)
+    SEQUENCE_KEYS: ClassVar[tuple[str, ...]] = ("sub_window_frames",)
     KINDS: ClassVar[dict[str, tuple[str, ...]]] = {"head": ("summary-v1", "frames-v1")}
 
     def validate(self, features: FeatureConfig, model_path: Path | None) -> None:

@@ -276,7 +276,7 @@ class DetectorInputs:
 class SpeechHead:
     """The detector's TFLite model: windows' inputs [w, *shape] in, speech probabilities [w] out."""
 
-    def __init__(self, path: Path, shape: tuple[int, ...]):
+    def __init__(self, path: Path, shape: tuple[int | None, ...]):
         from streamer.classifier import load_interpreter_class
 
         Interpreter, _ = load_interpreter_class()
@@ -285,10 +285,13 @@ class SpeechHead:
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelError(f"cannot load speech detector {path}: {str(exc).splitlines()[0]}") from None
         inp, out = self._interp.get_input_details(), self._interp.get_output_details()
-        want = tuple(int(v) for v in shape)
-        if len(inp) != 1 or len(out) != 1 or tuple(int(v) for v in inp[0]["shape"][1:]) != want:
-            dims = ", ".join(str(v) for v in ("w",) + want)
+        have = tuple(int(v) for v in inp[0]["shape"][1:]) if len(inp) == 1 else ()
+        # None: any length (a head on frames takes its own number of frames, see SpeechDetector)
+        if len(inp) != 1 or len(out) != 1 or len(have) != len(shape) or \
+                any(w is not None and w != h for w, h in zip(shape, have)):
+            dims = ", ".join(str(v) for v in ("w",) + tuple("T" if v is None else v for v in shape))
             raise ModelError(f"speech detector {path} must take [{dims}] inputs and give one output")
+        self.shape = have
         self._in, self._out = inp[0]["index"], out[0]["index"]
         self._rows = -1
         # one interpreter serves every channel and ingest thread: its tensors are not reentrant
@@ -314,11 +317,11 @@ class SpeechHead:
             return np.array(self._interp.get_tensor(self._out), np.float32).reshape(len(x), -1)[:, -1]
 
 
-_HEADS: dict[tuple[str, tuple[int, ...]], SpeechHead] = {}
+_HEADS: dict[tuple[str, tuple[int | None, ...]], SpeechHead] = {}
 _HEADS_LOCK = threading.Lock()
 
 
-def _head(path: Path, shape: tuple[int, ...]) -> SpeechHead:
+def _head(path: Path, shape: tuple[int | None, ...]) -> SpeechHead:
     # one interpreter per file: a call centre's hundreds of channels share it (calls are tiny and
     # serialised by the GIL-holding runtime call; each call resizes only when the batch changes)
     key = (str(path), tuple(shape))
@@ -347,7 +350,10 @@ class SpeechDetector:
         self.spec.validate(f, meta.model_path)
         path = self.spec.path(meta.model_path) if meta.model_path is not None else Path(self.spec.model)
         self.inputs = DetectorInputs(self.spec.inputs, f)
-        self.head = _head(path, self.inputs.shape())
+        shape = self.inputs.shape()
+        # a head on frames learned windows of its own length: other window lengths (label --window)
+        # are judged in pieces of that length (see _probability)
+        self.head = _head(path, (None,) + shape[1:] if self.spec.inputs == FRAMES else shape)
         self._frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def __call__(self, feats: np.ndarray, level: np.ndarray) -> np.ndarray:
@@ -367,6 +373,22 @@ class SpeechDetector:
         self._frames = []
         feats, level, flags = (np.concatenate([p[i] for p in parts]) for i in range(3))
         return self.inputs.push(feats, level, flags)
+
+    def _probability(self, x: np.ndarray) -> np.ndarray:
+        """Speech probability of windows' inputs; frames of windows longer than the head's are cut into
+        pieces of its length (half overlapping, the last ending with the window) and the window is as
+        likely speech as its likeliest piece; shorter ones are padded with silence."""
+        assert self.head is not None
+        if self.spec.inputs != FRAMES or x.shape[1] == self.head.shape[0]:
+            return self.head(x)
+        n, length, width = x.shape
+        t = self.head.shape[0]
+        if length < t:
+            return self.head(np.concatenate([x, np.zeros((n, t - length, width), np.float32)], axis=1))
+        k = 1 + -(-(length - t) // max(t // 2, 1))
+        offsets = np.round(np.linspace(0, length - t, k)).astype(int)
+        pieces = np.stack([x[:, o : o + t] for o in offsets], axis=1).reshape(n * k, t, width)
+        return self.head(pieces).reshape(n, k).max(axis=1)
 
     def judge(self, windows: Any) -> Any:
         """The analyser's windows (:class:`streamer.analysis.Windows`) as the head judges them: speech
@@ -388,7 +410,7 @@ class SpeechDetector:
         todo = np.flatnonzero(frac >= self.spec.min_fraction)
         verdict = np.zeros(len(frac), bool)
         if len(todo):
-            verdict[todo] = self.head(x[todo]) >= self.spec.threshold
+            verdict[todo] = self._probability(x[todo]) >= self.spec.threshold
         # the head decides: what it keeps passes the gate's min_fraction, what it rejects has none
         frac = np.where(verdict, np.maximum(frac, self.energy.gate.min_fraction), 0.0)
         return windows._replace(speech_frac=frac)
@@ -416,7 +438,8 @@ def describe(meta: ModelMeta) -> list[str]:
         lines.append(f"speech time kept {pct('kept')} (clean {pct('kept_16k')}, 0-20 dB SNR {pct('kept_16k_noisy')}, "
                      f"8 kHz mu-law {pct('kept_8k_mulaw')}, both {pct('kept_8k_mulaw_noisy')})")
         if "cost_share" in figs:
-            lines.append(f"cost {pct('cost_share')} of a window's processing")
+            lines.append(f"cost {pct('cost_share')} of a window's processing reading a file, "
+                         f"{pct('cost_share_live')} live (one 20 ms hop a block)")
         if "measured_on" in figs:
             lines.append(f"measured on {figs['measured_on']}")
     return lines

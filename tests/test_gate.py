@@ -75,13 +75,13 @@ def test_a_detector_for_other_frames_is_refused_at_load():
         ModelMeta.from_dict({"gate": {"detector": {"kind": "oracle"}}})
 
 
-def test_a_head_on_frames_is_refused_for_other_windows():
-    """A ``frames-v1`` head learned windows of a length and frame rate: other windows are refused."""
+def test_a_head_on_frames_is_refused_for_other_frame_rates():
+    """A ``frames-v1`` head learned frames at a rate: sub-window means are refused, other window lengths run."""
     import pytest
 
     from streamer.errors import ModelError
 
-    det = {"inputs": "frames-v1", "features": {"window_s": 3.0, "sub_window_frames": 1}}
-    ModelMeta.from_dict({"features": {"window_s": 3.0}, "gate": {"detector": det}})
-    with pytest.raises(ModelError, match="window_s"):
-        ModelMeta.from_dict({"features": {"window_s": 2.0}, "gate": {"detector": det}})
+    det = {"inputs": "frames-v1", "features": {"sub_window_frames": 1}}
+    ModelMeta.from_dict({"features": {"window_s": 2.0}, "gate": {"detector": det}})
+    with pytest.raises(ModelError, match="sub_window_frames"):
+        ModelMeta.from_dict({"features": {"sub_window_frames": 5}, "gate": {"detector": det}})

@@ -78,10 +78,20 @@ def _notes(rng):
     return np.concatenate(out)
 
 
-# no drums here: the head calls a drum loop of a pitched kick every 0.5 s with noise bursts between
-# speech; drums are its weakest kind (82 % rejected, see the model card's "Speech detector")
+def _drums(rng):
+    """A pitched kick every 0.5 s with a noise burst (hi-hat) between: 2.0.0's summary head called it speech."""
+    y = np.zeros(int(8 * SR))
+    t = _t(0.25)
+    kick = np.sin(2 * np.pi * (50 + 80 * np.exp(-t / 0.03)) * t) * np.exp(-t / 0.12)
+    hat = rng.standard_normal(len(t)) * np.exp(-t / 0.02) * 0.3
+    for i in range(32):
+        a = int(i * 0.25 * SR)
+        y[a : a + len(t)] += kick if i % 2 == 0 else hat
+    return y
+
+
 SOUNDS = {f.__name__[1:]: f for f in (_tone, _chirp, _dtmf, _beeps, _white, _pink, _brown, _hum, _clicks,
-                                       _notes)}
+                                       _notes, _drums)}
 
 
 def _level(y: np.ndarray, db: float) -> np.ndarray:
@@ -126,7 +136,10 @@ def test_shipped_model_names_a_speech_detector(model):
     unseen = [figs[f"rejected_family_{f}"] for f in ("a", "b", "c") if f not in trained]
     if unseen:  # the headline pools the unseen families (a head trained on all has none to headline)
         assert min(unseen) <= figs["rejected"] <= max(unseen)
-    assert figs["rejected"] >= 0.80 and figs["kept"] >= 0.95
+    # 2.0.0's summary head: 0.837; 2.1.0's head on frames: 0.905 (the issue's target, 0.97, is not met)
+    assert figs["rejected"] >= 0.88 and figs["kept"] >= 0.95
+    assert dict(det.features)["sub_window_frames"] == meta.features.sub_window_frames and det.inputs == "frames-v1"
+    assert 0 < figs["cost_share"] < 0.2 and 0 < figs["cost_share_live"] < 0.1
     assert all(figs[f"rejected_family_{f}"] >= 0.95 for f in trained)
     assert set(dict(figs["rejected_by_kind"])) >= {"tone", "chirp", "dtmf", "white", "hum", "clicks", "notes", "drums"}
 
@@ -329,3 +342,23 @@ def _head_shape(path) -> tuple[int, ...]:
 
     Interpreter, _ = load_interpreter_class()
     return tuple(int(v) for v in Interpreter(model_path=str(path)).get_input_details()[0]["shape"][1:])
+
+
+@pytest.mark.parametrize("window", ["2", "5"])
+def test_other_window_lengths_keep_the_detector(tmp_path, window):
+    """``label --window``: a head on 3 s of frames judges 2 s windows padded, 5 s windows in pieces."""
+    rng = np.random.default_rng(2)
+    speech = np.concatenate([read_mono(p)[0] for p in sorted(FIXTURES.glob("*.flac"))])
+    tone = _level(_tone(rng), -20)
+    path = tmp_path / "mixed.wav"
+    sf.write(path, np.concatenate([tone, speech, tone]).astype(np.float32), SR)
+    r = emostream("label", str(path), "-f", "json", "--window", window, "--hop", "1")
+    assert r.returncode == 0, r.stderr.decode()
+    wins = json.loads(r.stdout)["windows"]
+    assert wins and abs(wins[0]["end"] - wins[0]["start"] - float(window)) < 1e-6
+    t_speech = (len(tone) / SR, (len(tone) + len(speech)) / SR)
+    inside = [w for w in wins if w["start"] >= t_speech[0] and w["end"] <= t_speech[1]]
+    tone_only = [w for w in wins if w["end"] <= t_speech[0] or w["start"] >= t_speech[1]]
+    assert inside and tone_only
+    assert sum(w["speech"] for w in inside) >= 0.8 * len(inside)
+    assert not any(w["speech"] for w in tone_only)

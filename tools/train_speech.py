@@ -58,7 +58,20 @@ def training_set(data: dict[str, np.ndarray], meta: ModelMeta, min_gated: float)
         w[m] = 0.5 / len(kinds) / m.sum()
     w[y == 1] = 0.5 / max((y == 1).sum(), 1)
     w *= len(y)
-    return data["x"][use], y, w, data["stream"][use], kind, data["speech_s"][use], data["family"][use]
+    return (data["x"][use], y, w, data["stream"][use], kind, data["speech_s"][use], data["family"][use],
+            data["condition"][use])
+
+
+def condition_balanced(speech_s: np.ndarray, y: np.ndarray, condition: np.ndarray) -> np.ndarray:
+    """Speech seconds reweighted so that every condition (clean, noisy, 8 kHz, 8 kHz noisy) holds the
+    same share of the speech time: the choose split has three noisy streams a speaker for each clean
+    one, and a threshold that keeps 95 % of its speech time would keep more of cleaner speech."""
+    out = np.asarray(speech_s, np.float64).copy()
+    pos = y == 1
+    for c in np.unique(condition[pos]):
+        m = pos & (condition == c)
+        out[m] /= max(out[m].sum(), 1e-12)
+    return out
 
 
 def build(x: np.ndarray, seed: int, names: list[str] | None = None):
@@ -125,10 +138,12 @@ def window_norm(t):
     return seq, summary
 
 
-def build_frames(shape: tuple[int, ...], seed: int, width: int = 32, pool: int = 2, members: int = 1):
+def build_frames(shape: tuple[int, ...], seed: int, width: int = 32, pool: int = 2, members: int = 1,
+                 pyramid: bool = False):
     """The ``frames-v1`` head: window normalisation, frames averaged in pairs (25 a second still
     resolve syllables), four dilated convolutions (receptive field about 2.4 s: syllables, notes,
-    beats), mean and max over time, two small layers; ``members`` such networks averaged in one graph."""
+    beats; with ``pyramid``, undilated ones with the frame rate halved between them), mean and max over
+    time, two small layers; ``members`` such networks averaged in one graph."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -139,8 +154,13 @@ def build_frames(shape: tuple[int, ...], seed: int, width: int = 32, pool: int =
     outs = []
     for _ in range(members):
         h = seq
-        for d in (1, 2, 4, 8):
-            h = keras.layers.Conv1D(width, 5, dilation_rate=d, padding="same", activation="relu")(h)
+        for i in range(4):
+            if pyramid and i:  # halve the frame rate between convolutions: the context grows as dilation would
+                h = keras.layers.AveragePooling1D(2, padding="same")(h)
+            # (TFLite runs a dilated convolution between space-to-batch reshuffles that cost about as
+            # much as the convolution: the pyramid is 0.03 against 0.05 ms a window, see the model card)
+            h = keras.layers.Conv1D(width, 5, dilation_rate=1 if pyramid else 2**i, padding="same",
+                                    activation="relu")(h)
         z = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling1D()(h), keras.layers.GlobalMaxPooling1D()(h),
                                         summary])
         z = keras.layers.Dense(32, activation="relu")(z)
@@ -154,11 +174,12 @@ def build_frames(shape: tuple[int, ...], seed: int, width: int = 32, pool: int =
     return model
 
 
-def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int, names: list[str] | None = None):
+def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int, names: list[str] | None = None,
+        pyramid: bool = False):
     """Train a head on windows (``names``: the summary's value names; None for frames)."""
     if x.ndim == 3:
         batch = 64
-        model = build_frames(x.shape[1:], seed)
+        model = build_frames(x.shape[1:], seed, pyramid=pyramid)
     else:
         batch = 128
         model = build(x, seed, names)
@@ -202,11 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inputs", choices=INPUTS, default=FRAMES,
                     help="the head's input: the window's frames (default) or its summary (models 1.6-2.0)")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default: frames 25, summary 60)")
-    ap.add_argument("--keep", type=float, default=0.95, help="speech time to keep on the choose split (out of fold)")
+    ap.add_argument("--keep", type=float, default=0.95,
+                    help="speech time to keep on the choose split (out of fold; its conditions weighed alike)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--per-kind", type=int, default=8, help="choose-split streams per non-speech kind, rate and family")
     ap.add_argument("--families", type=speech_set.check_families, default="a",
                     help="non-speech generator families to train on (tools/speech_set.py, tools/nonspeech_other.py)")
+    ap.add_argument("--pyramid", action="store_true",
+                    help="frames head: halve the frame rate between undilated convolutions (half the cost)")
     ap.add_argument("--mixtures", type=int, default=80,
                     help="choose-split streams of two non-speech kinds at once, per rate and family (0: none)")
     ap.add_argument("--noisy", type=int, default=3, help="choose-split noisy streams per speaker and rate")
@@ -233,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     data = speech_eval.collect("choose", meta, per_kind=args.per_kind, libs=False, progress=log, noisy=args.noisy,
                               families=args.families, inputs=args.inputs, mixtures=args.mixtures)
-    x, y, w, groups, kind, speech_s, family = training_set(data, meta, args.min_fraction)
+    x, y, w, groups, kind, speech_s, family, condition = training_set(data, meta, args.min_fraction)
+    speech_w = condition_balanced(speech_s, y, condition)
     del data
     log(f"choose split: {len(y)} windows reach the head ({int(y.sum())} speech)")
     names = summary_names(meta.features) if args.inputs == SUMMARY else None
@@ -246,20 +271,20 @@ def main(argv: list[str] | None = None) -> int:
     oof = np.zeros(len(y), np.float32)
     for k in range(args.folds):
         m = fold == k
-        oof[m] = predict(fit(x[~m], y[~m], w[~m], args.seed, args.epochs, names), x[m])
-    thr = choose_threshold(oof, y, speech_s, args.keep)
+        oof[m] = predict(fit(x[~m], y[~m], w[~m], args.seed, args.epochs, names, args.pyramid), x[m])
+    thr = choose_threshold(oof, y, speech_w, args.keep)
     ns = y == 0
     for t in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7):
-        log(f"  out of fold at {t}: speech time kept {kept(oof, y, speech_s, t):.4f}, "
+        log(f"  out of fold at {t}: speech time kept {kept(oof, y, speech_w, t):.4f} (conditions weighed alike), "
             f"non-speech rejected {float((oof[ns] < t).mean()):.4f}")
-    log(f"threshold {thr}: out of fold, speech time kept {kept(oof, y, speech_s, thr):.4f}, "
+    log(f"threshold {thr}: out of fold, speech time kept {kept(oof, y, speech_w, thr):.4f}, "
         f"non-speech reaching the head rejected {float((oof[ns] < thr).mean()):.4f}")
 
     holdout: dict[str, float] = {}
     if not args.no_holdout:
         for k in sorted(set(kind) - {"speech", "pause"}):
             m = kind == k
-            model = fit(x[~m], y[~m], w[~m], args.seed, args.epochs, names)
+            model = fit(x[~m], y[~m], w[~m], args.seed, args.epochs, names, args.pyramid)
             holdout[k] = round(float((predict(model, x[m]) < thr).mean()), 4)
             log(f"held-out kind {k}: {holdout[k]:.4f} of its windows that reach the head rejected")
 
@@ -271,12 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.families) > 1:
         for fam in args.families:
             m = (y == 0) & (family == fam)
-            head = fit(x[~m], y[~m], w[~m], args.seed, args.epochs, names)
+            head = fit(x[~m], y[~m], w[~m], args.seed, args.epochs, names, args.pyramid)
             unseen[fam] = measure_keras(head, meta, args.min_fraction, thr, measure_data, fam)
             log(f"family {fam} held out of training: non-speech of that family rejected {unseen[fam]['rejected']:.4f}, "
                 f"speech kept {unseen[fam]['kept']:.4f}")
 
-    model = fit(x, y, w, args.seed, args.epochs, names)
+    model = fit(x, y, w, args.seed, args.epochs, names, args.pyramid)
     out = Path(args.out) if args.out else meta_path.with_name("speech.tflite")
     tfl = to_tflite(model, quant="none")
     command = "python -m tools.train_speech " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -291,13 +316,15 @@ def main(argv: list[str] | None = None) -> int:
     figs = measure(meta, spec, out, measure_data, args.families)
     figs["held_out_kinds_rejected"] = holdout
     figs["held_out_family"] = unseen
-    figs["threshold_chosen_on"] = f"choose split out of fold, {args.keep:g} of speech time kept"
+    figs["threshold_chosen_on"] = (f"choose split out of fold, {args.keep:g} of speech time kept "
+                                   "(clean, noisy, 8 kHz and 8 kHz noisy weighed alike)")
     spec = SpeechConfig(**{**vars(spec), "figures": SpeechConfig.from_dict({"figures": figs}).figures})
     new_meta = ModelMeta.from_dict(d, meta.model_path)
     new_meta = ModelMeta(**{**vars(new_meta), "gate": type(new_meta.gate)(**{**vars(new_meta.gate), "detector": spec})})
     d["gate"] = gate_dict(new_meta.gate)
     # only the gate block changes; the rest of the file keeps its owner's layout (indent 1)
     meta_path.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
+    figs = add_cost(meta_path)
     log(f"wrote {out} ({len(tfl)} bytes) and gate.detector in {meta_path}")
     print(json.dumps(figs, indent=1))
     return 0
@@ -323,8 +350,20 @@ def remeasure(meta_path: Path) -> int:
             figs[k] = old[k]
     d["gate"]["detector"]["figures"] = figs
     meta_path.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
-    print(json.dumps(figs, indent=1))
+    print(json.dumps(add_cost(meta_path), indent=1))
     return 0
+
+
+def add_cost(meta_path: Path) -> dict:
+    """Time the written detector inside the whole chain (``speech_eval.cost``) and add its share of a
+    window's processing to ``gate.detector.figures``; returns the figures."""
+    c = speech_eval.cost(str(meta_path))
+    d = json.loads(meta_path.read_text(encoding="utf-8"))
+    figs = d["gate"]["detector"]["figures"]
+    figs.update(cost_share=c["file_share"], cost_share_live=c["live_share"],
+                cost_ms_per_window=c["file_detector_ms_per_window"])
+    meta_path.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
+    return figs
 
 
 MEASURE_PER_KIND = 6  # measure-split streams per non-speech kind, rate and family
