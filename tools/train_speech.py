@@ -138,12 +138,13 @@ def window_norm(t):
     return seq, summary
 
 
-def build_frames(shape: tuple[int, ...], seed: int, width: int = 32, pool: int = 2, members: int = 1,
-                 pyramid: bool = False):
+def build_frames(shape: tuple[int, ...], seed: int, width: int = 32, pool: int = 2, members: int = 2,
+                 pyramid: bool = True):
     """The ``frames-v1`` head: window normalisation, frames averaged in pairs (25 a second still
-    resolve syllables), four dilated convolutions (receptive field about 2.4 s: syllables, notes,
-    beats; with ``pyramid``, undilated ones with the frame rate halved between them), mean and max over
-    time, two small layers; ``members`` such networks averaged in one graph."""
+    resolve syllables), four convolutions of 5 with the frame rate halved between them (``pyramid``;
+    else dilated 1, 2, 4, 8 at one rate): about 2.4-3 s of context, syllables, notes, beats; mean and
+    max over time, two small layers; ``members`` such networks averaged in one graph (a single head's
+    figures swing by a few points with its seed)."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -158,7 +159,7 @@ def build_frames(shape: tuple[int, ...], seed: int, width: int = 32, pool: int =
             if pyramid and i:  # halve the frame rate between convolutions: the context grows as dilation would
                 h = keras.layers.AveragePooling1D(2, padding="same")(h)
             # (TFLite runs a dilated convolution between space-to-batch reshuffles that cost about as
-            # much as the convolution: the pyramid is 0.03 against 0.05 ms a window, see the model card)
+            # much as the convolution: one pyramid network is 0.03 against 0.05 ms a window)
             h = keras.layers.Conv1D(width, 5, dilation_rate=1 if pyramid else 2**i, padding="same",
                                     activation="relu")(h)
         z = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling1D()(h), keras.layers.GlobalMaxPooling1D()(h),
@@ -175,11 +176,11 @@ def build_frames(shape: tuple[int, ...], seed: int, width: int = 32, pool: int =
 
 
 def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int, names: list[str] | None = None,
-        pyramid: bool = False):
+        arch: str = "pyramid", members: int = 2):
     """Train a head on windows (``names``: the summary's value names; None for frames)."""
     if x.ndim == 3:
         batch = 64
-        model = build_frames(x.shape[1:], seed, pyramid=pyramid)
+        model = build_frames(x.shape[1:], seed, members=members, pyramid=arch == "pyramid")
     else:
         batch = 128
         model = build(x, seed, names)
@@ -229,8 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-kind", type=int, default=8, help="choose-split streams per non-speech kind, rate and family")
     ap.add_argument("--families", type=speech_set.check_families, default="a",
                     help="non-speech generator families to train on (tools/speech_set.py, tools/nonspeech_other.py)")
-    ap.add_argument("--pyramid", action="store_true",
-                    help="frames head: halve the frame rate between undilated convolutions (half the cost)")
+    ap.add_argument("--arch", choices=("pyramid", "dilated"), default="pyramid",
+                    help="frames head: undilated convolutions with the frame rate halved between them (default), "
+                         "or dilated ones at one rate (TFLite runs dilation between costly reshuffles)")
+    ap.add_argument("--members", type=int, default=2, help="frames head: networks averaged in one graph")
     ap.add_argument("--mixtures", type=int, default=80,
                     help="choose-split streams of two non-speech kinds at once, per rate and family (0: none)")
     ap.add_argument("--noisy", type=int, default=3, help="choose-split noisy streams per speaker and rate")
@@ -271,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     oof = np.zeros(len(y), np.float32)
     for k in range(args.folds):
         m = fold == k
-        oof[m] = predict(fit(x[~m], y[~m], w[~m], args.seed, args.epochs, names, args.pyramid), x[m])
+        oof[m] = predict(fit(x[~m], y[~m], w[~m], args.seed, args.epochs, names, args.arch, args.members), x[m])
     thr = choose_threshold(oof, y, speech_w, args.keep)
     ns = y == 0
     for t in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7):
@@ -284,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_holdout:
         for k in sorted(set(kind) - {"speech", "pause"}):
             m = kind == k
-            model = fit(x[~m], y[~m], w[~m], args.seed, args.epochs, names, args.pyramid)
+            model = fit(x[~m], y[~m], w[~m], args.seed, args.epochs, names, args.arch, args.members)
             holdout[k] = round(float((predict(model, x[m]) < thr).mean()), 4)
             log(f"held-out kind {k}: {holdout[k]:.4f} of its windows that reach the head rejected")
 
@@ -296,12 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.families) > 1:
         for fam in args.families:
             m = (y == 0) & (family == fam)
-            head = fit(x[~m], y[~m], w[~m], args.seed, args.epochs, names, args.pyramid)
+            head = fit(x[~m], y[~m], w[~m], args.seed, args.epochs, names, args.arch, args.members)
             unseen[fam] = measure_keras(head, meta, args.min_fraction, thr, measure_data, fam)
             log(f"family {fam} held out of training: non-speech of that family rejected {unseen[fam]['rejected']:.4f}, "
                 f"speech kept {unseen[fam]['kept']:.4f}")
 
-    model = fit(x, y, w, args.seed, args.epochs, names, args.pyramid)
+    model = fit(x, y, w, args.seed, args.epochs, names, args.arch, args.members)
     out = Path(args.out) if args.out else meta_path.with_name("speech.tflite")
     tfl = to_tflite(model, quant="none")
     command = "python -m tools.train_speech " + " ".join(argv if argv is not None else sys.argv[1:])
