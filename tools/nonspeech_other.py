@@ -15,17 +15,7 @@ from typing import Callable
 import numpy as np
 from scipy import signal
 
-from tools.speech_set import sequence
-
-SR = 16000
-
-
-def _t(n: int) -> np.ndarray:
-    return np.arange(n) / SR
-
-
-def _norm(y: np.ndarray) -> np.ndarray:
-    return y / (np.std(y) + 1e-12)
+from tools.speech_set import SR, sequence, times, unit
 
 
 def tone(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -33,7 +23,7 @@ def tone(rng: np.random.Generator, n: int) -> np.ndarray:
     f0 = float(np.exp(rng.uniform(np.log(60), np.log(2000))))
     shape = int(rng.integers(3))
     y = np.zeros(n)
-    t = _t(n)
+    t = times(n)
     for k in range(1, int(7500 / f0) + 1):
         if shape == 0 and k % 2 == 0:
             continue
@@ -47,7 +37,7 @@ def chirp(rng: np.random.Generator, n: int) -> np.ndarray:
     f0, f1 = np.sort(rng.uniform(150, 6000, 2))
     period = rng.uniform(0.2, 4.0)
     method = str(rng.choice(["quadratic", "hyperbolic"]))
-    tt = _t(n) % period
+    tt = times(n) % period
     if rng.random() < 0.5:  # siren: up then down
         tt = np.where(tt < period / 2, tt, period - tt) * 2
     y = signal.chirp(tt, f0, period, f1, method=method)
@@ -69,7 +59,7 @@ def dtmf(rng: np.random.Generator, n: int) -> np.ndarray:
             m = min(int(rng.uniform(0.05, 0.1) * SR), n - i)
             if m <= 0:
                 break
-            t = _t(m)
+            t = times(m)
             twist = 10 ** (rng.uniform(-4, 4) / 20)
             y[i : i + m] = np.sin(2 * np.pi * rng.choice(_DTMF_LOW) * t) + twist * np.sin(2 * np.pi * rng.choice(_DTMF_HIGH) * t)
             i += m + int(rng.uniform(0.05, 0.1) * SR)
@@ -83,10 +73,10 @@ def beeps(rng: np.random.Generator, n: int) -> np.ndarray:
     on, gap, rest = rng.uniform(0.08, 0.4), rng.uniform(0.05, 0.2), rng.uniform(0.5, 2.0)
     count = int(rng.integers(1, 4))
     period = count * (on + gap) + rest
-    t = _t(n) % period
+    t = times(n) % period
     k = np.minimum(t // (on + gap), count)
     gate = (k < count) & ((t - k * (on + gap)) < on)
-    return signal.square(2 * np.pi * f * _t(n)) * 0.5 * gate
+    return signal.square(2 * np.pi * f * times(n)) * 0.5 * gate
 
 
 def white(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -98,20 +88,20 @@ def pink(rng: np.random.Generator, n: int) -> np.ndarray:
     """Pink noise from Kellet's IIR filter of white noise (not an FFT shaping)."""
     b = [0.049922035, -0.095993537, 0.050612699, -0.004408786]
     a = [1, -2.494956002, 2.017265875, -0.522189400]
-    return _norm(signal.lfilter(b, a, rng.standard_normal(n + 4000))[4000:])
+    return unit(signal.lfilter(b, a, rng.standard_normal(n + 4000))[4000:])
 
 
 def brown(rng: np.random.Generator, n: int) -> np.ndarray:
     """Brown noise as a leaky random walk."""
     y = signal.lfilter([1.0], [1.0, -rng.uniform(0.995, 0.9995)], rng.standard_normal(n + 8000))[8000:]
-    return _norm(y - np.mean(y))
+    return unit(y - np.mean(y))
 
 
 def hum(rng: np.random.Generator, n: int) -> np.ndarray:
     """A buzz: full-wave rectified mains (100/120 Hz and its even harmonics), or a transformer's 2f hum."""
     f = rng.choice([50.0, 60.0])
-    y = np.abs(np.sin(2 * np.pi * f * _t(n))) if rng.random() < 0.5 else np.sin(2 * np.pi * 2 * f * _t(n)) ** 3
-    return _norm(y - np.mean(y))
+    y = np.abs(np.sin(2 * np.pi * f * times(n))) if rng.random() < 0.5 else np.sin(2 * np.pi * 2 * f * times(n)) ** 3
+    return unit(y - np.mean(y))
 
 
 def clicks(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -140,7 +130,7 @@ def _pluck(f: float, m: int, rng: np.random.Generator) -> np.ndarray:
 
 def _fm(f: float, m: int, rng: np.random.Generator) -> np.ndarray:
     """An FM bell / electric piano note."""
-    t = _t(m)
+    t = times(m)
     ratio, index = rng.choice([1.0, 2.0, 3.5, 1.4]), rng.uniform(0.5, 5)
     env = np.exp(-t / rng.uniform(0.2, 1.5))
     return np.sin(2 * np.pi * f * t + index * env * np.sin(2 * np.pi * ratio * f * t)) * env
@@ -168,7 +158,7 @@ def chords(rng: np.random.Generator, n: int) -> np.ndarray:
     while i < n:
         m = min(int(rng.uniform(1.5, 4.0) * SR), n - i)
         root = 110 * 2 ** (rng.integers(0, 12) / 12)
-        t = _t(m)
+        t = times(m)
         pad = sum(signal.sawtooth(2 * np.pi * root * 2 ** (s / 12) * (1 + d) * t)
                   for s in (0, 4, 7, 12) for d in (-0.003, 0.003))
         fade = np.minimum(1, t / 0.2) * np.minimum(1, (m / SR - t) / 0.2)
@@ -193,18 +183,18 @@ def drums(rng: np.random.Generator, n: int) -> np.ndarray:
         i = int(a * SR)
         if k % 4 == 0:
             m = min(int(0.25 * SR), n - i)
-            y[i : i + m] += 3 * signal.sosfilt(lp, rng.standard_normal(m)) * np.exp(-_t(m) / 0.08)
+            y[i : i + m] += 3 * signal.sosfilt(lp, rng.standard_normal(m)) * np.exp(-times(m) / 0.08)
         if k % 4 == 2:
             for c in range(3):
                 j = i + int(c * 0.012 * SR)
                 m = min(int(0.06 * SR), n - j)
                 if m > 0:
-                    y[j : j + m] += signal.sosfilt(bp, rng.standard_normal(m)) * np.exp(-_t(m) / 0.02)
+                    y[j : j + m] += signal.sosfilt(bp, rng.standard_normal(m)) * np.exp(-times(m) / 0.02)
         if rng.random() < 0.25:
             m = min(int(0.3 * SR), n - i)
-            y[i : i + m] += np.sin(2 * np.pi * rng.uniform(80, 300) * _t(m)) * np.exp(-_t(m) / 0.1)
+            y[i : i + m] += np.sin(2 * np.pi * rng.uniform(80, 300) * times(m)) * np.exp(-times(m) / 0.1)
         m = min(int(0.4 * SR), n - i)
-        y[i : i + m] += 0.15 * sum(np.sin(2 * np.pi * f * _t(m)) for f in ride_f) * np.exp(-_t(m) / 0.15)
+        y[i : i + m] += 0.15 * sum(np.sin(2 * np.pi * f * times(m)) for f in ride_f) * np.exp(-times(m) / 0.15)
         k += 1
     return y
 
@@ -216,7 +206,7 @@ def bursts(rng: np.random.Generator, n: int) -> np.ndarray:
     i = int(rng.uniform(0, 0.5) * SR)
     while i < n:
         m = min(int(rng.uniform(0.005, 0.04) * SR), n - i)
-        y[i : i + m] += signal.sosfilt(hp, rng.standard_normal(m)) * np.exp(-_t(m) / 0.005) * rng.uniform(0.3, 1)
+        y[i : i + m] += signal.sosfilt(hp, rng.standard_normal(m)) * np.exp(-times(m) / 0.005) * rng.uniform(0.3, 1)
         i += int(rng.exponential(rng.uniform(0.08, 0.4)) * SR) + m
     return y
 
@@ -228,11 +218,11 @@ _BUSY = [((425,), 0.35, 0.35, 0, 0), ((400,), 0.5, 0.5, 0, 0), ((440, 480), 0.25
 def _cadence(rng: np.random.Generator, n: int, table: list) -> np.ndarray:
     """Double-ring cadences (on, off, on, long off) and Japan's 16 Hz modulated ring."""
     freqs, on1, off1, on2, off2 = table[int(rng.integers(len(table)))]
-    y = sum(np.sin(2 * np.pi * f * _t(n)) for f in freqs)
+    y = sum(np.sin(2 * np.pi * f * times(n)) for f in freqs)
     if rng.random() < 0.3:
-        y = y * (1 + 0.8 * np.sin(2 * np.pi * 16 * _t(n)))
+        y = y * (1 + 0.8 * np.sin(2 * np.pi * 16 * times(n)))
     period = on1 + off1 + on2 + off2 if on2 else on1 + off1
-    t = (_t(n) + rng.uniform(0, period)) % period
+    t = (times(n) + rng.uniform(0, period)) % period
     gate = (t < on1) | ((t >= on1 + off1) & (t < on1 + off1 + on2))
     return np.asarray(y, float) * gate
 
@@ -251,16 +241,16 @@ def fan(rng: np.random.Generator, n: int) -> np.ndarray:
     """A hair dryer or engine: band-passed noise with a motor's harmonic whine."""
     lo = rng.uniform(100, 800)
     bp = signal.butter(2, [lo, lo * rng.uniform(2, 8)], "bandpass", fs=SR, output="sos")
-    y = _norm(signal.sosfilt(bp, rng.standard_normal(n)))
+    y = unit(signal.sosfilt(bp, rng.standard_normal(n)))
     whine = rng.uniform(100, 1200)
-    return y + rng.uniform(0.1, 0.6) * sum(np.sin(2 * np.pi * whine * k * _t(n)) / k for k in (1, 2, 3))
+    return y + rng.uniform(0.1, 0.6) * sum(np.sin(2 * np.pi * whine * k * times(n)) / k for k in (1, 2, 3))
 
 
 def line(rng: np.random.Generator, n: int) -> np.ndarray:
     """A noisy analogue line: brown rumble, band-passed hiss, crosstalk-like tones, dropouts."""
     bp = signal.butter(2, [300, 3400], "bandpass", fs=SR, output="sos")
-    y = _norm(signal.sosfilt(bp, rng.standard_normal(n))) + 0.5 * brown(rng, n)
-    y = y + 0.2 * np.sin(2 * np.pi * rng.uniform(500, 3000) * _t(n))
+    y = unit(signal.sosfilt(bp, rng.standard_normal(n))) + 0.5 * brown(rng, n)
+    y = y + 0.2 * np.sin(2 * np.pi * rng.uniform(500, 3000) * times(n))
     drop = np.ones(n)
     for a in rng.integers(0, n, int(rng.integers(0, 6))):
         drop[a : a + int(rng.uniform(0.02, 0.3) * SR)] = 0.05
@@ -270,7 +260,7 @@ def line(rng: np.random.Generator, n: int) -> np.ndarray:
 def hiss(rng: np.random.Generator, n: int) -> np.ndarray:
     """A quiet line: band-limited hiss (its level is set low by the stream builder)."""
     lp = signal.butter(4, rng.uniform(3000, 7500), "lowpass", fs=SR, output="sos")
-    return _norm(signal.sosfilt(lp, rng.standard_normal(n)))
+    return unit(signal.sosfilt(lp, rng.standard_normal(n)))
 
 
 def medley(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -16,23 +16,13 @@ from typing import Callable
 import numpy as np
 from scipy import signal
 
-from tools.speech_set import sequence
-
-SR = 16000
-
-
-def _t(n: int) -> np.ndarray:
-    return np.arange(n) / SR
-
-
-def _norm(y: np.ndarray) -> np.ndarray:
-    return y / (np.std(y) + 1e-12)
+from tools.speech_set import SR, sequence, times, unit
 
 
 def tone(rng: np.random.Generator, n: int) -> np.ndarray:
     """A tone with slow amplitude or frequency modulation (tremolo, vibrato, a theremin)."""
     f0 = float(np.exp(rng.uniform(np.log(150), np.log(3000))))
-    t = _t(n)
+    t = times(n)
     if rng.random() < 0.5:
         return np.sin(2 * np.pi * f0 * t) * (1 + rng.uniform(0.2, 0.9) * np.sin(2 * np.pi * rng.uniform(0.5, 8) * t))
     dev = rng.uniform(0.005, 0.05) * f0
@@ -50,7 +40,7 @@ def chirp(rng: np.random.Generator, n: int) -> np.ndarray:
             m = min(int(rng.uniform(0.03, 0.2) * SR), n - i)
             if m <= 0:
                 break
-            f = f_hi * np.exp(-_t(m) / rng.uniform(0.02, 0.2)) + 1500
+            f = f_hi * np.exp(-times(m) / rng.uniform(0.02, 0.2)) + 1500
             y[i : i + m] += np.sin(2 * np.pi * np.cumsum(f) / SR) * np.hanning(m)
             i += m + int(rng.uniform(0.01, 0.08) * SR)
         i += int(rng.uniform(0.3, 2.0) * SR)
@@ -60,7 +50,7 @@ def chirp(rng: np.random.Generator, n: int) -> np.ndarray:
 def dtmf(rng: np.random.Generator, n: int) -> np.ndarray:
     """Machine tones on a line: fax calling tone (1100 Hz, 0.5 s in 3.5 s), modem answer tone
     (2100 Hz with phase reversals every 450 ms) or MF signalling pairs (700-1700 Hz)."""
-    t = _t(n)
+    t = times(n)
     kind = int(rng.integers(3))
     if kind == 0:
         return np.sin(2 * np.pi * 1100 * t) * ((t + rng.uniform(0, 3.5)) % 3.5 < 0.5)
@@ -73,14 +63,14 @@ def dtmf(rng: np.random.Generator, n: int) -> np.ndarray:
     while i < n:
         m = min(int(rng.uniform(0.055, 0.1) * SR), n - i)
         a, b = rng.choice(freqs, 2, replace=False)
-        y[i : i + m] = np.sin(2 * np.pi * a * _t(m)) + np.sin(2 * np.pi * b * _t(m))
+        y[i : i + m] = np.sin(2 * np.pi * a * times(m)) + np.sin(2 * np.pi * b * times(m))
         i += m + int(rng.uniform(0.05, 0.7) * SR)
     return y
 
 
 def beeps(rng: np.random.Generator, n: int) -> np.ndarray:
     """A two-tone siren (hi-lo) or an alarm clock's warble."""
-    t = _t(n)
+    t = times(n)
     lo = rng.uniform(400, 1200)
     hi = lo * rng.uniform(1.2, 1.6)
     period = rng.uniform(0.2, 1.5)
@@ -93,7 +83,7 @@ def white(rng: np.random.Generator, n: int) -> np.ndarray:
     """Velvet noise (sparse random +-1 impulses, 2-8 k per second) through a gentle low-pass."""
     y = np.zeros(n)
     y[rng.random(n) < rng.uniform(2000, 8000) / SR] = rng.choice([-1.0, 1.0])
-    return _norm(signal.sosfilt(signal.butter(1, 7000, "lowpass", fs=SR, output="sos"), y))
+    return unit(signal.sosfilt(signal.butter(1, 7000, "lowpass", fs=SR, output="sos"), y))
 
 
 def pink(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -104,27 +94,27 @@ def pink(rng: np.random.Generator, n: int) -> np.ndarray:
         step = 2**r
         vals = rng.standard_normal(n // step + 2)
         y += np.repeat(vals, step)[:n]
-    return _norm(y - np.mean(y) + rng.standard_normal(n))
+    return unit(y - np.mean(y) + rng.standard_normal(n))
 
 
 def brown(rng: np.random.Generator, n: int) -> np.ndarray:
     """Rumble: low-passed (40-200 Hz) noise, wind-like and slowly swelling."""
     sos = signal.butter(2, rng.uniform(40, 200), "lowpass", fs=SR, output="sos")
-    y = _norm(signal.sosfilt(sos, rng.standard_normal(n)))
-    return y * (1 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * _t(n)))
+    y = unit(signal.sosfilt(sos, rng.standard_normal(n)))
+    return y * (1 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * times(n)))
 
 
 def hum(rng: np.random.Generator, n: int) -> np.ndarray:
     """An electrical buzz: a mains-rate sawtooth or pulse train, band-limited."""
     f = float(rng.choice([50.0, 60.0, 100.0, 120.0]))
-    t = _t(n)
+    t = times(n)
     y = signal.sawtooth(2 * np.pi * f * t) if rng.random() < 0.5 else signal.square(2 * np.pi * f * t, duty=rng.uniform(0.05, 0.3))
-    return _norm(signal.sosfilt(signal.butter(2, rng.uniform(1000, 6000), "lowpass", fs=SR, output="sos"), y))
+    return unit(signal.sosfilt(signal.butter(2, rng.uniform(1000, 6000), "lowpass", fs=SR, output="sos"), y))
 
 
 def clicks(rng: np.random.Generator, n: int) -> np.ndarray:
     """Morse code on a 500-900 Hz tone, or a turn signal's tick-tock."""
-    t = _t(n)
+    t = times(n)
     if rng.random() < 0.5:
         dot = rng.uniform(0.04, 0.12)
         gate = np.zeros(n, bool)
@@ -139,13 +129,13 @@ def clicks(rng: np.random.Generator, n: int) -> np.ndarray:
     for k, a in enumerate(np.arange(0, n / SR, period / 2)):
         i = int(a * SR)
         m = min(int(0.01 * SR), n - i)
-        y[i : i + m] = np.sin(2 * np.pi * (2500 if k % 2 else 1800) * _t(m)) * np.exp(-_t(m) / 0.002)
+        y[i : i + m] = np.sin(2 * np.pi * (2500 if k % 2 else 1800) * times(m)) * np.exp(-times(m) / 0.002)
     return y
 
 
 def _piano(f: float, m: int, rng: np.random.Generator) -> np.ndarray:
     """An inharmonic, struck-string note (partials stretched by B, faster decay up high)."""
-    t = _t(m)
+    t = times(m)
     b = rng.uniform(1e-4, 8e-4)
     y = np.zeros(m)
     for k in range(1, 10):
@@ -171,7 +161,7 @@ def notes(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def _string(f: float, m: int, rng: np.random.Generator) -> np.ndarray:
     """A guitar-like string: a decaying harmonic series with a brighter attack."""
-    t = _t(m)
+    t = times(m)
     y = np.zeros(m)
     for k in range(1, 12):
         if k * f > 7500:
@@ -206,20 +196,20 @@ def drums(rng: np.random.Generator, n: int) -> np.ndarray:
     kick[0] = True
     hp = signal.butter(2, 7000, "highpass", fs=SR, output="sos")
     bp = signal.butter(2, [1000, 2000], "bandpass", fs=SR, output="sos")
-    metal = sum(signal.square(2 * np.pi * f * _t(int(0.3 * SR))) for f in (205, 304, 369, 522, 540, 800))
+    metal = sum(signal.square(2 * np.pi * f * times(int(0.3 * SR))) for f in (205, 304, 369, 522, 540, 800))
     for k, a in enumerate(np.arange(0, n / SR, step)):
         i = int(a * SR)
         s = k % 16
         if kick[s]:
             m = min(int(0.5 * SR), n - i)
-            f = 45 + 120 * np.exp(-_t(m) / 0.03)
-            y[i : i + m] += np.sin(2 * np.pi * np.cumsum(f) / SR) * np.exp(-_t(m) / 0.25)
+            f = 45 + 120 * np.exp(-times(m) / 0.03)
+            y[i : i + m] += np.sin(2 * np.pi * np.cumsum(f) / SR) * np.exp(-times(m) / 0.25)
         if clap[s]:
             m = min(int(0.15 * SR), n - i)
-            y[i : i + m] += 0.6 * signal.sosfilt(bp, rng.standard_normal(m)) * np.exp(-_t(m) / 0.03)
+            y[i : i + m] += 0.6 * signal.sosfilt(bp, rng.standard_normal(m)) * np.exp(-times(m) / 0.03)
         if hat[s]:
             m = min(int((0.3 if rng.random() < 0.2 else 0.05) * SR), n - i)
-            y[i : i + m] += 0.1 * signal.sosfilt(hp, metal[:m]) * np.exp(-_t(m) / (m / SR / 3))
+            y[i : i + m] += 0.1 * signal.sosfilt(hp, metal[:m]) * np.exp(-times(m) / (m / SR / 3))
     return y
 
 
@@ -228,7 +218,7 @@ def bursts(rng: np.random.Generator, n: int) -> np.ndarray:
     y = np.zeros(n)
     count = int(rng.uniform(20, 300) * n / SR)
     bp = signal.butter(2, sorted(rng.uniform(500, 7000, 2) + [0, 300]), "bandpass", fs=SR, output="sos")
-    grain = signal.sosfilt(bp, rng.standard_normal(int(0.02 * SR))) * np.exp(-_t(int(0.02 * SR)) / 0.004)
+    grain = signal.sosfilt(bp, rng.standard_normal(int(0.02 * SR))) * np.exp(-times(int(0.02 * SR)) / 0.004)
     for a in rng.integers(0, n, count):
         k = min(len(grain), n - a)
         y[a : a + k] += grain[:k] * rng.uniform(0.1, 1)
@@ -241,8 +231,8 @@ _BUSY = [((440,), 0.5, 0.5), ((425,), 0.48, 0.48), ((480, 620), 0.3, 0.2)]
 
 def _tone_cadence(rng: np.random.Generator, n: int, table: list) -> np.ndarray:
     freqs, on, off = table[int(rng.integers(len(table)))]
-    y = sum(np.sin(2 * np.pi * f * _t(n)) for f in freqs)
-    t = (_t(n) + rng.uniform(0, on + off)) % (on + off)
+    y = sum(np.sin(2 * np.pi * f * times(n)) for f in freqs)
+    t = (times(n) + rng.uniform(0, on + off)) % (on + off)
     return np.asarray(y, float) * (t < on) * (1 + 0.05 * rng.standard_normal())
 
 
@@ -260,18 +250,18 @@ def busy(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def fan(rng: np.random.Generator, n: int) -> np.ndarray:
     """A vacuum cleaner or a drill: a motor whine rising and falling over high-passed noise."""
-    t = _t(n)
+    t = times(n)
     base = rng.uniform(150, 600)
     f = base * (1 + 0.15 * np.sin(2 * np.pi * rng.uniform(0.05, 0.3) * t))
     whine = sum(np.sin(2 * np.pi * k * np.cumsum(f) / SR) / k for k in (1, 2, 3, 4))
-    noise = _norm(signal.sosfilt(signal.butter(2, rng.uniform(500, 3000), "highpass", fs=SR, output="sos"),
+    noise = unit(signal.sosfilt(signal.butter(2, rng.uniform(500, 3000), "highpass", fs=SR, output="sos"),
                                  rng.standard_normal(n)))
     return noise + rng.uniform(0.2, 1.0) * whine
 
 
 def line(rng: np.random.Generator, n: int) -> np.ndarray:
     """GSM interference: 217 Hz bursts of a buzz, over a faint hiss."""
-    t = _t(n)
+    t = times(n)
     burst = ((t * 217) % 1.0) < rng.uniform(0.1, 0.3)
     buzz = signal.square(2 * np.pi * rng.uniform(800, 2000) * t)
     on = ((t + rng.uniform(0, 2)) % rng.uniform(1, 4)) < rng.uniform(0.3, 1.5)
@@ -281,7 +271,7 @@ def line(rng: np.random.Generator, n: int) -> np.ndarray:
 def hiss(rng: np.random.Generator, n: int) -> np.ndarray:
     """Tape hiss: high-shelved noise with a faint wow (its level is set low by the stream builder)."""
     y = signal.sosfilt(signal.butter(1, 2000, "highpass", fs=SR, output="sos"), rng.standard_normal(n))
-    return _norm(y) * (1 + 0.1 * np.sin(2 * np.pi * 0.5 * _t(n)))
+    return unit(y) * (1 + 0.1 * np.sin(2 * np.pi * 0.5 * times(n)))
 
 
 def medley(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -52,8 +52,14 @@ class Stream:
 
 # ---------------------------------------------------------------- non-speech
 
-def _t(n: int) -> np.ndarray:
+def times(n: int) -> np.ndarray:
+    """Sample times (s) of ``n`` samples at :data:`SR`."""
     return np.arange(n) / SR
+
+
+def unit(y: np.ndarray) -> np.ndarray:
+    """``y`` scaled to unit standard deviation."""
+    return y / (np.std(y) + 1e-12)
 
 
 def _coloured(rng: np.random.Generator, n: int, slope: float) -> np.ndarray:
@@ -61,8 +67,7 @@ def _coloured(rng: np.random.Generator, n: int, slope: float) -> np.ndarray:
     spec = np.fft.rfft(rng.standard_normal(n))
     f = np.maximum(np.arange(len(spec)), 1.0)
     spec /= f ** (slope / 2)
-    y = np.fft.irfft(spec, n)
-    return y / (np.std(y) + 1e-12)
+    return unit(np.fft.irfft(spec, n))
 
 
 def _harmonic(f0: np.ndarray | float, n: int, rng: np.random.Generator, n_harm: int | None = None,
@@ -79,16 +84,16 @@ def _harmonic(f0: np.ndarray | float, n: int, rng: np.random.Generator, n_harm: 
 
 
 def _gated(y: np.ndarray, on_s: float, off_s: float, offset_s: float = 0.0) -> np.ndarray:
-    t = (_t(len(y)) + offset_s) % (on_s + off_s)
+    t = (times(len(y)) + offset_s) % (on_s + off_s)
     ramp = np.clip(np.minimum(t, on_s - t) / 0.005, 0, 1)  # 5 ms ramps, no clicks
     return y * np.where(t < on_s, ramp, 0.0)
 
 
 def tone(rng: np.random.Generator, n: int) -> np.ndarray:
     """A steady sine, 100 Hz - 4 kHz (sometimes two)."""
-    y = np.sin(2 * np.pi * rng.uniform(100, 4000) * _t(n))
+    y = np.sin(2 * np.pi * rng.uniform(100, 4000) * times(n))
     if rng.random() < 0.3:
-        y += np.sin(2 * np.pi * rng.uniform(100, 4000) * _t(n))
+        y += np.sin(2 * np.pi * rng.uniform(100, 4000) * times(n))
     return y
 
 
@@ -96,7 +101,7 @@ def chirp(rng: np.random.Generator, n: int) -> np.ndarray:
     """Repeated sweeps (linear or logarithmic) between two random frequencies."""
     f1, f2 = np.sort(rng.uniform(50, 7000, 2))
     period = rng.uniform(0.3, 10.0)
-    frac = (_t(n) % period) / period
+    frac = (times(n) % period) / period
     f = f1 * (f2 / f1) ** frac if rng.random() < 0.5 else f1 + (f2 - f1) * frac
     if rng.random() < 0.5:
         f = f[::-1].copy()
@@ -112,7 +117,7 @@ def dtmf(rng: np.random.Generator, n: int) -> np.ndarray:
     i = int(rng.integers(0, SR // 2))
     while i < n:
         on = int(rng.uniform(0.04, 0.25) * SR)
-        seg = _t(min(on, n - i))
+        seg = times(min(on, n - i))
         burst = np.sin(2 * np.pi * rng.choice(_DTMF_LOW) * seg) + np.sin(2 * np.pi * rng.choice(_DTMF_HIGH) * seg)
         y[i : i + len(seg)] = burst * np.hanning(len(seg)) ** 0.1
         i += on + int(rng.uniform(0.04, 0.6) * SR)
@@ -121,7 +126,7 @@ def dtmf(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def beeps(rng: np.random.Generator, n: int) -> np.ndarray:
     """Single-frequency beeps (0.05-0.6 s) at a steady rate: alarms, recorders, call-waiting."""
-    y = np.sin(2 * np.pi * rng.uniform(300, 3500) * _t(n))
+    y = np.sin(2 * np.pi * rng.uniform(300, 3500) * times(n))
     return _gated(y, rng.uniform(0.05, 0.6), rng.uniform(0.1, 3.0), rng.uniform(0, 1))
 
 
@@ -145,7 +150,7 @@ def hum(rng: np.random.Generator, n: int) -> np.ndarray:
     f0 = rng.choice([50.0, 60.0]) * rng.uniform(0.995, 1.005)
     y = np.zeros(n)
     for k in range(1, int(rng.integers(1, 16)) + 1):
-        y += rng.uniform(0, 1) / k ** rng.uniform(0, 1.5) * np.sin(2 * np.pi * k * f0 * _t(n) + rng.uniform(0, 6.3))
+        y += rng.uniform(0, 1) / k ** rng.uniform(0, 1.5) * np.sin(2 * np.pi * k * f0 * times(n) + rng.uniform(0, 6.3))
     return y + 1e-3 * rng.standard_normal(n)
 
 
@@ -189,7 +194,7 @@ def notes(rng: np.random.Generator, n: int) -> np.ndarray:
     vib = rng.uniform(0, 0.01) if rng.random() < 0.4 else 0.0
     while i < n:
         m = min(int(rng.uniform(0.1, 0.8) * SR), n - i)
-        f = _note_freq(rng) * (1 + vib * np.sin(2 * np.pi * 5.5 * _t(m)))
+        f = _note_freq(rng) * (1 + vib * np.sin(2 * np.pi * 5.5 * times(m)))
         y[i : i + m] += _harmonic(f, m, rng, n_harm, decay) * _envelope(m, rng)
         i += m
     return y
@@ -229,13 +234,13 @@ def drums(rng: np.random.Generator, n: int) -> np.ndarray:
         i = int(a * SR)
         if k % 4 == 0 or (every_beat and k % 2 == 0) or (k % 4 == 3 and rng.random() < 0.3):
             m = min(int(0.3 * SR), n - i)
-            f = kick_lo + kick_sweep * np.exp(-_t(m) / kick_tau)
-            y[i : i + m] += np.sin(2 * np.pi * np.cumsum(f) / SR) * np.exp(-_t(m) / 0.12)
+            f = kick_lo + kick_sweep * np.exp(-times(m) / kick_tau)
+            y[i : i + m] += np.sin(2 * np.pi * np.cumsum(f) / SR) * np.exp(-times(m) / 0.12)
         if k % 4 == 2 or (busy_snare and k % 2 == 1):
             m = min(int(0.2 * SR), n - i)
-            y[i : i + m] += 0.5 * (rng.standard_normal(m) + np.sin(2 * np.pi * 190 * _t(m))) * np.exp(-_t(m) / 0.05)
+            y[i : i + m] += 0.5 * (rng.standard_normal(m) + np.sin(2 * np.pi * 190 * times(m))) * np.exp(-times(m) / 0.05)
         m = min(int(0.05 * SR), n - i)
-        y[i : i + m] += hat * sosfilt(hp, rng.standard_normal(m)) * np.exp(-_t(m) / 0.015)
+        y[i : i + m] += hat * sosfilt(hp, rng.standard_normal(m)) * np.exp(-times(m) / 0.015)
         k += 1
     return y
 
@@ -253,7 +258,7 @@ def bursts(rng: np.random.Generator, n: int) -> np.ndarray:
     sos = butter(2, [lo, max(hi, lo + 200)], "bandpass", fs=SR, output="sos")
     for a in (at * SR).astype(int):
         m = min(int(rng.uniform(0.02, 0.25) * SR), n - a)
-        y[a : a + m] += sosfilt(sos, rng.standard_normal(m)) * np.exp(-_t(m) / rng.uniform(0.01, 0.1)) * rng.uniform(0.3, 1)
+        y[a : a + m] += sosfilt(sos, rng.standard_normal(m)) * np.exp(-times(m) / rng.uniform(0.01, 0.1)) * rng.uniform(0.3, 1)
     return y
 
 
@@ -283,7 +288,7 @@ _BUSY = [((480, 620), 0.5, 0.5), ((425,), 0.5, 0.5), ((400,), 0.375, 0.375), ((4
 
 def _call_tone(rng: np.random.Generator, n: int, table: list) -> np.ndarray:
     freqs, on, off = table[int(rng.integers(len(table)))]
-    y = sum(np.sin(2 * np.pi * f * _t(n)) for f in freqs)
+    y = sum(np.sin(2 * np.pi * f * times(n)) for f in freqs)
     return _gated(np.asarray(y, float), on, off, rng.uniform(0, on + off))
 
 
@@ -306,7 +311,7 @@ def fan(rng: np.random.Generator, n: int) -> np.ndarray:
     y /= np.std(y) + 1e-12
     blade = rng.uniform(20, 150)
     y += rng.uniform(0, 0.7) * _harmonic(blade, n, rng, 4, 1.0)
-    return y * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.1, 1.0) * _t(n)))
+    return y * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.1, 1.0) * times(n)))
 
 
 def line(rng: np.random.Generator, n: int) -> np.ndarray:
