@@ -12,7 +12,7 @@ the block sizes:
 
 - ``frames-v1`` (model 2.x from 2.1.0): the window's frames themselves, a few channels each (spectral
   envelope, level, fine spectral ripple, pitch, voicing, the energy gate's flag, see
-  :func:`frame_channels`). The head is a small dilated convolution over time that sees how level,
+  :func:`frame_channels`). The head is two small convolutional networks over time that see how level,
   spectrum and pitch move across the window (syllables, glides, onsets), which a note, a drum loop or
   a fan does not do the same way; it normalises the window itself (spectral shape and pitch relative
   to the window's own means, level relative to its peak).
@@ -80,7 +80,7 @@ def frame_channels(feats: np.ndarray, level: np.ndarray, gate: np.ndarray, f: Fe
     else:
         pitch = np.zeros((n, 2), np.float32)
     return np.concatenate([c, np.asarray(level, np.float32)[:, None], ripple[:, None], pitch,
-                           np.asarray(gate, np.float32)[:, None]], axis=1).astype(np.float32)
+                           np.asarray(gate, np.float32)[:, None]], axis=1)
 
 
 _LAG = 5  # frames: changes over ~100 ms follow syllables and phones, not the frame-to-frame jitter

@@ -1,6 +1,6 @@
 """Continuous-speech evaluation: streams of held-out speakers scored the way users read the timeline.
 
-    python -m tools.continuous [MODEL] --data ROOT --corpus emodb [--speakers 03,08] [--rate 8000]
+    python -m tools.continuous [MODEL] --data ROOT --corpus emodb [--speakers emodb-03,emodb-08]   # 16 kHz and 8 kHz mu-law
 
 A clip-per-file score flatters a streaming recogniser: in a call, utterances follow each other
 with short pauses, windows straddle them, and the normaliser and the smoothing carry state across.
