@@ -20,7 +20,7 @@ uses too.
   final name is complete and a rerun marks it ``skipped``. Temporary files left by a killed run or
   a killed worker are removed at the end of the next run that covers them.
 * Manifest: one JSON line per input and run, ``{"path", "output", "status", "audio_s",
-  "seconds", "error"}`` plus ``"run"`` (the run's start time, UTC) and ``"warnings"`` when the
+  "seconds", "error"}`` plus ``"run"`` (the run's start time, UTC, to the millisecond) and ``"warnings"`` when the
   decoder had some; appended and flushed line by line, so a killed run keeps what it finished.
   ``audio_s`` of a skipped input comes from its last ``done`` line. One run at a time per DIR (a
   lock on the manifest).
@@ -670,7 +670,8 @@ def run_archive(jobs: list[Job], out_dir: str, opts: LabelOptions, backend: Loca
         os.makedirs(out_dir, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create {display_name(out_dir)}: {exc.strerror or exc}", out_dir) from None
-    run = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    # milliseconds: a rerun that starts within the same second as the last run must not share its id
+    run = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     manifest = _Manifest(os.path.join(out_dir, MANIFEST))
     totals = Totals(files=len(jobs), backend=backend.name, manifest=display_name(manifest.path))
     t0 = time.perf_counter()
