@@ -35,7 +35,7 @@ from streamer.features import frame_features
 from streamer.gate import SpeechGate
 from streamer import speech
 from streamer.speech import FRAMES, DetectorInputs
-from tools import nonspeech_other, nonspeech_third, speech_set
+from tools import music_a, nonspeech_other, nonspeech_third, speech_set
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "cache" / "speech"
@@ -125,7 +125,7 @@ def _key(meta: ModelMeta, split: str, per_kind: int, libs: bool, noisy: int = 1,
     the libraries' columns, ``libs``, depend on the set and the window layout only)."""
     import inspect
 
-    code = b"".join(Path(m.__file__).read_bytes() for m in (speech_set, nonspeech_other, nonspeech_third))
+    code = b"".join(Path(m.__file__).read_bytes() for m in (speech_set, music_a, nonspeech_other, nonspeech_third))
     if not libs:
         code += "".join(inspect.getsource(fn) for fn in (speech.frame_rows, speech.summarise, speech._row_width,
                                                           speech.frame_channels, DetectorInputs)).encode()

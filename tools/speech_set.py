@@ -201,7 +201,12 @@ def notes(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def chords(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Hold music: sustained chords changing every 1-3 s, sometimes with a melody or an arpeggio on top."""
+    """Hold music: one time in three sustained chords changing every 1-3 s, sometimes with a melody on
+    top; else a band of :mod:`tools.music_a` (instruments, pads, comping, strums, arpeggios, bass, drums)."""
+    if rng.random() >= 1 / 3:
+        from tools.music_a import band
+
+        return band(rng, n)
     y = np.zeros(n)
     i = 0
     decay = rng.uniform(0.8, 2.5)
@@ -219,8 +224,14 @@ def chords(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def drums(rng: np.random.Generator, n: int) -> np.ndarray:
-    """A drum pattern at 70-170 bpm: kick (falling sine), snare (noise and tone), hi-hat (high noise)."""
+    """One time in three a drum pattern at 70-170 bpm: kick (falling sine), snare (noise and tone),
+    hi-hat (high noise); else a loop of :mod:`tools.music_a` (kits drawn at random, swing, fills)."""
     from scipy.signal import butter, sosfilt
+
+    if rng.random() >= 1 / 3:
+        from tools.music_a import loop
+
+        return loop(rng, n)
 
     y = np.zeros(n)
     beat = 60.0 / rng.uniform(70, 170)
