@@ -90,8 +90,25 @@ def _drums(rng):
     return y
 
 
+def _chords(rng):
+    """Hold music: a struck triad every beat over a decaying bass note, a chord a bar."""
+    out = []
+    for root in (48, 53, 55, 48, 45, 50, 55, 48):
+        bar = np.zeros(int(1.0 * SR))
+        t = _t(0.5)
+        for beat in (0, 1):
+            for step in (12, 16, 19):
+                f = 440 * 2 ** ((root + step - 69) / 12)
+                note = sum(np.sin(2 * np.pi * f * k * t) / k**1.2 for k in range(1, 7)) * np.exp(-t / 0.6)
+                bar[beat * len(t) : (beat + 1) * len(t)] += note
+        f = 440 * 2 ** ((root - 12 - 69) / 12)
+        bar += 0.8 * np.sin(2 * np.pi * f * _t(1.0)) * np.exp(-_t(1.0) / 0.8)
+        out.append(bar)
+    return np.concatenate(out)
+
+
 SOUNDS = {f.__name__[1:]: f for f in (_tone, _chirp, _dtmf, _beeps, _white, _pink, _brown, _hum, _clicks,
-                                       _notes, _drums)}
+                                       _notes, _drums, _chords)}
 
 
 def _level(y: np.ndarray, db: float) -> np.ndarray:
@@ -136,8 +153,9 @@ def test_shipped_model_names_a_speech_detector(model):
     unseen = [figs[f"rejected_family_{f}"] for f in ("a", "b", "c") if f not in trained]
     if unseen:  # the headline pools the unseen families (a head trained on all has none to headline)
         assert min(unseen) <= figs["rejected"] <= max(unseen)
-    # 2.0.0's summary head: 0.837; 2.1.0's head on frames: 0.940 (the issue's target, 0.97, is not met)
-    assert figs["rejected"] >= 0.92 and figs["kept"] >= 0.95
+    # 2.0.0's summary head: 0.837; 2.1.0's head on frames: 0.940; 2.2.0 (more music in training): 0.968
+    # (the issue's target, 0.97, is not met)
+    assert figs["rejected"] >= 0.95 and figs["kept"] >= 0.95
     assert dict(det.features)["sub_window_frames"] == meta.features.sub_window_frames and det.inputs == "frames-v1"
     assert 0 < figs["cost_share"] < 0.2 and 0 < figs["cost_share_live"] < 0.1
     assert all(figs[f"rejected_family_{f}"] >= 0.95 for f in trained)
