@@ -153,9 +153,9 @@ def test_shipped_model_names_a_speech_detector(model):
     unseen = [figs[f"rejected_family_{f}"] for f in ("a", "b", "c") if f not in trained]
     if unseen:  # the headline pools the unseen families (a head trained on all has none to headline)
         assert min(unseen) <= figs["rejected"] <= max(unseen)
-    # 2.0.0's summary head: 0.837; 2.1.0's head on frames: 0.940; 2.2.0 (more music in training): 0.968
-    # (the target, 0.97, is not met)
-    assert figs["rejected"] >= 0.95 and figs["kept"] >= 0.95
+    # 2.0.0's summary head: 0.837; 2.1.0's head on frames: 0.940; 2.2.0 (more music in training): 0.973
+    # (the target is 0.97)
+    assert figs["rejected"] >= 0.96 and figs["kept"] >= 0.95
     assert dict(det.features)["sub_window_frames"] == meta.features.sub_window_frames and det.inputs == "frames-v1"
     assert 0 < figs["cost_share"] < 0.2 and 0 < figs["cost_share_live"] < 0.1
     assert all(figs[f"rejected_family_{f}"] >= 0.95 for f in trained)

@@ -6,7 +6,8 @@ the ``choose`` split (training and thresholds) and the ``measure`` split (figure
 and no random stream. Every stream exists at 16 kHz and as 8 kHz mu-law telephone audio; speech also
 mixed with a noise or music bed at 0-20 dB SNR. The ``measure`` split's non-speech and beds come from
 other generators (:mod:`tools.nonspeech_other`: the same kinds made another way), so its figures
-say how the detector meets a sound it was not trained on, not a new draw of one it was. Nothing here is stored: the same seed gives the
+say how the detector meets a sound it was not trained on, not a new draw of one it was. Family a's chords
+and drums draw most streams from :mod:`tools.music_a` (many instruments, ways of playing, drum kits). Nothing here is stored: the same seed gives the
 same streams, and ``tools/speech_eval.py`` turns them into window summaries (cached under cache/).
 
     python -m tools.speech_set --list            # the kinds, conditions and speakers of each split

@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="frames head: undilated convolutions with the frame rate halved between them (default), "
                          "or dilated ones at one rate (TFLite runs dilation between costly reshuffles)")
     ap.add_argument("--members", type=int, default=2, help="frames head: networks averaged in one graph")
-    ap.add_argument("--mixtures", type=int, default=80,
+    ap.add_argument("--mixtures", type=int, default=160,
                     help="choose-split streams of two non-speech kinds at once, per rate and family (0: none)")
     ap.add_argument("--noisy", type=int, default=5, help="choose-split noisy streams per speaker and rate")
     ap.add_argument("--min-fraction", type=float, default=0.1,
