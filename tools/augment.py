@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["gain", "add_noise", "reverb", "speed", "telephone", "mulaw_encode", "mulaw_decode", "noisy", "codec",
+__all__ = ["gain", "add_noise", "room_response", "reverb", "speed", "telephone", "mulaw_encode", "mulaw_decode", "noisy", "codec",
            "equalise", "warp_formants", "babble", "CODECS", "VERSIONS", "make_version"]
 
 
@@ -29,17 +29,20 @@ def add_noise(y: np.ndarray, snr_db: float, rng: np.random.Generator, colour: st
     return np.clip(y + n, -1.0, 1.0).astype(np.float32)
 
 
+def room_response(rng: np.random.Generator, sr: int, rt60: float) -> np.ndarray:
+    """A synthetic room's impulse response: exponentially decaying noise, ``rt60`` s, unit energy."""
+    n = int(sr * rt60)
+    ir = rng.standard_normal(n) * np.exp(-6.9 * (np.arange(n) / sr) / rt60)
+    return ir / (np.sqrt(np.sum(ir**2)) + 1e-12)
+
+
 def reverb(y: np.ndarray, sr: int, rng: np.random.Generator, rt60: float | None = None, wet: float | None = None) -> np.ndarray:
     """Convolve with a synthetic room response: exponentially decaying noise (RT60 0.2-0.8 s)."""
     from scipy.signal import fftconvolve
 
     rt60 = float(rng.uniform(0.2, 0.8)) if rt60 is None else rt60
     wet = float(rng.uniform(0.2, 0.6)) if wet is None else wet
-    n = int(sr * rt60)
-    t = np.arange(n) / sr
-    ir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
-    ir /= np.sqrt(np.sum(ir**2)) + 1e-12
-    wet_sig = fftconvolve(y, ir)[: len(y)]
+    wet_sig = fftconvolve(y, room_response(rng, sr, rt60))[: len(y)]
     out = (1 - wet) * y + wet * wet_sig
     peak = np.max(np.abs(out)) + 1e-9
     ref = np.max(np.abs(y)) + 1e-9

@@ -17,16 +17,14 @@ from typing import Callable
 
 import numpy as np
 
-SR = 16000
+from tools.augment import room_response
+from tools.speech_set import SR, times as _t
+
 _SCALES = (np.array([0, 2, 4, 5, 7, 9, 11]), np.array([0, 2, 3, 5, 7, 8, 10]), np.array([0, 2, 4, 7, 9]),
            np.array([0, 2, 3, 5, 7, 9, 10]))
 #: chord shapes in semitones above the root: triads, sevenths, suspended, added ninths
 _SHAPES = ((0, 4, 7), (0, 3, 7), (0, 4, 7, 11), (0, 3, 7, 10), (0, 4, 7, 10), (0, 5, 7), (0, 2, 7),
            (0, 4, 7, 14), (0, 3, 7, 14), (0, 4, 9), (0, 7, 12, 16))
-
-
-def _t(n: int) -> np.ndarray:
-    return np.arange(n) / SR
 
 
 def _midi(m: float) -> float:
@@ -90,9 +88,7 @@ def room(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``y`` in a room: an exponentially decaying noise response (RT60 0.2-1.5 s), partly wet."""
     from scipy.signal import fftconvolve
 
-    rt60 = rng.uniform(0.2, 1.5)
-    ir = rng.standard_normal(int(rt60 * SR)) * np.exp(-6.9 * _t(int(rt60 * SR)) / rt60)
-    wet = fftconvolve(y, ir / np.sqrt(np.sum(ir**2)))[: len(y)]
+    wet = fftconvolve(y, room_response(rng, SR, rng.uniform(0.2, 1.5)))[: len(y)]
     mix = rng.uniform(0.15, 0.6)
     return (1 - mix) * y + mix * wet * np.std(y) / (np.std(wet) + 1e-12)
 
