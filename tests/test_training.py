@@ -439,3 +439,65 @@ def test_cross_corpus_report_and_its_evaluation_entries(tmp_path, data_root):
     ev = eval_summary({"protocol": "x"}, recipe("default"), tmp_path / "reports")
     assert ev["cross_emodb_ravdess_16k"]["accuracy"] == rep["clean_16k"]["accuracy"]
     assert ev["cross_emodb_ravdess_continuous_16k"]["accuracy"] == rep["continuous_16k"]["speaker_timeline"]
+
+
+def test_corpus_labels_mask_only_what_another_corpus_has():
+    """EmoDB clips (no calm, no surprised) leave those two out of their loss when RAVDESS is in training;
+    a label no training corpus has stays in every clip's loss; one corpus alone masks nothing."""
+    from types import SimpleNamespace
+
+    from tools.training.loop import corpus_label_mask
+
+    y = np.array([0, 1, 2, 3, 4, 5, 6, 0, 2, 3, 4, 5, 6])  # RAVDESS without surprised (7), EmoDB's six
+    d = SimpleNamespace(corpus=np.array(["ravdess"] * 7 + ["emodb"] * 6), y=y)
+    m = corpus_label_mask(d, np.arange(13))
+    assert m.shape == (13, 8)
+    assert (m[:7] == 1).all()  # RAVDESS has every label EmoDB has
+    np.testing.assert_array_equal(m[7], [1, 0, 1, 1, 1, 1, 1, 1])  # calm out; surprised: nobody has it
+    assert (corpus_label_mask(d, np.arange(7, 13)) == 1).all()
+
+
+def test_masked_crossentropy_is_a_softmax_over_the_allowed_labels():
+    """Renormalising the probabilities over the allowed labels equals a softmax over their logits, and
+    the left-out labels get no gradient (an EmoDB clip does not push "calm" down)."""
+    tf = pytest.importorskip("tensorflow")
+    from tools.training.loop import masked_crossentropy
+
+    rng = np.random.default_rng(3)
+    z = tf.Variable(rng.normal(size=(4, 8)).astype(np.float32))
+    t = np.eye(8, dtype=np.float32)[[0, 2, 4, 6]]
+    mask = np.ones((4, 8), np.float32)
+    mask[:, [1, 7]] = 0.0
+    with tf.GradientTape() as tape:
+        loss = masked_crossentropy(tf.constant(np.concatenate([t, mask], 1)), tf.nn.softmax(z))
+        total = tf.reduce_sum(loss)
+    allowed = [0, 2, 3, 4, 5, 6]
+    zz = z.numpy()[:, allowed]
+    ref = -np.log(np.exp(zz[np.arange(4), [0, 1, 3, 5]]) / np.exp(zz).sum(1))
+    np.testing.assert_allclose(loss.numpy(), ref, rtol=1e-4)
+    g = tape.gradient(total, z).numpy()
+    assert np.abs(g[:, [1, 7]]).max() < 1e-5 and np.abs(g[:, allowed]).max() > 0.05
+    # a mask mixed by mixup (a fraction) or a target on a masked label lets that label in again
+    mixed = mask.copy()
+    mixed[0, 1] = 0.3
+    l2 = masked_crossentropy(tf.constant(np.concatenate([t, mixed], 1)), tf.nn.softmax(z)).numpy()
+    assert l2[0] > loss.numpy()[0] and np.allclose(l2[1:], loss.numpy()[1:])
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_corpus_labels_recipe_trains_on_two_corpora_and_records_it(tmp_path, data_root):
+    """--corpus-labels trains the two-corpus recipe (EmoDB clips without calm and surprised in their loss),
+    converts it, and the shipped metadata's recipe says so."""
+    pytest.importorskip("tensorflow")
+    from streamer.config import load_meta
+    from tools import train
+
+    assert train.main(_args(tmp_path, data_root, "--model", "default", "--seeds", "1", "--corpus-labels",
+                            "--versions", "clean,tel")) == 0
+    meta = load_meta(tmp_path / "model" / "emotion.tflite")
+    rec = meta.extra["training"]["recipe"]
+    assert rec["corpus_labels"] is True and rec["corpora"] == ["ravdess", "emodb"]
+    p = _run_tflite(tmp_path / "model" / "emotion.tflite",
+                    np.zeros((1, meta.features.window_steps, meta.features.n_channels)))
+    np.testing.assert_allclose(p.sum(), 1.0, atol=1e-4)

@@ -90,6 +90,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--pool", choices=["avgmax", "attention"])
     r.add_argument("--swa", type=float, help="average the weights of the last fraction of epochs")
     r.add_argument("--straddle", type=float, help="share of training windows straddling two utterances")
+    r.add_argument("--corpus-labels", action="store_true", default=None,
+                   help="each clip's loss over its own corpus's labels (where another corpus has more)")
     r.add_argument("--mask-t", type=int, help="longest time mask (frames)")
     r.add_argument("--mask-c", type=int, help="longest coefficient mask")
     r.add_argument("--lr", type=float)
@@ -104,7 +106,7 @@ def _overrides(args: argparse.Namespace) -> dict:
                 hop_s=args.hop_s, pitch=args.pitch, prior_frames=args.prior_frames,
                 prior_frames_shape=args.prior_frames_shape, context=args.context, norm=args.norm, dense=args.dense, label_smoothing=args.label_smoothing, mask_t=args.mask_t,
                 mask_c=args.mask_c, lr=args.lr, batch=args.batch, std_pool=args.std_pool or None,
-                mask_domain=args.mask_domain, mixup=args.mixup, swa=args.swa, straddle=args.straddle,
+                mask_domain=args.mask_domain, mixup=args.mixup, swa=args.swa, straddle=args.straddle, corpus_labels=args.corpus_labels,
                 weight_decay=args.weight_decay, pool=args.pool)
     if args.blocks:
         over["blocks"] = [tuple(int(v) for v in b.split(":")) for b in args.blocks.split(",")]

@@ -13,7 +13,7 @@ from tools.training.network import build_model, optimizer, view_channels
 from tools.training.recipe import Recipe
 from tools.training.windows import clip_labels, eval_windows, predict_clips, sample_window, to_layout, training_meta
 
-__all__ = ["spec_mask", "mixup", "epoch_set", "fit", "keras_predict"]
+__all__ = ["spec_mask", "mixup", "epoch_set", "corpus_label_mask", "masked_crossentropy", "fit", "keras_predict"]
 
 
 def spec_mask(X: np.ndarray, rng, max_t: int = 15, max_c: int = 8, n_mels: int = 0) -> np.ndarray:
@@ -52,6 +52,36 @@ def mixup(X: np.ndarray, y: np.ndarray, alpha: float, rng) -> tuple[np.ndarray, 
     perm = rng.permutation(len(X))
     lx = lam.reshape((-1,) + (1,) * (X.ndim - 1))
     return lx * X + (1 - lx) * X[perm], lam[:, None] * y + (1 - lam[:, None]) * y[perm]
+
+
+def corpus_label_mask(data, idx) -> np.ndarray:
+    """[clips, labels]: 1 where clip ``idx[j]``'s loss may see the label, 0 where it may not.
+
+    A label is left out for a clip when the clip's corpus never has it among ``idx`` but another
+    corpus there does; labels no corpus has stay in (the network learns that they never occur).
+    """
+    n = len(LABELS)
+    corpora = data.corpus[idx]
+    has = {c: np.bincount(data.y[idx][corpora == c], minlength=n) > 0 for c in np.unique(corpora)}
+    anywhere = np.any(list(has.values()), axis=0)
+    rows = {c: (h | ~anywhere).astype(np.float32) for c, h in has.items()}
+    return np.stack([rows[c] for c in corpora])
+
+
+def masked_crossentropy(y_true, y_pred):
+    """Cross-entropy over the allowed labels: ``y_true`` is [target | mask] ([B, 2 x labels]).
+
+    The probabilities are renormalised over the labels the mask (or the target itself) allows, the
+    same as a softmax over those labels' logits; a mask mixed by mixup allows either window's labels.
+    """
+    import tensorflow as tf
+
+    n = len(LABELS)
+    t, m = y_true[:, :n], y_true[:, n:]
+    allow = tf.cast((m > 0) | (t > 0), y_pred.dtype)
+    q = y_pred * allow
+    q = q / (tf.reduce_sum(q, axis=-1, keepdims=True) + 1e-7)
+    return -tf.reduce_sum(t * tf.math.log(q + 1e-7), axis=-1)
 
 
 def _speech_span(speech: np.ndarray) -> tuple[int, int]:
@@ -161,8 +191,14 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
     steps = int(np.ceil(len(tr) / rcp.batch)) * rcp.epochs
     ls = float(rcp.label_smoothing)
     mix = float(rcp.mixup)
-    soft = bool(ls or mix or rcp.straddle)  # label distributions as targets
-    loss = tf.keras.losses.CategoricalCrossentropy(label_smoothing=ls) if soft else "sparse_categorical_crossentropy"
+    lab_mask = corpus_label_mask(data, tr) if rcp.corpus_labels else None
+    soft = bool(ls or mix or rcp.straddle or lab_mask is not None)  # label distributions as targets
+    if lab_mask is not None and ls:
+        raise ValueError("corpus_labels does not combine with label smoothing")
+    if lab_mask is not None:
+        loss = masked_crossentropy
+    else:
+        loss = tf.keras.losses.CategoricalCrossentropy(label_smoothing=ls) if soft else "sparse_categorical_crossentropy"
     # weight averaging over the last ``swa`` fraction of the epochs (one snapshot per epoch)
     swa_from = rcp.epochs - int(round(rcp.epochs * float(rcp.swa)))
     avg, n_avg = None, 0
@@ -178,6 +214,8 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
         X, y = epoch_set(data, tr, rcp, ncfg, rng, view)
         if soft and y.ndim == 1:
             y = np.eye(len(LABELS), dtype=np.float32)[y]
+        if lab_mask is not None:
+            y = np.concatenate([y, lab_mask], axis=1)  # rows follow ``tr``, as the windows do
         if mix:
             X, y = mixup(X, y, mix, rng)
         h = model.fit(X, y, batch_size=rcp.batch, epochs=1, verbose=0, shuffle=True)

@@ -64,6 +64,10 @@ class Recipe:
     swa: float = 0.0
     context: float = 0.0
     straddle: float = 0.0  # share of training windows cut from two utterances of one speaker with a pause between
+    # the loss of a clip runs over the labels its corpus has, where another training corpus has more
+    # (EmoDB has no calm or surprised: its clips then do not teach the network that a voice like theirs
+    # is never calm or surprised)
+    corpus_labels: bool = False
     std_pool: bool = False
     seeds: int = 1
     input_layout: str = "steps"  # steps | coefficients
