@@ -488,16 +488,26 @@ def test_masked_crossentropy_is_a_softmax_over_the_allowed_labels():
 @pytest.mark.slow
 def test_corpus_labels_recipe_trains_on_two_corpora_and_records_it(tmp_path, data_root):
     """--corpus-labels trains the two-corpus recipe (EmoDB clips without calm and surprised in their loss),
-    converts it, and the shipped metadata's recipe says so."""
+    converts it, and the shipped metadata's recipe says so; a refit over a model with a speech detector
+    keeps the detector (its own network on frame features, not the emotion networks')."""
     pytest.importorskip("tensorflow")
+    import shutil
+
     from streamer.config import load_meta
     from tools import train
 
+    out = tmp_path / "model"
+    out.mkdir()
+    shutil.copy(ROOT / "model" / "speech.tflite", out / "speech.tflite")
+    shipped = json.loads((ROOT / "model" / "emotion.json").read_text())
+    (out / "emotion.json").write_text(json.dumps({"gate": shipped["gate"]}))
     assert train.main(_args(tmp_path, data_root, "--model", "default", "--seeds", "1", "--corpus-labels",
                             "--versions", "clean,tel")) == 0
     meta = load_meta(tmp_path / "model" / "emotion.tflite")
     rec = meta.extra["training"]["recipe"]
     assert rec["corpus_labels"] is True and rec["corpora"] == ["ravdess", "emodb"]
+    det = meta.gate.detector
+    assert det is not None and det.threshold == shipped["gate"]["detector"]["threshold"]
     p = _run_tflite(tmp_path / "model" / "emotion.tflite",
                     np.zeros((1, meta.features.window_steps, meta.features.n_channels)))
     np.testing.assert_allclose(p.sum(), 1.0, atol=1e-4)
