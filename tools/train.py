@@ -90,8 +90,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--pool", choices=["avgmax", "attention"])
     r.add_argument("--swa", type=float, help="average the weights of the last fraction of epochs")
     r.add_argument("--straddle", type=float, help="share of training windows straddling two utterances")
-    r.add_argument("--corpus-labels", action="store_true", default=None,
-                   help="each clip's loss over its own corpus's labels (where another corpus has more)")
+    r.add_argument("--corpus-labels", action=argparse.BooleanOptionalAction, default=None,
+                   help="each clip's loss over its own corpus's labels where another training corpus has more "
+                        "(--no-corpus-labels: every clip's loss over all labels, as up to 2.2.0)")
     r.add_argument("--mask-t", type=int, help="longest time mask (frames)")
     r.add_argument("--mask-c", type=int, help="longest coefficient mask")
     r.add_argument("--lr", type=float)
