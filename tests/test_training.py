@@ -455,6 +455,9 @@ def test_corpus_labels_mask_only_what_another_corpus_has():
     assert (m[:7] == 1).all()  # RAVDESS has every label EmoDB has
     np.testing.assert_array_equal(m[7], [1, 0, 1, 1, 1, 1, 1, 1])  # calm out; surprised: nobody has it
     assert (corpus_label_mask(d, np.arange(7, 13)) == 1).all()
+    only = corpus_label_mask(d, np.arange(13), ("surprised", "calm"))
+    np.testing.assert_array_equal(only, m)
+    assert (corpus_label_mask(d, np.arange(13), ("surprised",)) == 1).all()  # nobody has surprised
 
 
 def test_masked_crossentropy_is_a_softmax_over_the_allowed_labels():
@@ -505,7 +508,7 @@ def test_corpus_labels_recipe_trains_on_two_corpora_and_records_it(tmp_path, dat
                             "--versions", "clean,tel")) == 0
     meta = load_meta(tmp_path / "model" / "emotion.tflite")
     rec = meta.extra["training"]["recipe"]
-    assert rec["corpus_labels"] is True and rec["corpora"] == ["ravdess", "emodb"]
+    assert rec["corpus_labels"] == ["all"] and rec["corpora"] == ["ravdess", "emodb"]
     det = meta.gate.detector
     assert det is not None and det.threshold == shipped["gate"]["detector"]["threshold"]
     p = _run_tflite(tmp_path / "model" / "emotion.tflite",

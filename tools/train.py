@@ -90,9 +90,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--pool", choices=["avgmax", "attention"])
     r.add_argument("--swa", type=float, help="average the weights of the last fraction of epochs")
     r.add_argument("--straddle", type=float, help="share of training windows straddling two utterances")
-    r.add_argument("--corpus-labels", action=argparse.BooleanOptionalAction, default=None,
-                   help="each clip's loss over its own corpus's labels where another training corpus has more "
-                        "(--no-corpus-labels: every clip's loss over all labels, as up to 2.2.0)")
+    r.add_argument("--corpus-labels", nargs="?", const="all", default=None, metavar="LABELS",
+                   help="labels (comma-separated; alone: all) a clip's loss leaves out where its corpus lacks "
+                        "them and another training corpus has them")
     r.add_argument("--mask-t", type=int, help="longest time mask (frames)")
     r.add_argument("--mask-c", type=int, help="longest coefficient mask")
     r.add_argument("--lr", type=float)
@@ -107,7 +107,7 @@ def _overrides(args: argparse.Namespace) -> dict:
                 hop_s=args.hop_s, pitch=args.pitch, prior_frames=args.prior_frames,
                 prior_frames_shape=args.prior_frames_shape, context=args.context, norm=args.norm, dense=args.dense, label_smoothing=args.label_smoothing, mask_t=args.mask_t,
                 mask_c=args.mask_c, lr=args.lr, batch=args.batch, std_pool=args.std_pool or None,
-                mask_domain=args.mask_domain, mixup=args.mixup, swa=args.swa, straddle=args.straddle, corpus_labels=args.corpus_labels,
+                mask_domain=args.mask_domain, mixup=args.mixup, swa=args.swa, straddle=args.straddle, corpus_labels=args.corpus_labels.split(",") if args.corpus_labels else None,
                 weight_decay=args.weight_decay, pool=args.pool)
     if args.blocks:
         over["blocks"] = [tuple(int(v) for v in b.split(":")) for b in args.blocks.split(",")]
@@ -130,8 +130,11 @@ def run(args: argparse.Namespace, argv: list[str], log=print) -> int:
         return 0
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already ran in this process (a second call): its threads stay
+        log(f"TensorFlow is already initialised; --threads {args.threads} not applied")
     cmd = "python -m tools.train " + " ".join(argv)
     t0 = time.time()
     corpora = list(rcp.corpora)

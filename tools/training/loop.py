@@ -54,17 +54,19 @@ def mixup(X: np.ndarray, y: np.ndarray, alpha: float, rng) -> tuple[np.ndarray, 
     return lx * X + (1 - lx) * X[perm], lam[:, None] * y + (1 - lam[:, None]) * y[perm]
 
 
-def corpus_label_mask(data, idx) -> np.ndarray:
+def corpus_label_mask(data, idx, labels=("all",)) -> np.ndarray:
     """[clips, labels]: 1 where clip ``idx[j]``'s loss may see the label, 0 where it may not.
 
-    A label is left out for a clip when the clip's corpus never has it among ``idx`` but another
-    corpus there does; labels no corpus has stay in (the network learns that they never occur).
+    A label of ``labels`` ("all": any) is left out for a clip when the clip's corpus never has it among
+    ``idx`` but another corpus there does; labels no corpus has stay in (the network learns that they
+    never occur), and so do labels not named.
     """
     n = len(LABELS)
+    named = np.array([("all" in labels) or (lab in labels) for lab in LABELS])
     corpora = data.corpus[idx]
     has = {c: np.bincount(data.y[idx][corpora == c], minlength=n) > 0 for c in np.unique(corpora)}
     anywhere = np.any(list(has.values()), axis=0)
-    rows = {c: (h | ~anywhere).astype(np.float32) for c, h in has.items()}
+    rows = {c: (h | ~anywhere | ~named).astype(np.float32) for c, h in has.items()}
     return np.stack([rows[c] for c in corpora])
 
 
@@ -191,7 +193,7 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
     steps = int(np.ceil(len(tr) / rcp.batch)) * rcp.epochs
     ls = float(rcp.label_smoothing)
     mix = float(rcp.mixup)
-    lab_mask = corpus_label_mask(data, tr) if rcp.corpus_labels else None
+    lab_mask = corpus_label_mask(data, tr, rcp.corpus_labels) if rcp.corpus_labels else None
     if lab_mask is not None and lab_mask.all():
         lab_mask = None  # one corpus (or corpora with the same labels): the plain loss, exactly as before
     soft = bool(ls or mix or rcp.straddle or lab_mask is not None)  # label distributions as targets

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from streamer.config import FeatureConfig, GateConfig
+from tools.datasets import LABELS
 
 __all__ = ["Recipe", "PRESETS", "recipe", "cached_versions", "GATE", "DEFAULT_BLOCKS", "RecipeError"]
 
@@ -64,10 +65,10 @@ class Recipe:
     swa: float = 0.0
     context: float = 0.0
     straddle: float = 0.0  # share of training windows cut from two utterances of one speaker with a pause between
-    # the loss of a clip runs over the labels its corpus has, where another training corpus has more
-    # (EmoDB has no calm or surprised: its clips then do not teach the network that a voice like theirs
-    # is never calm or surprised)
-    corpus_labels: bool = False
+    # labels a clip's loss leaves out where its corpus lacks them and another training corpus has them
+    # ("all", or label names; EmoDB has no calm or surprised: its clips then do not teach the network
+    # that a voice like theirs is never calm or surprised); empty: every clip's loss over every label
+    corpus_labels: tuple[str, ...] = ()
     std_pool: bool = False
     seeds: int = 1
     input_layout: str = "steps"  # steps | coefficients
@@ -86,7 +87,7 @@ class Recipe:
         unknown = set(over) - {f.name for f in fields(Recipe)}
         if unknown:
             raise RecipeError(f"unknown recipe fields: {', '.join(sorted(unknown))}")
-        for k in ("train_versions", "views", "corpora"):
+        for k in ("train_versions", "views", "corpora", "corpus_labels"):
             if k in over:
                 over[k] = tuple(over[k])
         if "blocks" in over:
@@ -104,6 +105,8 @@ class Recipe:
                               "(add --no-pitch)")
         if not set(self.corpora) <= {"ravdess", "emodb"}:
             raise RecipeError(f"corpora are ravdess and emodb, not {','.join(self.corpora)}")
+        if not set(self.corpus_labels) <= set(LABELS) | {"all"}:
+            raise RecipeError(f"corpus labels are all or of {','.join(LABELS)}, not {','.join(self.corpus_labels)}")
 
     def to_json(self) -> dict[str, Any]:
         """The recipe as JSON-ready values (what reports and model metadata record)."""
@@ -173,7 +176,7 @@ DEFAULT = Recipe(
     # shipped): 5-network RAVDESS CV per clip 0.6925 against 0.671 at the same seeds, but held-out
     # EmoDB speakers fall from 0.665 to 0.522 and 22 % of them are called calm or surprised (0.2 %):
     # without EmoDB's "not calm, not surprised", voices of a corpus without those labels get them
-    corpus_labels=False,
+    corpus_labels=(),
 )
 
 #: named recipes; ``default`` is what ships (model 2.0.0's recipe). Issue 13's first candidate ``v2``
