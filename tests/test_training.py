@@ -458,6 +458,11 @@ def test_corpus_labels_mask_only_what_another_corpus_has():
     only = corpus_label_mask(d, np.arange(13), ("surprised", "calm"))
     np.testing.assert_array_equal(only, m)
     assert (corpus_label_mask(d, np.arange(13), ("surprised",)) == 1).all()  # nobody has surprised
+    from tools.training.recipe import RecipeError, recipe
+
+    for bad in ({"corpus_labels": ["bored"]}, {"corpus_labels": ["all"], "label_smoothing": 0.1}):
+        with pytest.raises(RecipeError):
+            recipe("default", **bad)
 
 
 def test_masked_crossentropy_is_a_softmax_over_the_allowed_labels():

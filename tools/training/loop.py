@@ -197,8 +197,6 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
     if lab_mask is not None and lab_mask.all():
         lab_mask = None  # one corpus (or corpora with the same labels): the plain loss, exactly as before
     soft = bool(ls or mix or rcp.straddle or lab_mask is not None)  # label distributions as targets
-    if lab_mask is not None and ls:
-        raise ValueError("corpus_labels does not combine with label smoothing")
     if lab_mask is not None:
         loss = masked_crossentropy
     else:

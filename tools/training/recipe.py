@@ -107,6 +107,8 @@ class Recipe:
             raise RecipeError(f"corpora are ravdess and emodb, not {','.join(self.corpora)}")
         if not set(self.corpus_labels) <= set(LABELS) | {"all"}:
             raise RecipeError(f"corpus labels are all or of {','.join(LABELS)}, not {','.join(self.corpus_labels)}")
+        if self.corpus_labels and self.label_smoothing:
+            raise RecipeError("corpus labels do not combine with label smoothing")
 
     def to_json(self) -> dict[str, Any]:
         """The recipe as JSON-ready values (what reports and model metadata record)."""
