@@ -68,14 +68,16 @@ class ChannelAnalyzer:
     Args:
         meta: the model's metadata (features, gate, normalisation).
         norm: normalisation to use instead of the metadata's (training: the fold's prior).
+        narrowband: the channel carries telephone-band audio (its source is sampled at 8 kHz or
+            less): the normaliser starts from the model's narrowband prior where it has one.
     """
 
-    def __init__(self, meta: ModelMeta, norm: NormConfig | None = None):
+    def __init__(self, meta: ModelMeta, norm: NormConfig | None = None, narrowband: bool = False):
         f = meta.features
         self.cfg = f
         self.featurizer = FrameFeaturizer(f)
         self.gate = SpeechDetector(meta)  # the energy gate, then the model's speech detector if it names one
-        self.norm = Normaliser(norm or meta.normalisation, f.n_channels)
+        self.norm = Normaliser(norm or meta.normalisation, f.n_channels, narrowband)
         # one extra column carries each frame's speech flag, so a window's speech fraction comes
         # out of the same running-sum means as its features
         self.windows = WindowAssembler(f, f.n_channels + 1)

@@ -20,10 +20,14 @@ __all__ = [
     "SpeechConfig",
     "gate_dict",
     "NormConfig",
+    "NARROWBAND_MAX_RATE",
     "ModelMeta",
     "default_model_path",
     "load_meta",
 ]
+
+# sources sampled at this rate or below are telephone-band: the model's narrowband prior applies
+NARROWBAND_MAX_RATE = 8000
 
 DEFAULT_LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 
@@ -201,6 +205,9 @@ class NormConfig:
     ``prior_frames`` frames); ``running_mean`` (the running mean of ``running``, i.e. cepstral mean
     normalisation per stream, divided by the fixed ``std``). ``prior_frames`` is one weight for
     every band or one per band (a band whose prior weighs less follows the stream sooner).
+    ``narrowband_mean``/``narrowband_std``: the prior for sources sampled at
+    :data:`NARROWBAND_MAX_RATE` or less (telephone audio: its bands above 4 kHz are empty, so its
+    spectral shape sits far from wideband speech's until the stream's own statistics take over).
     """
 
     kind: str = "none"
@@ -208,6 +215,8 @@ class NormConfig:
     std: list[float] | None = None
     prior_frames: float | list[float] = 100.0
     min_std: float = 1e-3
+    narrowband_mean: list[float] | None = None
+    narrowband_std: list[float] | None = None
 
 
 @dataclass
@@ -242,7 +251,8 @@ class ModelMeta:
             labels=list(self.labels),
             features=asdict(self.features),
             gate=gate_dict(self.gate),
-            normalisation=asdict(self.normalisation),
+            normalisation={k: v for k, v in asdict(self.normalisation).items()
+                           if v is not None or not k.startswith("narrowband_")},
             input_layout=self.input_layout,
         )
         if self.temperature != 1.0:
@@ -271,6 +281,13 @@ class ModelMeta:
             raise ModelError(f"bad model metadata: {exc}") from None
         if meta.normalisation.kind not in ("none", "fixed", "running", "running_mean"):
             raise ModelError(f"unknown normalisation kind {meta.normalisation.kind!r}")
+        nm = meta.normalisation
+        for key in ("narrowband_mean", "narrowband_std"):
+            v = getattr(nm, key)
+            if v is not None and len(v) != meta.features.n_channels:
+                raise ModelError(f"normalisation.{key} has {len(v)} values for {meta.features.n_channels} bands")
+        if (nm.narrowband_mean is None) != (nm.narrowband_std is None):
+            raise ModelError("normalisation.narrowband_mean and narrowband_std come together")
         pf = meta.normalisation.prior_frames
         if isinstance(pf, list) and len(pf) != meta.features.n_channels:  # refused at load, not mid-stream
             raise ModelError(f"normalisation.prior_frames has {len(pf)} weights for {meta.features.n_channels} bands")

@@ -25,14 +25,17 @@ class Normaliser:
     ``(n0 * prior + sum) / (n0 + N)``: at the start of a stream the prior (global statistics from
     training) dominates, and as the stream goes on its own statistics take over. A window is
     normalised with the statistics as they stand at the window's last frame, so the same clip gives
-    the same features whether it is streamed or processed at once.
+    the same features whether it is streamed or processed at once. ``narrowband``: the stream is
+    telephone-band audio, so the prior is the model's narrowband one where it has one.
     """
 
-    def __init__(self, cfg: NormConfig, n_bands: int):
+    def __init__(self, cfg: NormConfig, n_bands: int, narrowband: bool = False):
         self.cfg = cfg
         self.n_bands = n_bands
-        mean = np.asarray(cfg.mean if cfg.mean is not None else np.zeros(n_bands), dtype=np.float64)
-        std = np.asarray(cfg.std if cfg.std is not None else np.ones(n_bands), dtype=np.float64)
+        self.narrowband = bool(narrowband and cfg.narrowband_mean is not None)
+        m0, s0 = (cfg.narrowband_mean, cfg.narrowband_std) if self.narrowband else (cfg.mean, cfg.std)
+        mean = np.asarray(m0 if m0 is not None else np.zeros(n_bands), dtype=np.float64)
+        std = np.asarray(s0 if s0 is not None else np.ones(n_bands), dtype=np.float64)
         if mean.shape != (n_bands,) or std.shape != (n_bands,):
             from streamer.errors import ModelError
 

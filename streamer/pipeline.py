@@ -20,7 +20,7 @@ import numpy as np
 
 from streamer.analysis import ChannelAnalyzer, Windows, classify_windows
 from streamer.classifier import Classifier
-from streamer.config import ModelMeta
+from streamer.config import NARROWBAND_MAX_RATE, ModelMeta
 from streamer.errors import UsageError
 from streamer.events import Event
 from streamer.ringbuffer import RingBuffer
@@ -103,7 +103,8 @@ class Pipeline:
         else:
             names = ["mix"] if channels == "mix" else [f"ch{i + 1}" for i in range(n)]
         self.channel_names = names
-        self.analyzers = [ChannelAnalyzer(meta) for _ in range(n)]
+        narrow = in_rate <= NARROWBAND_MAX_RATE
+        self.analyzers = [ChannelAnalyzer(meta, narrowband=narrow) for _ in range(n)]
         f = meta.features
         self.timeline = Timeline(meta.labels, names, f.window_frames * f.hop_length / f.sample_rate,
                                  f.hop_frames * f.hop_length / f.sample_rate, timeline, alert_rules)

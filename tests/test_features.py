@@ -173,3 +173,52 @@ def test_model_metadata_carries_per_band_priors_and_refuses_a_wrong_count(model)
     d["normalisation"]["prior_frames"] = [10.0] * (n + 1)
     with pytest.raises(ModelError, match="prior_frames"):
         ModelMeta.from_dict(d, meta.model_path)
+
+
+def test_narrowband_prior_starts_telephone_streams_and_nothing_else():
+    cfg = NormConfig(kind="running", mean=[0.0, 0.0], std=[1.0, 1.0], prior_frames=10,
+                     narrowband_mean=[5.0, -5.0], narrowband_std=[2.0, 2.0])
+    x = np.full((10, 2), 1.0)
+    wide, _ = Normaliser(cfg, 2).push(x, np.ones(10, bool)).at(np.array([9]))
+    narrow, nstd = Normaliser(cfg, 2, narrowband=True).push(x, np.ones(10, bool)).at(np.array([9]))
+    np.testing.assert_allclose(wide[0], [0.5, 0.5])
+    np.testing.assert_allclose(narrow[0], [3.0, -2.0])  # (10 * prior + 10 * 1) / 20
+    assert nstd[0, 0] > 1.5  # the narrowband prior's spread, not the wideband one's
+    # a model without one: telephone streams start from the one prior it has
+    plain = NormConfig(kind="running", mean=[0.0, 0.0], std=[1.0, 1.0], prior_frames=10)
+    m, _ = Normaliser(plain, 2, narrowband=True).push(x, np.ones(10, bool)).at(np.array([9]))
+    np.testing.assert_allclose(m[0], [0.5, 0.5])
+
+
+def test_model_metadata_carries_a_narrowband_prior_and_refuses_half_of_one(model):
+    from streamer.config import ModelMeta
+
+    meta, _ = model
+    d = meta.to_dict()
+    n = meta.features.n_channels
+    assert "narrowband_mean" not in d["normalisation"] or d["normalisation"]["narrowband_mean"] is not None
+    d["normalisation"] = {**d["normalisation"], "narrowband_mean": [0.5] * n, "narrowband_std": [2.0] * n}
+    back = ModelMeta.from_dict(d, meta.model_path)
+    assert back.normalisation.narrowband_std == [2.0] * n
+    assert back.to_dict()["normalisation"]["narrowband_mean"] == [0.5] * n
+    with pytest.raises(ModelError, match="narrowband_std has"):
+        ModelMeta.from_dict({**d, "normalisation": {**d["normalisation"], "narrowband_std": [1.0] * (n - 1)}},
+                            meta.model_path)
+    with pytest.raises(ModelError, match="come together"):
+        ModelMeta.from_dict({**d, "normalisation": {**d["normalisation"], "narrowband_std": None}}, meta.model_path)
+
+
+@pytest.mark.parametrize("rate,narrow", [(8000, True), (16000, False), (44100, False)])
+def test_pipeline_starts_sources_at_8_khz_from_the_narrowband_prior(model, rate, narrow):
+    from dataclasses import replace
+
+    from streamer.pipeline import Pipeline
+
+    meta, clf = model
+    n = meta.features.n_channels
+    nb = replace(meta, normalisation=replace(meta.normalisation, narrowband_mean=[7.0] * n, narrowband_std=[3.0] * n))
+    pipe = Pipeline(nb, clf, in_rate=rate, in_channels=2, channels="split")
+    for an in pipe.analyzers:
+        assert an.norm.narrowband is narrow
+        mean, std = an.norm.current()
+        assert bool(mean[0, 0] == 7.0) is narrow and bool(std[0, 0] == 3.0) is narrow

@@ -519,3 +519,43 @@ def test_corpus_labels_recipe_trains_on_two_corpora_and_records_it(tmp_path, dat
     p = _run_tflite(tmp_path / "model" / "emotion.tflite",
                     np.zeros((1, meta.features.window_steps, meta.features.n_channels)))
     np.testing.assert_allclose(p.sum(), 1.0, atol=1e-4)
+
+
+def test_narrowband_prior_comes_from_the_telephone_copies_and_starts_their_windows(corpus, tmp_path):
+    """``narrowband_prior``: the model carries the telephone copies' statistics; ``train`` also starts
+    training's telephone windows from them, ``model`` leaves training as it was."""
+    from tools.datasets import ravdess_items
+    from tools.training.data import Data
+    from tools.training.loop import epoch_set
+    from tools.training.recipe import RecipeError, recipe
+    from tools.training.windows import eval_windows, fold_norm, training_meta
+
+    base = recipe("default", train_versions=["tel"], straddle=0.0, context=0.0, spec_mask=False)
+    data = Data(ravdess_items(corpus, actors=[1, 2]), base, cache_dir=str(tmp_path / "cache"), log=None)
+    tr = np.arange(len(data.items))
+    assert fold_norm(data, base, tr).narrowband_mean is None
+    ncfg = fold_norm(data, base.with_(narrowband_prior="train"), tr)
+    np.testing.assert_allclose(ncfg.narrowband_mean, data.prior(tr, "tel")[0])
+    # the telephone band's missing highs move the cepstrum: the two priors differ
+    assert np.abs(np.array(ncfg.narrowband_mean) - np.array(ncfg.mean)).max() > 0.5
+
+    def windows(r):
+        return epoch_set(data, tr, r, ncfg, np.random.default_rng(0))[0]
+
+    plain, model_only, trained = (windows(base), windows(base.with_(narrowband_prior="model")),
+                                  windows(base.with_(narrowband_prior="train")))
+    np.testing.assert_array_equal(plain, model_only)
+    assert np.abs(trained - plain).max() > 0.1
+    clean = base.with_(train_versions=["clean"], narrowband_prior="train")
+    np.testing.assert_array_equal(windows(clean), windows(base.with_(train_versions=["clean"])))
+    # evaluation: the telephone copies stream from the narrowband prior, the clean ones do not
+    meta = training_meta(base, ncfg)
+    wide = training_meta(base, fold_norm(data, base, tr))
+    tel_nb, tel_wide = eval_windows(data, tr[:2], "tel", meta), eval_windows(data, tr[:2], "tel", wide)
+    assert np.abs(tel_nb[0][0].feats - tel_wide[0][0].feats).max() > 0.1
+    cl_nb, cl_wide = eval_windows(data, tr[:2], "clean", meta), eval_windows(data, tr[:2], "clean", wide)
+    np.testing.assert_array_equal(cl_nb[0][0].feats, cl_wide[0][0].feats)
+    with pytest.raises(RecipeError, match="narrowband prior"):
+        recipe("default", narrowband_prior="yes")
+    with pytest.raises(RecipeError, match="running normalisation"):
+        recipe("default", narrowband_prior="model", norm="fixed")

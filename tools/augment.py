@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["gain", "add_noise", "room_response", "reverb", "speed", "telephone", "mulaw_encode", "mulaw_decode", "noisy", "codec",
+__all__ = ["gain", "add_noise", "room_response", "reverb", "speed", "telephone", "is_narrowband", "mulaw_encode", "mulaw_decode", "noisy", "codec",
            "equalise", "warp_formants", "babble", "CODECS", "VERSIONS", "make_version"]
 
 
@@ -76,6 +76,11 @@ def telephone(y: np.ndarray, sr: int = 16000, narrow_sr: int = 8000) -> np.ndarr
     lo = soxr.resample(y, sr, narrow_sr, quality="HQ")
     lo = mulaw_decode(mulaw_encode(lo))
     return soxr.resample(lo, narrow_sr, sr, quality="HQ").astype(np.float32)
+
+
+def is_narrowband(version: str) -> bool:
+    """Whether an augmented copy went through the 8 kHz telephone channel (``tel``, ``tel_noisy#2``, ...)."""
+    return version.split("#")[0].startswith("tel")
 
 
 def noisy(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:

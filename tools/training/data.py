@@ -71,10 +71,11 @@ class Data:
         """Indices of one corpus's clips."""
         return np.flatnonzero(self.corpus == corpus)
 
-    def prior(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Band mean/std over the clean speech frames of clips ``idx``."""
-        fr = np.concatenate([self.cf.mfcc(i, 0) for i in idx])
-        sp = np.concatenate([self.speech[i][0] for i in idx])
+    def prior(self, idx: np.ndarray, version: str = "clean") -> tuple[np.ndarray, np.ndarray]:
+        """Band mean/std over the speech frames of clips ``idx`` in one copy (clean, or ``tel``)."""
+        v = self.cf.vindex(version)
+        fr = np.concatenate([self.cf.mfcc(i, v) for i in idx])
+        sp = np.concatenate([self.speech[i][v] for i in idx])
         m, s, _ = stats_from_frames(fr, sp)
         return m.astype(np.float64), s.astype(np.float64)
 

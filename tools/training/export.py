@@ -14,7 +14,7 @@ from tools.training.data import CITATIONS
 from tools.training.loop import fit
 from tools.training.network import ensemble, members_of
 from tools.training.recipe import Recipe
-from tools.training.windows import eval_windows, norm_config, to_layout, training_meta
+from tools.training.windows import eval_windows, fold_norm, to_layout, training_meta
 
 __all__ = ["FitOptions", "final_fit", "eval_summary", "describe", "refresh_meta", "model_stem", "EVAL_KEYS"]
 
@@ -61,7 +61,7 @@ def final_fit(data, rcp: Recipe, opts: FitOptions, log=print):
         hold = sorted(set(data.speaker.tolist()))[-4:]
         val = np.flatnonzero(np.isin(data.speaker, hold))
         tr = np.flatnonzero(~np.isin(data.speaker, hold))
-    ncfg = norm_config(rcp, *data.prior(tr))
+    ncfg = fold_norm(data, rcp, tr)
     models, infos = [], []
     n_seeds = opts.seeds or rcp.seeds
     for s, view in members_of(rcp, n_seeds):

@@ -8,6 +8,7 @@ import numpy as np
 
 from streamer.features import window_means
 from streamer.normalise import Normaliser
+from tools.augment import is_narrowband
 from tools.datasets import LABELS
 from tools.training.network import build_model, optimizer, view_channels
 from tools.training.recipe import Recipe
@@ -91,7 +92,8 @@ def _speech_span(speech: np.ndarray) -> tuple[int, int]:
     return (int(on[0]), int(on[-1]) + 1) if len(on) else (0, len(speech))
 
 
-def straddle_window(data, i: int, k: int, v: int, cfg, ncfg, rng) -> tuple[np.ndarray, np.ndarray]:
+def straddle_window(data, i: int, k: int, v: int, cfg, ncfg, rng,
+                    narrowband: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A window cut from utterance ``i``, a pause, then utterance ``k`` (one speaker, as in a stream).
 
     Both utterances are trimmed to their speech; the pause (0.2-2 s) holds silence frames of the
@@ -117,7 +119,7 @@ def straddle_window(data, i: int, k: int, v: int, cfg, ncfg, rng) -> tuple[np.nd
         owner = np.concatenate([owner, np.full(pad, -1)])
     s = int(rng.integers(0, len(frames) - wf + 1))
     w = window_means(frames, np.array([s]), cfg)
-    norm = Normaliser(ncfg, cfg.n_channels)
+    norm = Normaliser(ncfg, cfg.n_channels, narrowband)
     st = norm.push(frames, speech)
     m, sd = st.at(np.array([s + wf - 1]))
     own, sp = owner[s : s + wf], speech[s : s + wf]
@@ -140,6 +142,8 @@ def epoch_set(data, idx, rcp: Recipe, ncfg, rng, view: str = "all"):
     """
     cfg = rcp.features
     tv = [data.cf.vindex(v) for v in rcp.train_versions]
+    # which training copies start from the narrowband prior (telephone copies, with ``train``)
+    nb = {data.cf.vindex(v): rcp.narrowband_prior == "train" and is_narrowband(v) for v in rcp.train_versions}
     X = np.empty((len(idx), cfg.window_steps, cfg.n_channels), np.float32)
     p_ctx = float(rcp.context)
     p_str = float(rcp.straddle)
@@ -156,7 +160,7 @@ def epoch_set(data, idx, rcp: Recipe, ncfg, rng, view: str = "all"):
             same = [o for o in mates if data.y[o] == data.y[i]]
             pool = same if same and rng.random() < 0.5 else mates
             if pool:
-                X[j], Y[j] = straddle_window(data, i, int(rng.choice(pool)), v, cfg, ncfg, rng)
+                X[j], Y[j] = straddle_window(data, i, int(rng.choice(pool)), v, cfg, ncfg, rng, nb[v])
                 continue
         ctx = None
         others = [o for o in by_speaker[str(data.speaker[i])] if o != i] if p_ctx else []
@@ -165,7 +169,7 @@ def epoch_set(data, idx, rcp: Recipe, ncfg, rng, view: str = "all"):
             pick = rng.choice(others, size=min(len(others), int(rng.integers(1, 9))), replace=False)
             ctx = (np.concatenate([data.cf.mfcc(o, v) for o in pick]),
                    np.concatenate([data.speech[o][v] for o in pick]))
-        X[j] = sample_window(data.cf.mfcc(i, v), data.speech[i][v], cfg, ncfg, rng, ctx)
+        X[j] = sample_window(data.cf.mfcc(i, v), data.speech[i][v], cfg, ncfg, rng, ctx, nb[v])
     if rcp.spec_mask:
         spec_mask(X[:, :, : view_channels(cfg, view)], rng, int(rcp.mask_t), int(rcp.mask_c),
                   cfg.n_mels if rcp.mask_domain == "mel" else 0)

@@ -19,7 +19,7 @@ from tools.training.loop import fit, keras_predict
 from tools.training.network import members_of
 from tools.training.recipe import Recipe
 from tools.training.reports import calibrate, ece, fit_temperature, metrics, pooled_metrics
-from tools.training.windows import clip_labels, eval_windows, norm_config, predict_clips, training_meta
+from tools.training.windows import clip_labels, eval_windows, fold_norm, predict_clips, training_meta
 
 __all__ = ["FOLDS", "TEST_SETS", "CVOptions", "folds_of", "run_cv", "run_cross_corpus", "run_random_split",
            "set_name", "continuous_clips"]
@@ -87,7 +87,7 @@ def _test_sets(data, te, rcp: Recipe, meta, opts: CVOptions) -> dict:
 
 def _fold(data, rcp: Recipe, tr, te, val, opts: CVOptions, fi: int, log) -> dict:
     """Train the fold's models on ``tr``; score ``te``: per set the summed clip probabilities and each model's."""
-    ncfg = norm_config(rcp, *data.prior(tr))
+    ncfg = fold_norm(data, rcp, tr)
     meta = training_meta(rcp, ncfg)
     sets = _test_sets(data, te, rcp, meta, opts)
     g = rcp.gate.min_fraction
@@ -258,7 +258,7 @@ def run_random_split(data, rcp: Recipe, seed: int, log=print) -> dict:
     te, rest = perm[:n_te], perm[n_te:]
     n_va = len(rest) // 8
     val, tr = rest[:n_va], rest[n_va:]
-    ncfg = norm_config(rcp, *data.prior(tr))
+    ncfg = fold_norm(data, rcp, tr)
     if not rcp.early_stopping:
         tr = rest  # a fixed epoch count: no validation clips needed
     model, info = fit(data, tr, rcp, ncfg, seed=seed, val=val, log=log)

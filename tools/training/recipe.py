@@ -69,6 +69,10 @@ class Recipe:
     # ("all", or label names; EmoDB has no calm or surprised: its clips then do not teach the network
     # that a voice like theirs is never calm or surprised); empty: every clip's loss over every label
     corpus_labels: tuple[str, ...] = ()
+    # a second prior for telephone-band sources (8 kHz or less), from the telephone copies' frames:
+    # none | model (the model carries it; training as before) | train (training's telephone copies
+    # start from it too)
+    narrowband_prior: str = "none"
     std_pool: bool = False
     seeds: int = 1
     input_layout: str = "steps"  # steps | coefficients
@@ -107,6 +111,10 @@ class Recipe:
             raise RecipeError(f"corpora are ravdess and emodb, not {','.join(self.corpora)}")
         if not set(self.corpus_labels) <= set(LABELS) | {"all"}:
             raise RecipeError(f"corpus labels are all or of {','.join(LABELS)}, not {','.join(self.corpus_labels)}")
+        if self.narrowband_prior not in ("none", "model", "train"):
+            raise RecipeError(f"narrowband prior is none, model or train, not {self.narrowband_prior}")
+        if self.narrowband_prior != "none" and self.norm not in ("running", "running_mean"):
+            raise RecipeError("a narrowband prior needs a running normalisation")
         if self.corpus_labels and self.label_smoothing:
             raise RecipeError("corpus labels do not combine with label smoothing")
 

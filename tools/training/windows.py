@@ -18,17 +18,27 @@ from streamer.analysis import ChannelAnalyzer, Windows, classify_windows, clip_p
 from streamer.config import ModelMeta, NormConfig
 from streamer.features import window_means
 from streamer.normalise import Normaliser
+from tools.augment import is_narrowband
 from tools.datasets import LABELS
 from tools.training.recipe import Recipe
 
-__all__ = ["training_meta", "norm_config", "sample_window", "stream_windows", "eval_windows",
+__all__ = ["training_meta", "fold_norm", "norm_config", "sample_window", "stream_windows", "eval_windows",
            "predict_clips", "clip_labels", "to_layout"]
 
 to_layout = to_input  # [B, steps, C] -> the model's input layout (the classifier's own function)
 
 
-def norm_config(rcp: Recipe, mean, std) -> NormConfig:
-    """The normalisation of a model trained on clips with these band statistics."""
+def fold_norm(data, rcp: Recipe, idx) -> NormConfig:
+    """The normalisation of a model trained on clips ``idx`` (their priors: clean, and telephone if the recipe asks)."""
+    narrow = data.prior(idx, "tel") if rcp.narrowband_prior != "none" else None
+    return norm_config(rcp, *data.prior(idx), narrow=narrow)
+
+
+def norm_config(rcp: Recipe, mean, std, narrow=None) -> NormConfig:
+    """The normalisation of a model trained on clips with these band statistics.
+
+    ``narrow``: (mean, std) of the telephone copies, the prior for telephone-band sources.
+    """
     if rcp.std_pool:
         # one spread for every coefficient (their RMS): the z-score then keeps the cepstrum's own
         # shape, i.e. it is an orthogonal rotation of mean-normalised log-mel bands
@@ -38,8 +48,14 @@ def norm_config(rcp: Recipe, mean, std) -> NormConfig:
         if rcp.prior_frames_shape is not None:
             prior = [prior] * len(mean)
             prior[1 : rcp.features.n_mfcc] = [float(rcp.prior_frames_shape)] * (rcp.features.n_mfcc - 1)
+        nb = {}
+        if narrow is not None:
+            nm, ns = narrow
+            if rcp.std_pool:
+                ns = np.full_like(np.asarray(ns, dtype=np.float64), float(np.sqrt(np.mean(np.square(ns)))))
+            nb = dict(narrowband_mean=[float(v) for v in nm], narrowband_std=[float(v) for v in ns])
         return NormConfig(kind=rcp.norm, mean=[float(v) for v in mean], std=[float(v) for v in std],
-                          prior_frames=prior)
+                          prior_frames=prior, **nb)
     if rcp.norm == "fixed":
         return NormConfig(kind="fixed", mean=[float(v) for v in mean], std=[float(v) for v in std])
     return NormConfig(kind="none")
@@ -52,11 +68,12 @@ def training_meta(rcp: Recipe, ncfg: NormConfig, cfg=None) -> ModelMeta:
                      input_layout=rcp.input_layout)
 
 
-def sample_window(mfcc, speech, cfg, ncfg: NormConfig, rng, ctx=None) -> np.ndarray:
+def sample_window(mfcc, speech, cfg, ncfg: NormConfig, rng, ctx=None, narrowband: bool = False) -> np.ndarray:
     """One training window at a random place in the clip, normalised as the streamer would.
 
     ``ctx``: optional (frames, speech) streamed before the clip (the same speaker's earlier speech),
-    so the running statistics are those of a longer stream.
+    so the running statistics are those of a longer stream. ``narrowband``: a telephone copy,
+    normalised from the narrowband prior (where ``ncfg`` has one).
     """
     wf = cfg.window_frames
     n = len(mfcc)
@@ -67,7 +84,7 @@ def sample_window(mfcc, speech, cfg, ncfg: NormConfig, rng, ctx=None) -> np.ndar
         n = wf
     s = int(rng.integers(0, n - wf + 1))
     w = window_means(mfcc, np.array([s]), cfg)
-    norm = Normaliser(ncfg, cfg.n_channels)
+    norm = Normaliser(ncfg, cfg.n_channels, narrowband)
     if ctx is not None:
         norm.push(*ctx)
     st = norm.push(mfcc, speech)
@@ -75,9 +92,10 @@ def sample_window(mfcc, speech, cfg, ncfg: NormConfig, rng, ctx=None) -> np.ndar
     return norm.apply(w, m, sd)[0]
 
 
-def stream_windows(mfcc, speech, meta: ModelMeta, ctx=None) -> list[Windows]:
-    """The windows the streamer makes of one clip streamed alone (``ctx``: frames heard before it)."""
-    an = ChannelAnalyzer(meta)
+def stream_windows(mfcc, speech, meta: ModelMeta, ctx=None, narrowband: bool = False) -> list[Windows]:
+    """The windows the streamer makes of one clip streamed alone (``ctx``: frames heard before it;
+    ``narrowband``: a telephone-band source)."""
+    an = ChannelAnalyzer(meta, narrowband=narrowband)
     if ctx is not None:
         an.prime(*ctx)
     return an.frames(mfcc, speech)
@@ -101,7 +119,7 @@ def eval_windows(data, idx, version: str, meta: ModelMeta, speaker: bool = False
             others = [o for o in idx if data.speaker[o] == data.speaker[i] and o != i]
             ctx = (np.concatenate([data.cf.mfcc(o, v) for o in others]),
                    np.concatenate([data.speech[o][v] for o in others])) if others else None
-        out.append(stream_windows(data.cf.mfcc(i, v), data.speech[i][v], meta, ctx))
+        out.append(stream_windows(data.cf.mfcc(i, v), data.speech[i][v], meta, ctx, is_narrowband(version)))
     return out
 
 
