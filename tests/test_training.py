@@ -519,6 +519,19 @@ def test_corpus_labels_recipe_trains_on_two_corpora_and_records_it(tmp_path, dat
     p = _run_tflite(tmp_path / "model" / "emotion.tflite",
                     np.zeros((1, meta.features.window_steps, meta.features.n_channels)))
     np.testing.assert_allclose(p.sum(), 1.0, atol=1e-4)
+    # the narrowband prior is added to the trained model without retraining (its weights stay)
+    (tmp_path / "reports" / "cv_default.json").write_text((ROOT / "model" / "reports" / "cv_default.json").read_text())
+    weights = (out / "emotion.tflite").read_bytes()
+    again = ["--corpus-labels", "--versions", "clean,tel", "--refresh-meta"]
+    assert train.main(_args(tmp_path, data_root, "--model", "default", *again, "--narrowband-prior", "model")) == 0
+    nb = load_meta(out / "emotion.tflite")
+    assert (out / "emotion.tflite").read_bytes() == weights and nb.normalisation.mean == meta.normalisation.mean
+    assert len(nb.normalisation.narrowband_mean) == meta.features.n_channels
+    assert nb.extra["training"]["recipe"]["narrowband_prior"] == "model"
+    # "train" would change the training windows: refused, the model left as it is
+    before = (out / "emotion.json").read_text()
+    assert train.main(_args(tmp_path, data_root, "--model", "default", *again, "--narrowband-prior", "train")) == 2
+    assert (out / "emotion.json").read_text() == before
 
 
 def test_narrowband_prior_comes_from_the_telephone_copies_and_starts_their_windows(corpus, tmp_path):

@@ -45,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--cross", default=None, metavar="TRAIN:TEST", help="cross-corpus: train on one, test on the other")
     what.add_argument("--random-split", action="store_true", help="the seed's random file split (inflated)")
     what.add_argument("--refresh-meta", action="store_true",
-                      help="only rewrite the evaluation block of the shipped metadata from the CV reports")
+                      help="only rewrite the evaluation block of the shipped metadata from the CV reports "
+                           "(with --narrowband-prior model: add the telephone prior computed from the data)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=None, help="ensemble size of the final fit (recipe's default)")
     ap.add_argument("--seeds-cv", type=int, default=1, help="models averaged per CV fold")
@@ -129,7 +130,10 @@ def run(args: argparse.Namespace, argv: list[str], log=print) -> int:
     """Do what the options ask; raises DataError/RecipeError/ValueError for bad input."""
     rcp = recipe(args.model, **_overrides(args))
     if args.refresh_meta:
-        refresh_meta(rcp, args.out, args.reports, log=log)
+        # a narrowband prior is computed from the clips, not read from a report
+        data = (Data.load(args.data, rcp, cache_dir=args.cache, log=log)
+                if rcp.narrowband_prior != "none" else None)
+        refresh_meta(rcp, args.out, args.reports, log=log, data=data)
         return 0
     import tensorflow as tf
 

@@ -13,7 +13,7 @@ from tools.datasets import LABELS
 from tools.training.data import CITATIONS
 from tools.training.loop import fit
 from tools.training.network import ensemble, members_of
-from tools.training.recipe import Recipe
+from tools.training.recipe import Recipe, RecipeError
 from tools.training.windows import eval_windows, fold_norm, to_layout, training_meta
 
 __all__ = ["FitOptions", "final_fit", "eval_summary", "describe", "refresh_meta", "model_stem", "EVAL_KEYS"]
@@ -221,14 +221,37 @@ def cv_temperature(cv: dict | None) -> float:
     return float(((cv or {}).get("calibration_clean_16k") or {}).get("temperature", 1.0))
 
 
-def refresh_meta(rcp: Recipe, out: str, reports: str, log=print) -> Path:
-    """Rewrite ``evaluation`` in the model's JSON from ``reports/cv_<recipe>.json`` (no retraining)."""
+def refresh_meta(rcp: Recipe, out: str, reports: str, log=print, data=None) -> Path:
+    """Rewrite ``evaluation`` in the model's JSON from ``reports/cv_<recipe>.json`` (no retraining).
+
+    With ``data`` (the final fit's clips) and a recipe whose ``narrowband_prior`` is ``model``, the
+    narrowband prior is computed from the telephone copies and written too: it changes no weight.
+    """
     meta_path = Path(out) / f"{model_stem(rcp)}.json"
     cv_path = Path(reports) / f"cv_{rcp.name}.json"
     d = json.loads(meta_path.read_text())
     cv = json.loads(cv_path.read_text())
+    if data is not None and rcp.narrowband_prior != "none":
+        d["normalisation"] = narrowband_normalisation(data, rcp, d["normalisation"])
+        d.setdefault("training", {}).setdefault("recipe", {})["narrowband_prior"] = rcp.narrowband_prior
+        log(f"narrowband prior from the telephone copies of {len(data.items)} clips")
     d["evaluation"] = eval_summary(cv, rcp, Path(reports), d.get("version"))
     d["temperature"] = cv_temperature(cv)
     meta_path.write_text(json.dumps(d, indent=1) + "\n")
     log(f"updated {meta_path} from {cv_path}")
     return meta_path
+
+
+def narrowband_normalisation(data, rcp: Recipe, norm: dict) -> dict:
+    """A trained model's ``normalisation`` with the narrowband prior of its training clips added.
+
+    Refused where the networks would have to change (``train``), or where ``data`` is not what the
+    model was trained on (its wideband prior differs from the stored one).
+    """
+    if rcp.narrowband_prior != "model":
+        raise RecipeError("--narrowband-prior train changes the training windows: retrain instead of refreshing")
+    ncfg = fold_norm(data, rcp, np.arange(len(data.items)))
+    if norm.get("mean") is None or not np.allclose(norm["mean"], ncfg.mean, atol=1e-5):
+        raise RecipeError("the model's prior is not these clips' (another recipe or other data): "
+                          "refresh with the data it was trained on")
+    return {**norm, "narrowband_mean": ncfg.narrowband_mean, "narrowband_std": ncfg.narrowband_std}
