@@ -131,6 +131,10 @@ def test_info():
             assert f"{w:g} frames on " in norm
     else:
         assert f"prior {prior:g} frames" in norm
+    from tests.conftest import ROOT
+
+    meta = json.loads((ROOT / "model" / "emotion.json").read_text())
+    assert ("telephone-band prior" in norm) == (meta["normalisation"].get("narrowband_mean") is not None)
 
 
 # ---- bad input: one line, non-zero, no traceback ------------------------------------------------

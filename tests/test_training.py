@@ -510,7 +510,7 @@ def test_corpus_labels_recipe_trains_on_two_corpora_and_records_it(tmp_path, dat
     shipped = json.loads((ROOT / "model" / "emotion.json").read_text())
     (out / "emotion.json").write_text(json.dumps({"gate": shipped["gate"]}))
     assert train.main(_args(tmp_path, data_root, "--model", "default", "--seeds", "1", "--corpus-labels",
-                            "--versions", "clean,tel")) == 0
+                            "--versions", "clean,tel", "--narrowband-prior", "none")) == 0
     meta = load_meta(tmp_path / "model" / "emotion.tflite")
     rec = meta.extra["training"]["recipe"]
     assert rec["corpus_labels"] == ["all"] and rec["corpora"] == ["ravdess", "emodb"]
@@ -528,9 +528,10 @@ def test_corpus_labels_recipe_trains_on_two_corpora_and_records_it(tmp_path, dat
     assert (out / "emotion.tflite").read_bytes() == weights and nb.normalisation.mean == meta.normalisation.mean
     assert len(nb.normalisation.narrowband_mean) == meta.features.n_channels
     assert nb.extra["training"]["recipe"]["narrowband_prior"] == "model"
-    # "train" would change the training windows: refused, the model left as it is
+    # other clips than the model's (RAVDESS alone): refused, the model left as it is
     before = (out / "emotion.json").read_text()
-    assert train.main(_args(tmp_path, data_root, "--model", "default", *again, "--narrowband-prior", "train")) == 2
+    assert train.main(_args(tmp_path, data_root, "--model", "default", *again, "--narrowband-prior", "model",
+                            "--corpora", "ravdess")) == 2
     assert (out / "emotion.json").read_text() == before
 
 
@@ -543,7 +544,7 @@ def test_narrowband_prior_comes_from_the_telephone_copies_and_starts_their_windo
     from tools.training.recipe import RecipeError, recipe
     from tools.training.windows import eval_windows, fold_norm, training_meta
 
-    base = recipe("default", train_versions=["tel"], straddle=0.0, context=0.0, spec_mask=False)
+    base = recipe("default", train_versions=["tel"], straddle=0.0, context=0.0, spec_mask=False, narrowband_prior="none")
     data = Data(ravdess_items(corpus, actors=[1, 2]), base, cache_dir=str(tmp_path / "cache"), log=None)
     tr = np.arange(len(data.items))
     assert fold_norm(data, base, tr).narrowband_mean is None

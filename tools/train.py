@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--random-split", action="store_true", help="the seed's random file split (inflated)")
     what.add_argument("--refresh-meta", action="store_true",
                       help="only rewrite the evaluation block of the shipped metadata from the CV reports "
-                           "(with --narrowband-prior model: add the telephone prior computed from the data)")
+                           "(with --narrowband-prior model: add the telephone prior computed from the data to networks trained without it)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=None, help="ensemble size of the final fit (recipe's default)")
     ap.add_argument("--seeds-cv", type=int, default=1, help="models averaged per CV fold")
@@ -130,9 +130,9 @@ def run(args: argparse.Namespace, argv: list[str], log=print) -> int:
     """Do what the options ask; raises DataError/RecipeError/ValueError for bad input."""
     rcp = recipe(args.model, **_overrides(args))
     if args.refresh_meta:
-        # a narrowband prior is computed from the clips, not read from a report
+        # a narrowband prior the networks did not train with is computed from the clips, not read from a report
         data = (Data.load(args.data, rcp, cache_dir=args.cache, log=log)
-                if rcp.narrowband_prior != "none" else None)
+                if rcp.narrowband_prior == "model" else None)
         refresh_meta(rcp, args.out, args.reports, log=log, data=data)
         return 0
     import tensorflow as tf

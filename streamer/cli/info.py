@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from streamer.cli.args import add_model
+from streamer.config import NARROWBAND_MAX_RATE
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -38,8 +39,11 @@ def _norm_text(meta: Any) -> str:
     n = meta.normalisation
     if n.kind not in ("running", "running_mean"):
         return n.kind
+    # telephone audio starts from its own prior where the model has one
+    tel = (f"; sources at {NARROWBAND_MAX_RATE // 1000} kHz or less start from a telephone-band prior"
+           if n.narrowband_mean is not None else "")
     if not isinstance(n.prior_frames, (list, tuple)):
-        return f"{n.kind}, prior {n.prior_frames:g} frames"
+        return f"{n.kind}, prior {n.prior_frames:g} frames{tel}"
     f = meta.features
     names = [f"c{i}" for i in range(f.n_mfcc)] + (["log-f0", "voicing"] if f.pitch else [])
     runs: list[tuple[float, list[str]]] = []
@@ -51,7 +55,7 @@ def _norm_text(meta: Any) -> str:
     by: dict[float, list[str]] = {}
     for w, band in runs:
         by.setdefault(w, []).append(band[0] if len(band) == 1 else f"{band[0]}-{band[-1]}")
-    return f"{n.kind}, prior " + "; ".join(f"{w:g} frames on {', '.join(b)}" for w, b in by.items())
+    return f"{n.kind}, prior " + "; ".join(f"{w:g} frames on {', '.join(b)}" for w, b in by.items()) + tel
 
 
 def run(args: argparse.Namespace) -> int:

@@ -231,7 +231,7 @@ def refresh_meta(rcp: Recipe, out: str, reports: str, log=print, data=None) -> P
     cv_path = Path(reports) / f"cv_{rcp.name}.json"
     d = json.loads(meta_path.read_text())
     cv = json.loads(cv_path.read_text())
-    if data is not None and rcp.narrowband_prior != "none":
+    if data is not None and rcp.narrowband_prior == "model":
         d["normalisation"] = narrowband_normalisation(data, rcp, d["normalisation"])
         d.setdefault("training", {}).setdefault("recipe", {})["narrowband_prior"] = rcp.narrowband_prior
         log(f"narrowband prior from the telephone copies of {len(data.items)} clips")
@@ -245,12 +245,10 @@ def refresh_meta(rcp: Recipe, out: str, reports: str, log=print, data=None) -> P
 def narrowband_normalisation(data, rcp: Recipe, norm: dict) -> dict:
     """A trained model's ``normalisation`` with the narrowband prior of its training clips added.
 
-    Refused where the networks would have to change (``train``), or where ``data`` is not what the
-    model was trained on (its wideband prior differs from the stored one).
+    Refused where ``data`` is not what the model was trained on (its wideband prior differs from the
+    stored one). A model trained with ``train`` has its narrowband prior from the final fit already.
     """
-    if rcp.narrowband_prior != "model":
-        raise RecipeError("--narrowband-prior train changes the training windows: retrain instead of refreshing")
-    ncfg = fold_norm(data, rcp, np.arange(len(data.items)))
+    ncfg = fold_norm(data, rcp.with_(narrowband_prior="model"), np.arange(len(data.items)))
     if norm.get("mean") is None or not np.allclose(norm["mean"], ncfg.mean, atol=1e-5):
         raise RecipeError("the model's prior is not these clips' (another recipe or other data): "
                           "refresh with the data it was trained on")
