@@ -39,25 +39,24 @@ def norm_config(rcp: Recipe, mean, std, narrow=None) -> NormConfig:
 
     ``narrow``: (mean, std) of the telephone copies, the prior for telephone-band sources.
     """
-    if rcp.std_pool:
+    def spread(sd):
+        if not rcp.std_pool:
+            return [float(v) for v in sd]
         # one spread for every coefficient (their RMS): the z-score then keeps the cepstrum's own
         # shape, i.e. it is an orthogonal rotation of mean-normalised log-mel bands
-        std = np.full_like(np.asarray(std, dtype=np.float64), float(np.sqrt(np.mean(np.square(std)))))
+        return [float(np.sqrt(np.mean(np.square(sd))))] * len(sd)
+
+    std = spread(std)
     if rcp.norm in ("running", "running_mean"):
         prior: float | list[float] = float(rcp.prior_frames)
         if rcp.prior_frames_shape is not None:
             prior = [prior] * len(mean)
             prior[1 : rcp.features.n_mfcc] = [float(rcp.prior_frames_shape)] * (rcp.features.n_mfcc - 1)
-        nb = {}
-        if narrow is not None:
-            nm, ns = narrow
-            if rcp.std_pool:
-                ns = np.full_like(np.asarray(ns, dtype=np.float64), float(np.sqrt(np.mean(np.square(ns)))))
-            nb = dict(narrowband_mean=[float(v) for v in nm], narrowband_std=[float(v) for v in ns])
-        return NormConfig(kind=rcp.norm, mean=[float(v) for v in mean], std=[float(v) for v in std],
-                          prior_frames=prior, **nb)
+        nb = {} if narrow is None else dict(narrowband_mean=[float(v) for v in narrow[0]],
+                                            narrowband_std=spread(narrow[1]))
+        return NormConfig(kind=rcp.norm, mean=[float(v) for v in mean], std=std, prior_frames=prior, **nb)
     if rcp.norm == "fixed":
-        return NormConfig(kind="fixed", mean=[float(v) for v in mean], std=[float(v) for v in std])
+        return NormConfig(kind="fixed", mean=[float(v) for v in mean], std=std)
     return NormConfig(kind="none")
 
 
