@@ -1,6 +1,6 @@
 """The analysis chain: one composition of frames, speech gate, normaliser, windows and classifier.
 
-    samples -> FrameFeaturizer -> speech flags -> running normaliser -> WindowAssembler -> Windows
+    samples -> FrameFeaturizer -> speech flags -> (band detector ->) running normaliser -> WindowAssembler -> Windows
     Windows of any channels or clips -> classify_windows (batched by window length) -> probabilities
 
 Everything that turns audio into window probabilities goes through here: the streaming
@@ -16,6 +16,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from streamer.bandwidth import BandDetector
 from streamer.config import ModelMeta, NormConfig
 from streamer.features import FrameFeaturizer, WindowAssembler
 from streamer.speech import SpeechDetector
@@ -68,16 +69,21 @@ class ChannelAnalyzer:
     Args:
         meta: the model's metadata (features, gate, normalisation).
         norm: normalisation to use instead of the metadata's (training: the fold's prior).
-        narrowband: the channel carries telephone-band audio (its source is sampled at 8 kHz or
-            less): the normaliser starts from the model's narrowband prior where it has one.
+        narrowband: the channel carries telephone-band audio (True: its source is sampled at 8 kHz
+            or less; the normaliser starts from the model's narrowband prior where it has one), does
+            not (False), or may (None, the default: a :class:`~streamer.bandwidth.BandDetector`
+            listens to the first second of speech and switches to that prior if the bands above
+            4 kHz are empty, as in a call resampled upstream).
     """
 
-    def __init__(self, meta: ModelMeta, norm: NormConfig | None = None, narrowband: bool = False):
+    def __init__(self, meta: ModelMeta, norm: NormConfig | None = None, narrowband: bool | None = None):
         f = meta.features
         self.cfg = f
         self.featurizer = FrameFeaturizer(f)
         self.gate = SpeechDetector(meta)  # the energy gate, then the model's speech detector if it names one
-        self.norm = Normaliser(norm or meta.normalisation, f.n_channels, narrowband)
+        self.norm = Normaliser(norm or meta.normalisation, f.n_channels, bool(narrowband))
+        self.band = BandDetector(f) if (narrowband is None and self.norm.has_narrowband
+                                        and BandDetector.usable(f)) else None
         # one extra column carries each frame's speech flag, so a window's speech fraction comes
         # out of the same running-sum means as its features
         self.windows = WindowAssembler(f, f.n_channels + 1)
@@ -93,12 +99,20 @@ class ChannelAnalyzer:
 
     def prime(self, feats: np.ndarray, speech: np.ndarray) -> None:
         """Feed frames to the normaliser only: speech heard earlier on the stream (no windows)."""
-        self.norm.push(feats, speech)
+        self.norm.push(feats, speech, self._band(feats, speech))
+
+    def _band(self, feats: np.ndarray, speech: np.ndarray) -> int | None:
+        return self.band.push(feats, speech) if self.band is not None else None
+
+    @property
+    def narrowband(self) -> bool:
+        """Whether the channel is being normalised as telephone-band audio."""
+        return self.norm.narrowband
 
     def push_frames(self, feats: np.ndarray, speech: np.ndarray) -> Windows:
         """Frame features [n, C] and speech flags [n] -> the windows completed by them."""
         C = self.cfg.n_channels
-        stats = self.norm.push(feats, speech)
+        stats = self.norm.push(feats, speech, self._band(feats, speech))
         first = self.windows.frames_in
         rows = np.concatenate([feats, np.asarray(speech)[:, None].astype(np.float32)], axis=1) if len(feats) else \
             np.zeros((0, C + 1), np.float32)

@@ -21,6 +21,7 @@ __all__ = [
     "gate_dict",
     "NormConfig",
     "NARROWBAND_MAX_RATE",
+    "BAND_DETECT_FRAMES",
     "ModelMeta",
     "default_model_path",
     "load_meta",
@@ -28,6 +29,9 @@ __all__ = [
 
 # sources sampled at this rate or below are telephone-band: the model's narrowband prior applies
 NARROWBAND_MAX_RATE = 8000
+# a source above that rate switches to the narrowband prior when its first this many speech frames
+# have nothing above 4 kHz (streamer.bandwidth: a call resampled upstream)
+BAND_DETECT_FRAMES = 50
 
 DEFAULT_LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 

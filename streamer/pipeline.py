@@ -103,7 +103,8 @@ class Pipeline:
         else:
             names = ["mix"] if channels == "mix" else [f"ch{i + 1}" for i in range(n)]
         self.channel_names = names
-        narrow = in_rate <= NARROWBAND_MAX_RATE
+        # a source at 8 kHz or less is telephone-band; above, the analysers listen for it (a call resampled upstream)
+        narrow = True if in_rate <= NARROWBAND_MAX_RATE else None
         self.analyzers = [ChannelAnalyzer(meta, narrowband=narrow) for _ in range(n)]
         f = meta.features
         self.timeline = Timeline(meta.labels, names, f.window_frames * f.hop_length / f.sample_rate,

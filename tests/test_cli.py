@@ -135,6 +135,7 @@ def test_info():
 
     meta = json.loads((ROOT / "model" / "emotion.json").read_text())
     assert ("telephone-band prior" in norm) == (meta["normalisation"].get("narrowband_mean") is not None)
+    assert ("with nothing above 4 kHz" in norm) == (meta["normalisation"].get("narrowband_mean") is not None)
 
 
 # ---- bad input: one line, non-zero, no traceback ------------------------------------------------

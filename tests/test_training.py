@@ -569,6 +569,14 @@ def test_narrowband_prior_comes_from_the_telephone_copies_and_starts_their_windo
     assert np.abs(tel_nb[0][0].feats - tel_wide[0][0].feats).max() > 0.1
     cl_nb, cl_wide = eval_windows(data, tr[:2], "clean", meta), eval_windows(data, tr[:2], "clean", wide)
     np.testing.assert_array_equal(cl_nb[0][0].feats, cl_wide[0][0].feats)
+    # the telephone copies as a 16 kHz source: "wide" is the wideband prior, "detect" the band detector,
+    # which hears the empty highs within the first second of speech and reaches the same windows
+    np.testing.assert_array_equal(eval_windows(data, tr[:2], "tel", meta, band="wide")[0][0].feats, tel_wide[0][0].feats)
+    np.testing.assert_allclose(eval_windows(data, tr[:2], "tel", meta, band="detect")[0][0].feats, tel_nb[0][0].feats,
+                               atol=1e-6)
+    np.testing.assert_array_equal(eval_windows(data, tr[:2], "clean", meta, band="detect")[0][0].feats, cl_nb[0][0].feats)
+    with pytest.raises(ValueError, match="band is rate, detect or wide"):
+        eval_windows(data, tr[:2], "tel", meta, band="auto")
     with pytest.raises(RecipeError, match="narrowband prior"):
         recipe("default", narrowband_prior="yes")
     with pytest.raises(RecipeError, match="running normalisation"):

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from streamer.cli.args import add_model
-from streamer.config import NARROWBAND_MAX_RATE
+from streamer.config import BAND_DETECT_FRAMES, NARROWBAND_MAX_RATE
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -40,8 +40,9 @@ def _norm_text(meta: Any) -> str:
     if n.kind not in ("running", "running_mean"):
         return n.kind
     # telephone audio starts from its own prior where the model has one
-    tel = (f"; sources at {NARROWBAND_MAX_RATE // 1000} kHz or less start from a telephone-band prior"
-           if n.narrowband_mean is not None else "")
+    tel = (f"; sources at {NARROWBAND_MAX_RATE // 1000} kHz or less start from a telephone-band prior, "
+           f"others switch to it after {BAND_DETECT_FRAMES * meta.features.hop_length / meta.features.sample_rate:g} s "
+           "of speech with nothing above 4 kHz" if n.narrowband_mean is not None else "")
     if not isinstance(n.prior_frames, (list, tuple)):
         return f"{n.kind}, prior {n.prior_frames:g} frames{tel}"
     f = meta.features

@@ -29,7 +29,11 @@ FOLDS = [list(range(a, a + 4)) for a in (1, 5, 9, 13, 17)]
 
 # CV test sets: the name a set has inside a fold -> its name in the report
 TEST_SETS = {"clean": "clean_16k", "tel": "mulaw_8k", "clean_spk": "speaker_clean_16k",
-             "tel_spk": "speaker_mulaw_8k", "codec": "codec_16k"}
+             "tel_spk": "speaker_mulaw_8k", "codec": "codec_16k",
+             # the telephone copies arriving at 16 kHz (a call resampled upstream): band detected, or not at all
+             "tel_detect": "mulaw_8k_as_16k", "tel_wide": "mulaw_8k_as_16k_wideband_prior",
+             # the clean copies through the band detector (a false alarm would move them)
+             "clean_detect": "clean_16k_band_detected"}
 
 
 def set_name(v: str) -> str:
@@ -79,6 +83,10 @@ def _test_sets(data, te, rcp: Recipe, meta, opts: CVOptions) -> dict:
     if rcp.norm in ("running", "running_mean"):
         for v in ("clean", "tel"):
             sets[v + "_spk"] = (eval_windows(data, te, v, meta, speaker=True), data.y[te])
+    if meta.normalisation.narrowband_mean is not None:
+        for key, v, band in (("tel_detect", "tel", "detect"), ("tel_wide", "tel", "wide"),
+                             ("clean_detect", "clean", "detect")):
+            sets[key] = (eval_windows(data, te, v, meta, band=band), data.y[te])
     for h in opts.eval_hops:
         for v in ("clean", "tel"):
             sets[f"{v}@{h:g}"] = (eval_windows(data, te, v, meta, hop_s=h), data.y[te])

@@ -91,9 +91,9 @@ def sample_window(mfcc, speech, cfg, ncfg: NormConfig, rng, ctx=None, narrowband
     return norm.apply(w, m, sd)[0]
 
 
-def stream_windows(mfcc, speech, meta: ModelMeta, ctx=None, narrowband: bool = False) -> list[Windows]:
+def stream_windows(mfcc, speech, meta: ModelMeta, ctx=None, narrowband: bool | None = False) -> list[Windows]:
     """The windows the streamer makes of one clip streamed alone (``ctx``: frames heard before it;
-    ``narrowband``: a telephone-band source)."""
+    ``narrowband``: a telephone-band source, or None: a source above 8 kHz whose band is detected)."""
     an = ChannelAnalyzer(meta, narrowband=narrowband)
     if ctx is not None:
         an.prime(*ctx)
@@ -101,13 +101,19 @@ def stream_windows(mfcc, speech, meta: ModelMeta, ctx=None, narrowband: bool = F
 
 
 def eval_windows(data, idx, version: str, meta: ModelMeta, speaker: bool = False,
-                 hop_s: float | None = None) -> list[list[Windows]]:
+                 hop_s: float | None = None, band: str = "rate") -> list[list[Windows]]:
     """Streamer windows of clips ``idx`` in ``version``, one list per clip.
 
     Each clip is streamed alone (the default), or with ``speaker=True`` after all the same
     speaker's other clips in ``idx`` (statistics of a long stream of that speaker). ``hop_s``:
-    windows this far apart instead of the model's hop (as ``emostream --hop``).
+    windows this far apart instead of the model's hop (as ``emostream --hop``). ``band``: how the
+    streamer knows a telephone copy is telephone-band: ``rate`` (its source is at 8 kHz, as a
+    telephone copy is cut), ``detect`` (it arrives at 16 kHz: the band detector decides, as for any
+    source above 8 kHz) or ``wide`` (never: every copy starts from the wideband prior, as 2.3.0 did
+    with resampled calls).
     """
+    if band not in ("rate", "detect", "wide"):
+        raise ValueError(f"band is rate, detect or wide, not {band!r}")
     v = data.cf.vindex(version)
     if hop_s is not None:
         meta = replace(meta, features=replace(meta.features, hop_s=hop_s))
@@ -118,7 +124,8 @@ def eval_windows(data, idx, version: str, meta: ModelMeta, speaker: bool = False
             others = [o for o in idx if data.speaker[o] == data.speaker[i] and o != i]
             ctx = (np.concatenate([data.cf.mfcc(o, v) for o in others]),
                    np.concatenate([data.speech[o][v] for o in others])) if others else None
-        out.append(stream_windows(data.cf.mfcc(i, v), data.speech[i][v], meta, ctx, is_narrowband(version)))
+        narrow = {"rate": is_narrowband(version), "detect": None, "wide": False}[band]
+        out.append(stream_windows(data.cf.mfcc(i, v), data.speech[i][v], meta, ctx, narrow))
     return out
 
 

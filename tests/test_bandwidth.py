@@ -1,0 +1,155 @@
+"""Telephone-band detection (streamer/bandwidth.py): a call resampled upstream is normalised as a call."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import EXAMPLE
+from streamer.analysis import ChannelAnalyzer
+from streamer.bandwidth import DETECT_FRAMES, THRESHOLD_DB, BandDetector, band_gap
+from streamer.config import NormConfig
+from streamer.features import frame_features
+from streamer.normalise import Normaliser
+from tools import augment
+
+
+@pytest.fixture(scope="module")
+def speech() -> tuple[np.ndarray, int]:
+    """The bundled example's first 20 s at 16 kHz (several voices)."""
+    y, sr = sf.read(EXAMPLE, dtype="float32", always_2d=True, frames=16000 * 20)
+    assert sr == 16000
+    return y.mean(axis=1), sr
+
+
+def _narrow_meta(meta):
+    """The model with a narrowband prior far from its wideband one (so a switch shows)."""
+    n = meta.features.n_channels
+    return replace(meta, normalisation=replace(meta.normalisation, narrowband_mean=[7.0] * n,
+                                               narrowband_std=[3.0] * n))
+
+
+def _decide(y: np.ndarray, meta) -> tuple[bool | None, np.ndarray]:
+    an = ChannelAnalyzer(meta)
+    feats, level = an.featurizer.push(y)
+    det = BandDetector(meta.features)
+    det.push(feats, an.speech(feats, level))
+    return det.narrowband, band_gap(feats, meta.features)
+
+
+def test_telephone_audio_at_16_khz_is_told_from_wideband_speech_and_codecs(model, speech):
+    meta, _ = model
+    y, sr = speech
+    wide, gap_wide = _decide(y, meta)
+    tel, gap_tel = _decide(augment.telephone(y, sr), meta)
+    mp3, _ = _decide(augment.codec(y, sr, "mp3", 24), meta)  # the lowest bitrate training uses: low-passed, not empty
+    assert (wide, tel, mp3) == (False, True, False)
+    # the gap is wide, not a coin toss at the threshold
+    assert np.median(gap_wide) > THRESHOLD_DB + 15 and np.median(gap_tel) < THRESHOLD_DB - 15
+
+
+def test_the_switch_falls_at_one_frame_whatever_the_blocks(model, speech):
+    """Windows ending before the decision are the wideband analyser's, those after it the telephone
+    analyser's, and blocks of any size give the same windows as the clip at once."""
+    meta, _ = model
+    nb = _narrow_meta(meta).with_window(1.0, 0.5)  # 1 s windows: some end before the first second of speech
+    y, sr = speech
+    tel = augment.telephone(y, sr)
+    feats, level = frame_features(tel, meta.features)
+    speech_flags = ChannelAnalyzer(nb).speech(feats, level)
+    decide_at = int(np.flatnonzero(speech_flags)[DETECT_FRAMES - 1])
+
+    whole = ChannelAnalyzer(nb)
+    ref = whole.push_frames(feats, speech_flags)
+    assert whole.narrowband
+    known = ChannelAnalyzer(nb, narrowband=True).push_frames(feats, speech_flags)
+    wideband = ChannelAnalyzer(nb, narrowband=False).push_frames(feats, speech_flags)
+    ends = ref.starts + ref.frames - 1
+    assert (ends < decide_at).any() and (ends >= decide_at).any()  # windows on both sides
+    late = ends >= decide_at
+    np.testing.assert_allclose(ref.feats[late], known.feats[late], atol=1e-5)
+    np.testing.assert_array_equal(ref.feats[~late], wideband.feats[~late])
+    assert np.abs(ref.feats[late] - wideband.feats[late]).max() > 0.5
+
+    rng = np.random.default_rng(3)
+    an = ChannelAnalyzer(nb)
+    parts, a = [], 0
+    while a < len(feats):
+        b = min(len(feats), a + int(rng.integers(1, 120)))
+        parts.append(an.push_frames(feats[a:b], speech_flags[a:b]))
+        a = b
+    np.testing.assert_allclose(np.concatenate([p.feats for p in parts if len(p.starts)]), ref.feats, atol=1e-6)
+
+
+def test_normaliser_switches_prior_inside_a_block():
+    cfg = NormConfig(kind="running", mean=[0.0, 0.0], std=[1.0, 1.0], prior_frames=10,
+                     narrowband_mean=[5.0, -5.0], narrowband_std=[2.0, 2.0])
+    x = np.full((10, 2), 1.0)
+    flags = np.ones(10, bool)
+    idx = np.arange(10)
+    switched = Normaliser(cfg, 2)
+    m, s = switched.push(x, flags, narrow_from=4).at(idx)
+    wm, ws = Normaliser(cfg, 2).push(x, flags).at(idx)
+    nm, ns = Normaliser(cfg, 2, narrowband=True).push(x, flags).at(idx)
+    np.testing.assert_allclose(m[:4], wm[:4])
+    np.testing.assert_allclose(s[:4], ws[:4])
+    np.testing.assert_allclose(m[4:], nm[4:])
+    np.testing.assert_allclose(s[4:], ns[4:])
+    assert switched.narrowband
+    np.testing.assert_allclose(switched.current()[0], Normaliser(cfg, 2, narrowband=True).push(x, flags).at(idx[-1:])[0])
+    # a model without a narrowband prior ignores the switch
+    plain = Normaliser(NormConfig(kind="running", mean=[0.0, 0.0], std=[1.0, 1.0], prior_frames=10), 2)
+    m2, _ = plain.push(x, flags, narrow_from=4).at(idx)
+    np.testing.assert_allclose(m2, wm)
+    assert not plain.narrowband
+
+
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_a_call_resampled_upstream_gets_the_same_windows_as_the_call(model, speech, rate):
+    """The 8 kHz mu-law call, and the same call upsampled to 16 / 44.1 kHz before it reaches us:
+    the pipeline scores the same windows (the shipped model carries a narrowband prior)."""
+    import soxr
+
+    from streamer.pipeline import Pipeline
+
+    meta, clf = model
+    assert meta.normalisation.narrowband_mean is not None
+    y, sr = speech
+    call = augment.mulaw_decode(augment.mulaw_encode(soxr.resample(y, sr, 8000, quality="HQ")))
+
+    def scored(x, in_rate):
+        out = []
+
+        def keep(X):
+            p = clf(X)
+            out.append(p)
+            return p
+
+        pipe = Pipeline(meta, keep, in_rate=in_rate, in_channels=1)
+        for a in range(0, len(x), 3000):
+            pipe.feed(x[a : a + 3000, None])
+        pipe.finish()
+        return np.concatenate(out), pipe.analyzers[0].narrowband
+
+    ref, narrow = scored(call, 8000)
+    up, detected = scored(soxr.resample(call, 8000, rate, quality="HQ").astype(np.float32), rate)
+    wide, wideband = scored(y, sr)
+    assert narrow and detected and not wideband
+    n = min(len(ref), len(up))
+    assert n >= 15
+    np.testing.assert_allclose(up[:n], ref[:n], atol=0.02)
+
+
+def test_no_detector_without_a_narrowband_prior_or_without_the_highs(model):
+    meta, _ = model
+    plain = replace(meta, normalisation=replace(meta.normalisation, narrowband_mean=None, narrowband_std=None))
+    assert ChannelAnalyzer(plain).band is None
+    assert ChannelAnalyzer(meta).band is not None
+    assert ChannelAnalyzer(meta, narrowband=False).band is None and ChannelAnalyzer(meta, narrowband=True).band is None
+    low = replace(meta.features, sample_rate=8000, fmax=None)
+    assert not BandDetector.usable(low)
+    with pytest.raises(ValueError, match="no bands"):
+        band_gap(np.zeros((3, low.n_channels)), low)
