@@ -47,8 +47,30 @@ def test_telephone_audio_at_16_khz_is_told_from_wideband_speech_and_codecs(model
     tel, gap_tel = _decide(augment.telephone(y, sr), meta)
     mp3, _ = _decide(augment.codec(y, sr, "mp3", 24), meta)  # the lowest bitrate training uses: low-passed, not empty
     assert (wide, tel, mp3) == (False, True, False)
+    quiet_wide, _ = _decide(0.1 * y, meta)
+    quiet_tel, _ = _decide(0.1 * augment.telephone(y, sr), meta)
+    assert (quiet_wide, quiet_tel) == (False, True)
     # the gap is wide, not a coin toss at the threshold
     assert np.median(gap_wide) > THRESHOLD_DB + 15 and np.median(gap_tel) < THRESHOLD_DB - 15
+
+
+def test_quiet_telephone_speech_whose_highs_sit_on_the_floor_is_still_telephone(model):
+    """Lows at -70 dB and empty highs on the features' -100 dB floor are only 30 dB apart; the lows'
+    reference (LOW_REF_DB) keeps that from passing for wideband speech with a 20 dB roll-off."""
+    from streamer.bandwidth import LOW_REF_DB
+    from streamer.features import _hz_to_mel, _mel_to_hz, dct_matrix
+
+    cfg = model[0].features
+    centres = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(cfg.sample_rate / 2), cfg.n_mels + 2))[1:-1]
+    D = dct_matrix(cfg.n_mels, cfg.n_mfcc).astype(np.float64)
+
+    def gap(low_db, high_db):
+        logmel = np.where(centres < 3900, low_db, high_db)[None, :]
+        return float(band_gap(np.hstack([logmel @ D, np.zeros((1, cfg.n_channels - cfg.n_mfcc))]), cfg)[0])
+
+    assert LOW_REF_DB > -70
+    assert gap(-70.0, -100.0) < THRESHOLD_DB < gap(-70.0, -90.0)
+    assert gap(-30.0, -90.0) < THRESHOLD_DB < gap(-30.0, -50.0)  # loud: the plain difference
 
 
 def test_the_switch_falls_at_one_frame_whatever_the_blocks(model, speech):
