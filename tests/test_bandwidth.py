@@ -175,3 +175,18 @@ def test_no_detector_without_a_narrowband_prior_or_without_the_highs(model):
     assert not BandDetector.usable(low)
     with pytest.raises(ValueError, match="no bands"):
         band_gap(np.zeros((3, low.n_channels)), low)
+
+
+def test_each_channel_of_a_stereo_call_is_heard_on_its_own(model, speech):
+    """Agent on a wideband headset, customer over the phone network, one 16 kHz stereo file: the
+    customer's channel switches to the telephone prior, the agent's does not."""
+    from streamer.pipeline import Pipeline
+
+    meta, clf = model
+    y, sr = speech
+    stereo = np.stack([y, augment.telephone(y[::-1].copy(), sr)], axis=1)
+    pipe = Pipeline(meta, clf, in_rate=sr, in_channels=2, channels="split")
+    for a in range(0, len(stereo), 4000):
+        pipe.feed(stereo[a : a + 4000])
+    pipe.finish()
+    assert [an.narrowband for an in pipe.analyzers] == [False, True]
