@@ -581,3 +581,37 @@ def test_narrowband_prior_comes_from_the_telephone_copies_and_starts_their_windo
         recipe("default", narrowband_prior="yes")
     with pytest.raises(RecipeError, match="running normalisation"):
         recipe("default", narrowband_prior="model", norm="fixed")
+
+
+def test_cv_members_merges_runs_of_the_same_seeds_on_other_folds(tmp_path):
+    """``--folds 1`` and ``--folds 2,3`` of one recipe and seeds are one CV: each file says its folds
+    (older files take them after a colon); a fold given twice, or folds with different model counts, are refused."""
+    from tools import cv_members
+
+    rng = np.random.default_rng(0)
+
+    def run(name, folds, seeds=(1, 2), stored=True):
+        arrays = {}
+        for i, _ in enumerate(folds):
+            y = rng.integers(0, 8, 6)
+            arrays[f"y/{i}"] = y
+            arrays[f"clean/{i}"] = rng.dirichlet(np.ones(8), (len(seeds), 6)).astype(np.float32)
+        if stored:
+            arrays["folds"] = np.array(folds)
+        p = tmp_path / f"{name}.npz"
+        np.savez(p, seeds=np.array(seeds), recipe="{}", **arrays)
+        return str(p)
+
+    a, b = run("a", [1]), run("b", [2, 3])
+    probs, ys, seeds = cv_members.load([a, b])
+    assert sorted(ys) == [0, 1, 2] and seeds == [1, 2]
+    np.testing.assert_array_equal(probs["clean/2"], np.load(b)["clean/1"])
+    old = run("old", [4, 5], stored=False)
+    probs, ys, _ = cv_members.load([a, b, old + ":4,5"])
+    assert sorted(ys) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="repeats seeds"):
+        cv_members.load([a, run("again", [1])])
+    with pytest.raises(ValueError, match="different numbers of models"):
+        cv_members.load([a, run("three", [2], seeds=(1, 2, 3))])
+    with pytest.raises(ValueError, match="holds 2 folds, not 1"):
+        cv_members.load([old + ":4"])

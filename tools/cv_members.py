@@ -3,9 +3,12 @@
 ``python -m tools.train --cv --seeds-cv N --save-probs F.npz`` keeps each model's clip probabilities per
 fold and test set. Runs with disjoint seeds (e.g. ``--seed 1`` and ``--seed 6`` with 5 models each)
 merge into the CV of one ensemble of all their models: the same seeds, folds and test clips as one
-run with ``--seeds-cv 10``, at half the wall time when the two halves run side by side.
+run with ``--seeds-cv 10``, at half the wall time when the two halves run side by side. Runs of the
+same seeds on different folds (``--folds 1`` and ``--folds 2,3``) merge into one CV too: each file
+names its folds (files written before it did take them after a colon, ``runs/f23.npz:2,3``).
 
     python -m tools.cv_members runs/a.npz runs/b.npz [--json out.json]
+    python -m tools.cv_members runs/f1.npz runs/f23.npz runs/f45.npz
 """
 from __future__ import annotations
 
@@ -32,39 +35,62 @@ def recipes(paths: list[str]) -> list[dict]:
     return out
 
 
+def _path_and_folds(arg: str) -> tuple[str, list[int] | None]:
+    """``runs/f23.npz:2,3`` -> (path, [2, 3]); a plain path -> (path, None)."""
+    path, sep, folds = arg.rpartition(":")
+    if sep and folds and all(x.strip().isdigit() for x in folds.split(",")):
+        return path, [int(x) for x in folds.split(",")]
+    return arg, None
+
+
 def load(paths: list[str]) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray], list[int]]:
     """Members stacked over runs: {"set/fold": (models, clips, classes)}, {fold: labels}, seeds.
 
-    The same seed may come from runs of different recipes (other members), never twice from one.
+    Folds are the CV's fold numbers minus one. The same seed may come from runs of different recipes
+    (other members), or from runs of other folds, never twice for one fold from one recipe.
     """
     probs: dict[str, list] = {}
     ys: dict[int, np.ndarray] = {}
-    seeds: list[int] = []
-    seen: set[tuple[str, int]] = set()
-    for p in paths:
+    fold_seeds: dict[int, list[int]] = {}
+    seen: set[tuple[str, int, int]] = set()
+    for arg in paths:
+        p, given = _path_and_folds(arg)
         z = np.load(p)
         run_seeds = [int(s) for s in z["seeds"]]
         rcp = str(z["recipe"]) if "recipe" in z.files else ""
-        again = sorted(s for s in run_seeds if (rcp, s) in seen)
+        local = sorted(int(k[2:]) for k in z.files if k.startswith("y/"))
+        stored = [int(f) for f in z["folds"]] if "folds" in z.files else None
+        numbers = stored or given or [i + 1 for i in local]
+        if len(numbers) != len(local):
+            raise ValueError(f"{p} holds {len(local)} folds, not {len(numbers)}")
+        to_fold = {i: n - 1 for i, n in zip(local, numbers)}
+        again = sorted({s for s in run_seeds for f in to_fold.values() if (rcp, s, f) in seen})
         if again:
             raise ValueError(f"{p} repeats seeds {again} of the same recipe")
-        seen |= {(rcp, s) for s in run_seeds}
-        seeds += run_seeds
+        seen |= {(rcp, s, f) for s in run_seeds for f in to_fold.values()}
+        for f in to_fold.values():
+            fold_seeds.setdefault(f, []).extend(run_seeds)
         for k in z.files:
             if k.startswith("y/"):
-                fi = int(k[2:])
+                fi = to_fold[int(k[2:])]
                 if fi in ys and not np.array_equal(ys[fi], z[k]):
-                    raise ValueError(f"{p} has other test clips in fold {fi}")
+                    raise ValueError(f"{p} has other test clips in fold {fi + 1}")
                 ys[fi] = z[k]
             elif "/" in k:
-                probs.setdefault(k, []).append(z[k])
-    return {k: np.concatenate(v) for k, v in probs.items()}, ys, seeds
+                v, _, i = k.rpartition("/")
+                probs.setdefault(f"{v}/{to_fold[int(i)]}", []).append(z[k])
+    out = {k: np.concatenate(v) for k, v in probs.items()}
+    if len({len(v) for v in fold_seeds.values()}) > 1:
+        raise ValueError("the runs give the folds different numbers of models "
+                         f"({', '.join(f'fold {f + 1}: {len(v)}' for f, v in sorted(fold_seeds.items()))})")
+    return out, ys, fold_seeds[min(fold_seeds)]
 
 
 def score(probs: dict[str, np.ndarray], ys: dict[int, np.ndarray], members: np.ndarray) -> dict:
     """Pooled metrics per test set of the ensemble averaging ``members`` (indices into the models)."""
     folds = sorted(ys)
-    sets = [k[:-2] for k in probs if k.endswith("/0")]
+    first = f"/{folds[0]}"
+    sets = [k[: -len(first)] for k in probs if k.endswith(first)]
     return {set_name(v): pooled_metrics([ys[fi] for fi in folds],
                                         [clip_labels(probs[f"{v}/{fi}"][members].mean(0)) for fi in folds])
             for v in sets}

@@ -202,6 +202,7 @@ def _pool(res: dict, rcp: Recipe, opts: CVOptions, preds, probs, ytrue, cont, me
     if opts.save_probs:
         np.savez_compressed(opts.save_probs, **{k: np.stack(v) for k, v in members.items()},
                             **{f"y/{fi}": y for fi, y in enumerate(ytrue)},
+                            folds=np.array([f["fold"] for f in res["folds"]]),  # the CV's fold numbers (1-based)
                             seeds=np.array([opts.seed + s for s, _ in members_of(rcp, opts.seeds_cv)]),
                             recipe=json.dumps(rcp.to_json(), sort_keys=True))
     for v, p in preds.items():
