@@ -615,3 +615,6 @@ def test_cv_members_merges_runs_of_the_same_seeds_on_other_folds(tmp_path):
         cv_members.load([a, run("three", [2], seeds=(1, 2, 3))])
     with pytest.raises(ValueError, match="holds 2 folds, not 1"):
         cv_members.load([old + ":4"])
+    # the geometric mean ranks labels by the mean log-probability
+    p = np.array([[[0.9, 0.1]], [[0.9, 0.1]], [[0.001, 0.999]]])
+    assert cv_members.combine(p).argmax(-1)[0] == 0 and cv_members.combine(p, geometric=True).argmax(-1)[0] == 1

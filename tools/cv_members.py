@@ -86,13 +86,20 @@ def load(paths: list[str]) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]
     return out, ys, fold_seeds[min(fold_seeds)]
 
 
-def score(probs: dict[str, np.ndarray], ys: dict[int, np.ndarray], members: np.ndarray) -> dict:
+def combine(p: np.ndarray, geometric: bool = False) -> np.ndarray:
+    """Members' clip probabilities [models, clips, labels] -> the ensemble's: their mean, or with
+    ``geometric`` the mean of their logs (a label's order is all a clip's label needs)."""
+    return np.log(np.maximum(p, 1e-12)).mean(0) if geometric else p.mean(0)
+
+
+def score(probs: dict[str, np.ndarray], ys: dict[int, np.ndarray], members: np.ndarray,
+          geometric: bool = False) -> dict:
     """Pooled metrics per test set of the ensemble averaging ``members`` (indices into the models)."""
     folds = sorted(ys)
     first = f"/{folds[0]}"
     sets = [k[: -len(first)] for k in probs if k.endswith(first)]
     return {set_name(v): pooled_metrics([ys[fi] for fi in folds],
-                                        [clip_labels(probs[f"{v}/{fi}"][members].mean(0)) for fi in folds])
+                                        [clip_labels(combine(probs[f"{v}/{fi}"][members], geometric)) for fi in folds])
             for v in sets}
 
 
@@ -100,6 +107,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help=".npz files from python -m tools.train --cv --save-probs")
     ap.add_argument("--draws", type=int, default=20, help="random subsets averaged per ensemble size")
+    ap.add_argument("--geometric", action="store_true",
+                    help="average the models' log-probabilities instead of their probabilities (the shipped graph "
+                         "averages probabilities)")
     ap.add_argument("--json", default=None, help="write the full ensemble's metrics here (a CV report: "
                     "python -m tools.train --refresh-meta reads it as reports/cv_<model>.json)")
     ap.add_argument("--plots", default=None, help="write the full ensemble's confusion-matrix PNGs here")
@@ -117,11 +127,11 @@ def main(argv=None) -> int:
     by_size = []
     for k in range(1, n + 1):
         draws = [np.arange(n)] if k == n else [rng.choice(n, k, replace=False) for _ in range(args.draws)]
-        r = [score(probs, ys, d) for d in draws]
+        r = [score(probs, ys, d, args.geometric) for d in draws]
         by_size.append({"models": k, **{v: round(float(np.mean([x[v]["accuracy"] for x in r])), 4)
                                         for v in ("clean_16k", "mulaw_8k")}})
         print(f"{k:4d}  {by_size[-1]['clean_16k']:.4f}                              {by_size[-1]['mulaw_8k']:.4f}")
-    full = score(probs, ys, np.arange(n))
+    full = score(probs, ys, np.arange(n), args.geometric)
     print(json.dumps({k: {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"]} for k, v in full.items()}))
     if args.json:
         rs = recipes(args.runs)
