@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamer.config import BAND_DETECT_FRAMES, FeatureConfig
-from streamer.features import _hz_to_mel, _mel_to_hz, dct_matrix
+from streamer.features import dct_matrix, mel_edges
 
 __all__ = ["BandDetector", "DETECT_FRAMES", "LOW_REF_DB", "THRESHOLD_DB", "band_gap"]
 
@@ -30,8 +30,7 @@ _LOW_HZ = (500.0, 3000.0)
 
 
 def _band_masks(cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
-    fmax = cfg.fmax if cfg.fmax is not None else cfg.sample_rate / 2.0
-    centres = _mel_to_hz(np.linspace(_hz_to_mel(cfg.fmin), _hz_to_mel(fmax), cfg.n_mels + 2))[1:-1]
+    centres = mel_edges(cfg)[1:-1]
     hi = (centres >= _HIGH_HZ[0]) & (centres <= _HIGH_HZ[1])
     lo = (centres >= _LOW_HZ[0]) & (centres <= _LOW_HZ[1])
     return hi, lo

@@ -31,6 +31,7 @@ import scipy.fft
 from streamer.config import FeatureConfig
 
 __all__ = [
+    "mel_edges",
     "mel_basis",
     "dct_matrix",
     "frames_to_features",
@@ -63,6 +64,12 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
     return np.where(m >= 15.0, log, lin)
 
 
+def mel_edges(cfg: FeatureConfig) -> np.ndarray:
+    """The n_mels + 2 frequencies (Hz) of the filterbank's triangles: band k spans edges k..k+2, centred on k+1."""
+    fmax = cfg.fmax if cfg.fmax is not None else cfg.sample_rate / 2.0
+    return _mel_to_hz(np.linspace(_hz_to_mel(cfg.fmin), _hz_to_mel(fmax), cfg.n_mels + 2))
+
+
 @lru_cache(maxsize=16)
 def mel_basis(cfg: FeatureConfig) -> np.ndarray:
     """Slaney-normalised triangular mel filterbank, transposed for ``power @ basis``.
@@ -72,9 +79,8 @@ def mel_basis(cfg: FeatureConfig) -> np.ndarray:
     Returns:
         np.ndarray [shape=(n_fft // 2 + 1, n_mels), dtype=float32]
     """
-    fmax = cfg.fmax if cfg.fmax is not None else cfg.sample_rate / 2.0
     fft_freqs = np.linspace(0, cfg.sample_rate / 2.0, cfg.n_fft // 2 + 1)
-    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(cfg.fmin), _hz_to_mel(fmax), cfg.n_mels + 2))
+    mel_f = mel_edges(cfg)
     fdiff = np.diff(mel_f)
     ramps = mel_f[:, None] - fft_freqs[None, :]
     lower = -ramps[:-2] / fdiff[:-1, None]
