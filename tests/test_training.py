@@ -609,12 +609,24 @@ def test_cv_members_merges_runs_of_the_same_seeds_on_other_folds(tmp_path):
     old = run("old", [4, 5], stored=False)
     probs, ys, _ = cv_members.load([a, b, old + ":4,5"])
     assert sorted(ys) == [0, 1, 2, 3, 4]
+    assert cv_members.main([a, b, old + ":4,5", "--json", str(tmp_path / "m5.json")]) == 0  # the colon too
     with pytest.raises(ValueError, match="repeats seeds"):
         cv_members.load([a, run("again", [1])])
     with pytest.raises(ValueError, match="different numbers of models"):
         cv_members.load([a, run("three", [2], seeds=(1, 2, 3))])
     with pytest.raises(ValueError, match="holds 2 folds, not 1"):
         cv_members.load([old + ":4"])
+    # --seeds keeps those seeds' members, in the runs' order; a seed no run has is refused
+    five = run("five", [1], seeds=(1, 2, 3, 4, 5))
+    probs, ys, seeds = cv_members.load([five])
+    sub, kept = cv_members.only_seeds(probs, seeds, [2, 4])
+    assert kept == [2, 4]
+    np.testing.assert_array_equal(sub["clean/0"], np.load(five)["clean/0"][[1, 3]])
+    with pytest.raises(ValueError, match=r"no models of seeds \[6\]"):
+        cv_members.only_seeds(probs, seeds, [1, 6])
+    assert cv_members.main([five, "--seeds", "1,2,3", "--json", str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["seeds"] == [1, 2, 3]
+    assert cv_members.main([five, "--seeds", "7"]) == 2
     # the geometric mean ranks labels by the mean log-probability
     p = np.array([[[0.9, 0.1]], [[0.9, 0.1]], [[0.001, 0.999]]])
     assert cv_members.combine(p).argmax(-1)[0] == 0 and cv_members.combine(p, geometric=True).argmax(-1)[0] == 1

@@ -27,8 +27,8 @@ from tools.training.windows import clip_labels
 def recipes(paths: list[str]) -> list[dict]:
     """The distinct recipes of the runs (one when the runs are halves of one ensemble)."""
     out: list[dict] = []
-    for p in paths:
-        z = np.load(p)
+    for arg in paths:
+        z = np.load(_path_and_folds(arg)[0])
         r = json.loads(str(z["recipe"])) if "recipe" in z.files else {}
         if r not in out:
             out.append(r)
@@ -86,6 +86,15 @@ def load(paths: list[str]) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]
     return out, ys, fold_seeds[min(fold_seeds)]
 
 
+def only_seeds(probs: dict[str, np.ndarray], seeds: list[int], keep: list[int]) -> tuple[dict[str, np.ndarray], list[int]]:
+    """The members of ``keep``'s seeds only (e.g. seeds 1-3 of a 5-network CV, to set beside a 3-network run)."""
+    missing = sorted(set(keep) - set(seeds))
+    if missing:
+        raise ValueError(f"the runs have no models of seeds {missing} (they have {seeds})")
+    idx = [i for i, s in enumerate(seeds) if s in keep]
+    return {k: v[idx] for k, v in probs.items()}, [seeds[i] for i in idx]
+
+
 def combine(p: np.ndarray, geometric: bool = False) -> np.ndarray:
     """Members' clip probabilities [models, clips, labels] -> the ensemble's: their mean, or with
     ``geometric`` the mean of their logs (a label's order is all a clip's label needs)."""
@@ -110,6 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--geometric", action="store_true",
                     help="average the models' log-probabilities instead of their probabilities (the shipped graph "
                          "averages probabilities)")
+    ap.add_argument("--seeds", default=None, help="only the models of these seeds, e.g. 1,2,3")
     ap.add_argument("--json", default=None, help="write the full ensemble's metrics here (a CV report: "
                     "python -m tools.train --refresh-meta reads it as reports/cv_<model>.json)")
     ap.add_argument("--plots", default=None, help="write the full ensemble's confusion-matrix PNGs here")
@@ -117,6 +127,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         probs, ys, seeds = load(args.runs)
+        if args.seeds:
+            probs, seeds = only_seeds(probs, seeds, [int(x) for x in args.seeds.split(",")])
     except (OSError, ValueError, KeyError) as exc:
         print(f"cv_members: error: {exc}", file=sys.stderr)
         return 2
@@ -129,8 +141,9 @@ def main(argv=None) -> int:
         draws = [np.arange(n)] if k == n else [rng.choice(n, k, replace=False) for _ in range(args.draws)]
         r = [score(probs, ys, d, args.geometric) for d in draws]
         by_size.append({"models": k, **{v: round(float(np.mean([x[v]["accuracy"] for x in r])), 4)
-                                        for v in ("clean_16k", "mulaw_8k")}})
-        print(f"{k:4d}  {by_size[-1]['clean_16k']:.4f}                              {by_size[-1]['mulaw_8k']:.4f}")
+                                        for v in ("clean_16k", "mulaw_8k") if v in r[0]}})
+        print(f"{k:4d}  " + "".join(f"{by_size[-1].get(v, float('nan')):.4f}".ljust(36)
+                                             for v in ("clean_16k", "mulaw_8k")).rstrip())
     full = score(probs, ys, np.arange(n), args.geometric)
     print(json.dumps({k: {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"]} for k, v in full.items()}))
     if args.json:
@@ -144,6 +157,8 @@ def main(argv=None) -> int:
     if args.plots:
         Path(args.plots).mkdir(parents=True, exist_ok=True)
         for key, label in (("clean_16k", "16 kHz"), ("mulaw_8k", "8 kHz mu-law")):
+            if key not in full:
+                continue
             r = full[key]
             plot_confusion(r["confusion"], f"{args.name}: CV {label}, {n} models, acc {r['accuracy']:.3f}, "
                            f"macro-F1 {r['macro_f1']:.3f}", Path(args.plots) / f"confusion_{args.name}_{key}.png")
