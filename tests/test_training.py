@@ -465,6 +465,76 @@ def test_corpus_labels_mask_only_what_another_corpus_has():
             recipe("default", **bad)
 
 
+def test_class_weights_balance_labels_within_each_corpus():
+    """--class-weight corpus: inside each corpus every label it has carries the same total weight, each
+    corpus keeps its share of the loss, the mean weight is 1; unknown modes are refused."""
+    from types import SimpleNamespace
+
+    from tools.training.loop import class_weights
+    from tools.training.recipe import RecipeError, recipe
+
+    y = np.array([0] * 2 + [1] * 2 + [2] * 4 + [4] * 8 + [4] * 6 + [2] * 2 + [0] * 1)
+    d = SimpleNamespace(corpus=np.array(["ravdess"] * 16 + ["emodb"] * 9), y=y)
+    W = class_weights(d, np.arange(25))
+    own = W[np.arange(25), y]
+    assert own.mean() == pytest.approx(1.0)
+    for c, labels in (("ravdess", (0, 1, 2, 4)), ("emodb", (0, 2, 4))):
+        m = d.corpus == c
+        totals = [own[m & (y == k)].sum() for k in labels]
+        assert np.allclose(totals, totals[0])
+        assert own[m].sum() == pytest.approx(m.sum())  # the corpus keeps its share
+    assert own[16] < own[22] < own[24]  # EmoDB: 6 angry < 2 happy < 1 neutral clip: rarer weighs more
+    assert (W[d.corpus == "emodb"][:, [1, 3, 5, 6, 7]] == 0).all()  # labels the corpus lacks weigh nothing
+    assert recipe("default", class_weight="corpus").class_weight == "corpus"
+    with pytest.raises(RecipeError):
+        recipe("default", class_weight="global")
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_class_weighted_fit_passes_each_windows_weight(tmp_path, corpus, monkeypatch):
+    """With --class-weight corpus every epoch's fit gets one weight per window, the clip's label weight
+    (straddling windows: their targets' mix), and training without it passes none."""
+    pytest.importorskip("tensorflow")
+    from tools.datasets import ravdess_items
+    from tools.training import loop
+    from tools.training.data import Data
+    from tools.training.recipe import recipe
+    from tools.training.windows import norm_config
+
+    seen, build = [], loop.build_model
+
+    def build_and_watch(r, seed, view="all"):
+        m = build(r, seed, view)
+        fit_once = m.fit
+
+        def fit_and_record(X, y, **k):
+            seen.append((np.array(y), k.get("sample_weight")))
+            return fit_once(X, y, **k)
+
+        m.fit = fit_and_record
+        return m
+
+    monkeypatch.setattr(loop, "build_model", build_and_watch)
+    for mode in ("corpus", "none"):
+        rcp = recipe("default", epochs=2, class_weight=mode)
+        data = Data(ravdess_items(corpus), rcp, cache_dir=str(tmp_path / "cache"))
+        # the fixture is balanced: leave out half of one label's clips
+        first = np.flatnonzero(data.y == data.y[0])
+        tr = np.setdiff1d(np.arange(len(data.items)), first[: len(first) // 2])
+        seen.clear()
+        loop.fit(data, tr, rcp, norm_config(rcp, *data.prior(tr)), seed=3)
+        assert len(seen) == 2
+        if mode == "none":
+            assert all(sw is None for _, sw in seen)
+            continue
+        W = loop.class_weights(data, tr)
+        for yy, sw in seen:
+            assert sw is not None and sw.shape == (len(tr),)
+            np.testing.assert_allclose(sw, (yy * W).sum(1), rtol=1e-6)
+        assert np.ptp(seen[0][1]) > 0.1  # the rarer label's windows weigh more
+
+
 def test_masked_crossentropy_is_a_softmax_over_the_allowed_labels():
     """Renormalising the probabilities over the allowed labels equals a softmax over their logits, and
     the left-out labels get no gradient (an EmoDB clip does not push "calm" down)."""

@@ -94,6 +94,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--corpus-labels", nargs="?", const="all", default=None, metavar="LABELS",
                    help="labels (comma-separated; alone: all) a clip's loss leaves out where its corpus lacks "
                         "them and another training corpus has them")
+    r.add_argument("--class-weight", choices=["none", "corpus"],
+                   help="corpus: weight each clip's loss so every label of its corpus weighs the same")
     r.add_argument("--narrowband-prior", choices=["none", "model", "train"],
                    help="a prior for telephone-band sources from the telephone copies: model (the model "
                         "carries it) or train (training's telephone copies start from it too)")
@@ -112,7 +114,8 @@ def _overrides(args: argparse.Namespace) -> dict:
                 prior_frames_shape=args.prior_frames_shape, context=args.context, norm=args.norm, dense=args.dense, label_smoothing=args.label_smoothing, mask_t=args.mask_t,
                 mask_c=args.mask_c, lr=args.lr, batch=args.batch, std_pool=args.std_pool or None,
                 mask_domain=args.mask_domain, mixup=args.mixup, swa=args.swa, straddle=args.straddle, corpus_labels=args.corpus_labels.split(",") if args.corpus_labels else None,
-                weight_decay=args.weight_decay, pool=args.pool, narrowband_prior=args.narrowband_prior)
+                weight_decay=args.weight_decay, pool=args.pool, narrowband_prior=args.narrowband_prior,
+                class_weight=args.class_weight)
     if args.blocks:
         over["blocks"] = [tuple(int(v) for v in b.split(":")) for b in args.blocks.split(",")]
     if args.versions:

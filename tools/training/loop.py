@@ -14,7 +14,8 @@ from tools.training.network import build_model, optimizer, view_channels
 from tools.training.recipe import Recipe
 from tools.training.windows import clip_labels, eval_windows, predict_clips, sample_window, to_layout, training_meta
 
-__all__ = ["spec_mask", "mixup", "epoch_set", "corpus_label_mask", "masked_crossentropy", "fit", "keras_predict"]
+__all__ = ["spec_mask", "mixup", "epoch_set", "corpus_label_mask", "class_weights", "masked_crossentropy", "fit",
+           "keras_predict"]
 
 
 def spec_mask(X: np.ndarray, rng, max_t: int = 15, max_c: int = 8, n_mels: int = 0) -> np.ndarray:
@@ -69,6 +70,26 @@ def corpus_label_mask(data, idx, labels=("all",)) -> np.ndarray:
     anywhere = np.any(list(has.values()), axis=0)
     rows = {c: (h | ~anywhere | ~named).astype(np.float32) for c, h in has.items()}
     return np.stack([rows[c] for c in corpora])
+
+
+def class_weights(data, idx) -> np.ndarray:
+    """[clips, labels]: the loss weight of label k for clip ``idx[j]``, balanced within its corpus.
+
+    Within a corpus every label it has among ``idx`` carries the same total weight (n_c / (K_c n_ck)
+    per clip); the weights are then scaled to average 1 over the clips, so the loss keeps its scale.
+    """
+    n = len(LABELS)
+    corpora, y = data.corpus[idx], data.y[idx]
+    rows = {}
+    for c in np.unique(corpora):
+        counts = np.bincount(y[corpora == c], minlength=n).astype(np.float64)
+        present = counts > 0
+        w = np.zeros(n)
+        w[present] = counts.sum() / (present.sum() * counts[present])
+        rows[c] = w
+    W = np.stack([rows[c] for c in corpora])
+    W /= W[np.arange(len(idx)), y].mean()
+    return W.astype(np.float32)
 
 
 def masked_crossentropy(y_true, y_pred):
@@ -200,6 +221,7 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
     lab_mask = corpus_label_mask(data, tr, rcp.corpus_labels) if rcp.corpus_labels else None
     if lab_mask is not None and lab_mask.all():
         lab_mask = None  # one corpus (or corpora with the same labels): the plain loss, exactly as before
+    cls_w = class_weights(data, tr) if rcp.class_weight == "corpus" else None
     soft = bool(ls or mix or rcp.straddle or lab_mask is not None)  # label distributions as targets
     if lab_mask is not None:
         loss = masked_crossentropy
@@ -220,11 +242,15 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
         X, y = epoch_set(data, tr, rcp, ncfg, rng, view)
         if soft and y.ndim == 1:
             y = np.eye(len(LABELS), dtype=np.float32)[y]
+        sw = None
+        if cls_w is not None:
+            # a straddling window's weight is its target's mix of its labels' weights
+            sw = (y * cls_w).sum(1) if y.ndim == 2 else cls_w[np.arange(len(y)), y]
         if lab_mask is not None:
             y = np.concatenate([y, lab_mask], axis=1)  # rows follow ``tr``, as the windows do
         if mix:
             X, y = mixup(X, y, mix, rng)
-        h = model.fit(X, y, batch_size=rcp.batch, epochs=1, verbose=0, shuffle=True)
+        h = model.fit(X, y, sample_weight=sw, batch_size=rcp.batch, epochs=1, verbose=0, shuffle=True)
         if ep >= swa_from:
             w = model.get_weights()
             n_avg += 1
