@@ -485,7 +485,14 @@ def test_class_weights_balance_labels_within_each_corpus():
         assert own[m].sum() == pytest.approx(m.sum())  # the corpus keeps its share
     assert own[16] < own[22] < own[24]  # EmoDB: 6 angry < 2 happy < 1 neutral clip: rarer weighs more
     assert (W[d.corpus == "emodb"][:, [1, 3, 5, 6, 7]] == 0).all()  # labels the corpus lacks weigh nothing
+    # one corpus balanced: the other keeps its clips' counts (equal weights among its clips)
+    W1 = class_weights(d, np.arange(25), "emodb")
+    o1 = W1[np.arange(25), y]
+    assert np.allclose(o1[:16], o1[0]) and o1.mean() == pytest.approx(1.0)
+    e = d.corpus == "emodb"
+    assert np.allclose([o1[e & (y == k)].sum() for k in (0, 2, 4)], o1[e & (y == 0)].sum())
     assert recipe("default", class_weight="corpus").class_weight == "corpus"
+    assert recipe("default", class_weight="emodb").class_weight == "emodb"
     with pytest.raises(RecipeError):
         recipe("default", class_weight="global")
 

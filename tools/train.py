@@ -94,8 +94,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--corpus-labels", nargs="?", const="all", default=None, metavar="LABELS",
                    help="labels (comma-separated; alone: all) a clip's loss leaves out where its corpus lacks "
                         "them and another training corpus has them")
-    r.add_argument("--class-weight", choices=["none", "corpus"],
-                   help="corpus: weight each clip's loss so every label of its corpus weighs the same")
+    r.add_argument("--class-weight", choices=["none", "corpus", "ravdess", "emodb"],
+                   help="corpus: weight each clip's loss so every label of its corpus weighs the same; "
+                        "a corpus's name: balance that corpus's labels only")
     r.add_argument("--narrowband-prior", choices=["none", "model", "train"],
                    help="a prior for telephone-band sources from the telephone copies: model (the model "
                         "carries it) or train (training's telephone copies start from it too)")

@@ -72,11 +72,12 @@ def corpus_label_mask(data, idx, labels=("all",)) -> np.ndarray:
     return np.stack([rows[c] for c in corpora])
 
 
-def class_weights(data, idx) -> np.ndarray:
+def class_weights(data, idx, only: str | None = None) -> np.ndarray:
     """[clips, labels]: the loss weight of label k for clip ``idx[j]``, balanced within its corpus.
 
     Within a corpus every label it has among ``idx`` carries the same total weight (n_c / (K_c n_ck)
-    per clip); the weights are then scaled to average 1 over the clips, so the loss keeps its scale.
+    per clip); with ``only`` (a corpus) the other corpora's labels keep their clips' counts (weight
+    1). The weights are then scaled to average 1 over the clips, so the loss keeps its scale.
     """
     n = len(LABELS)
     corpora, y = data.corpus[idx], data.y[idx]
@@ -85,7 +86,8 @@ def class_weights(data, idx) -> np.ndarray:
         counts = np.bincount(y[corpora == c], minlength=n).astype(np.float64)
         present = counts > 0
         w = np.zeros(n)
-        w[present] = counts.sum() / (present.sum() * counts[present])
+        balanced = only is None or c == only
+        w[present] = counts.sum() / (present.sum() * counts[present]) if balanced else 1.0
         rows[c] = w
     W = np.stack([rows[c] for c in corpora])
     W /= W[np.arange(len(idx)), y].mean()
@@ -221,7 +223,8 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
     lab_mask = corpus_label_mask(data, tr, rcp.corpus_labels) if rcp.corpus_labels else None
     if lab_mask is not None and lab_mask.all():
         lab_mask = None  # one corpus (or corpora with the same labels): the plain loss, exactly as before
-    cls_w = class_weights(data, tr) if rcp.class_weight == "corpus" else None
+    cls_w = None if rcp.class_weight == "none" else class_weights(
+        data, tr, None if rcp.class_weight == "corpus" else rcp.class_weight)
     soft = bool(ls or mix or rcp.straddle or lab_mask is not None)  # label distributions as targets
     if lab_mask is not None:
         loss = masked_crossentropy

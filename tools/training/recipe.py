@@ -69,9 +69,9 @@ class Recipe:
     # ("all", or label names; EmoDB has no calm or surprised: its clips then do not teach the network
     # that a voice like theirs is never calm or surprised); empty: every clip's loss over every label
     corpus_labels: tuple[str, ...] = ()
-    # none | corpus: each clip's loss weighted so that within its corpus every label it has weighs
-    # the same (EmoDB has 127 angry clips and 71 happy ones; a balanced set is what "no label above
-    # 35 %" is measured on)
+    # none | corpus | a corpus's name: each clip's loss weighted so that within its corpus (corpus:
+    # every corpus; a name: that corpus only) every label it has weighs the same (EmoDB has 127 angry
+    # clips and 71 happy ones; a balanced set is what "no label above 35 %" is measured on)
     class_weight: str = "none"
     # a second prior for telephone-band sources (8 kHz or less), from the telephone copies' frames:
     # none | model (the model carries it; training as before) | train (training's telephone copies
@@ -119,8 +119,8 @@ class Recipe:
             raise RecipeError(f"narrowband prior is none, model or train, not {self.narrowband_prior}")
         if self.narrowband_prior != "none" and self.norm not in ("running", "running_mean"):
             raise RecipeError("a narrowband prior needs a running normalisation (add --narrowband-prior none)")
-        if self.class_weight not in ("none", "corpus"):
-            raise RecipeError(f"class weight is none or corpus, not {self.class_weight}")
+        if self.class_weight not in ("none", "corpus", "ravdess", "emodb"):
+            raise RecipeError(f"class weight is none, corpus or a corpus (ravdess, emodb), not {self.class_weight}")
         if self.corpus_labels and self.label_smoothing:
             raise RecipeError("corpus labels do not combine with label smoothing")
 
