@@ -109,3 +109,38 @@ def test_per_fold_figures_come_in_fold_order():
     whole = pooled_metrics([d[0] for d in data], [d[1] for d in data])
     assert m["clean_16k"]["fold_accuracy"] == whole["fold_accuracy"]
     assert m["continuous_16k"]["fold_speaker_timeline"] == [0.1, 0.2, 0.3, 0.4, 0.5]
+
+
+def test_a_recipe_field_added_later_merges_at_its_default():
+    """A report written before a recipe field existed pools with one that records the field at its default
+    (what the older run trained with), and not with one where it differs."""
+    rng = np.random.default_rng(6)
+    (y1, p1), (y2, p2) = _fold(rng), _fold(rng)
+    old = _report([1], [y1], [p1], [0.5])
+    new = _report([2], [y2], [p2], [0.5])
+    new["recipe"] = {**new["recipe"], "class_weight": "none"}
+    assert merge([old, new])["protocol"].endswith("only folds [1, 2]")
+    new["recipe"]["class_weight"] = "corpus"
+    with pytest.raises(MergeError, match="recipe"):
+        merge([old, new])
+
+
+def test_a_cv_checkpoint_names_its_protocol(monkeypatch):
+    """The report a CV writes after each fold carries the protocol and corpora, so it can be merged."""
+    from types import SimpleNamespace
+
+    from tools.training import protocols
+
+    def two_folds(data, rcp, folds, opts, log):
+        opts.checkpoint({"folds": [{"fold": 1}], "partial": "1 of 2 folds"})
+        return {"folds": [{"fold": 1}, {"fold": 2}]}
+
+    monkeypatch.setattr(protocols, "_run_folds", two_folds)
+    seen = []
+    speakers = np.array([f"ravdess-{a:02d}" for a in range(1, 11) for _ in range(2)])
+    data = SimpleNamespace(speaker=speakers, corpus=np.array(["ravdess"] * len(speakers)), where=lambda c: np.arange(20))
+    opts = protocols.CVOptions(folds=[1, 2], checkpoint=seen.append)
+    res = protocols.run_cv(data, SimpleNamespace(early_stopping=False), opts, log=lambda *_: None)
+    assert len(seen) == 1 and seen[0]["partial"] == "1 of 2 folds"
+    for k in ("protocol", "test_corpus", "train_corpora"):
+        assert seen[0][k] == res[k]

@@ -29,6 +29,17 @@ __all__ = ["merge", "as_variant", "MergeError"]
 _ONLY = re.compile(r"; only folds \[[0-9, ]*\]$")  # what tools.train --folds adds to the protocol
 
 
+def _with_defaults(recipe: dict | None) -> dict | None:
+    """A report's recipe with the fields added since it was written at their defaults (they did not exist)."""
+    if recipe is None:
+        return None
+    from dataclasses import MISSING, fields
+
+    from tools.training.recipe import Recipe
+
+    return {**{f.name: f.default for f in fields(Recipe) if f.default is not MISSING}, **recipe}
+
+
 class MergeError(ValueError):
     """The reports cannot be one CV: other recipes, protocols or overlapping folds."""
 
@@ -117,6 +128,8 @@ def merge(reports: list[dict], timeline: str | None = None) -> dict:
             a, b = r.get(k), first.get(k)
             if k == "protocol":
                 a, b = _ONLY.sub("", a or ""), _ONLY.sub("", b or "")
+            elif k == "recipe":
+                a, b = _with_defaults(a), _with_defaults(b)
             if a != b:
                 raise MergeError(f"the reports differ in {k}: not one CV")
     folds = sorted((f for r in reports for f in r["folds"]), key=lambda f: f["fold"])
@@ -127,7 +140,8 @@ def merge(reports: list[dict], timeline: str | None = None) -> dict:
     reports = [reports[i] for i in order]
     out = {k: first[k] for k in ("protocol", "test_corpus", "train_corpora") if k in first}
     out["protocol"] = _ONLY.sub("", out.get("protocol", ""))
-    if numbers != list(range(1, len(numbers) + 1)):
+    total = re.match(r"(\d+)-fold", out["protocol"])  # folds 1 and 2 of five are not the whole CV
+    if numbers != list(range(1, (int(total.group(1)) if total else len(numbers)) + 1)):
         out["protocol"] += f"; only folds {numbers}"
     out["folds"] = folds
     for k in EVAL_KEYS:

@@ -9,7 +9,7 @@ classify`` does (clean, 8 kHz mu-law, MP3/Opus copies, per-speaker streams), and
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -243,6 +243,9 @@ def run_cv(data, rcp: Recipe, opts: CVOptions, corpus: str = "ravdess", log=prin
                        + f"; trained on the other speakers of {' + '.join(trained_on)}"
                        + (f"; only folds {opts.folds}" if opts.folds else ""),
            "test_corpus": corpus, "train_corpora": trained_on}
+    if opts.checkpoint is not None:
+        # a partial report names its protocol too, so tools.cv_merge can pool it with the other folds
+        opts = replace(opts, checkpoint=lambda part, cp=opts.checkpoint, head=dict(res): cp({**head, **part}))
     res.update(_run_folds(data, rcp, folds, opts, log))
     return res
 
