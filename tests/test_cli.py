@@ -419,5 +419,47 @@ def test_info_shows_no_paths_of_the_training_machine(tmp_path, capsys):
     for argv in (["info", "--model", str(model / "emotion.tflite")], ["info", "--json", "--model", str(model / "emotion.tflite")]):
         assert main(argv) == 0
         out = capsys.readouterr().out
-        assert "/home/trainer" not in out and "~/emo-cache" not in out and "tools/train.py" not in out, out
+        assert "/home/trainer" not in out and "~/emo-cache" not in out and "--data" not in out, out
         assert "ravdess (24 actors)" in out and "features.npz" in out  # the facts stay, the paths go
+        # each figure names the command that measures it again, without the run's paths
+        assert "python tools/train.py" in out, out
+
+
+def test_info_names_the_command_behind_each_figure(tmp_path, capsys):
+    """A merged CV's figures name its first run's command, without folds, paths, tags or threads; a
+    protocol's continuous figures share its command; the calibration is printed with its ECE."""
+    import shutil
+
+    from streamer.cli import main
+    from streamer.cli.info import reproduce
+    from tests.conftest import ROOT
+
+    run = "python -m tools.train --model default --threads 1 --no-curve --reports runs/x --tag a --cv --folds 1,2 --seeds-cv 5 --save-probs /tmp/a.npz"
+    merged = f"python -m tools.cv_merge <{run}> <{run.replace('1,2', '3')}>"
+    assert reproduce(merged) == "python -m tools.train --model default --cv --seeds-cv 5"
+    assert reproduce("python -m tools.train --data=/srv/c --cross emodb:ravdess") == "python -m tools.train --cross emodb:ravdess"
+    assert reproduce(None) is None and reproduce('python -m tools.train --tag "x') is None
+    model = tmp_path / "model"
+    shutil.copytree(ROOT / "model", model, ignore=shutil.ignore_patterns("reports", "*.md"))
+    meta = json.loads((model / "emotion.json").read_text())
+    cross = "python -m tools.train --model default --reports /home/t/r --cross ravdess:emodb"
+    meta["evaluation"] = {"protocol": "5-fold", "command": merged, "clean_16k": {"accuracy": 0.61},
+                          "continuous_16k": {"accuracy": 0.62},
+                          "calibration": {"temperature": 0.8, "ece": 0.07, "ece_after": 0.04},
+                          "cross_ravdess_emodb_16k": {"accuracy": 0.31, "command": cross},
+                          "cross_ravdess_emodb_continuous_16k": {"accuracy": 0.32}}
+    (model / "emotion.json").write_text(json.dumps(meta))
+    assert main(["info", "--model", str(model / "emotion.tflite")]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("eval")]
+    assert lines[1:] == [
+        "eval       measured by: python -m tools.train --model default --cv --seeds-cv 5",
+        "eval       clean_16k: accuracy 0.61",
+        "eval       continuous_16k: accuracy 0.62",
+        "eval       calibration: temperature 0.8, expected calibration error 0.07 before, 0.04 after",
+        "eval       measured by: python -m tools.train --model default --cross ravdess:emodb",
+        "eval       cross_ravdess_emodb_16k: accuracy 0.31",
+        "eval       cross_ravdess_emodb_continuous_16k: accuracy 0.32"], lines
+    assert main(["info", "--json", "--model", str(model / "emotion.tflite")]) == 0
+    ev = json.loads(capsys.readouterr().out)["evaluation"]
+    assert ev["cross_ravdess_emodb_continuous_16k"]["reproduce"] == "python -m tools.train --model default --cross ravdess:emodb"
+    assert "command" not in ev and "/home/t" not in json.dumps(ev)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 from typing import Any
 
 from streamer.cli.args import add_model
@@ -21,6 +22,39 @@ def configure(p: argparse.ArgumentParser) -> None:
 _PRIVATE_KEYS = {"command", "commands", "cwd", "host", "hostname", "user", "data_dir", "cache_dir"}
 # an absolute path (POSIX, home, Windows) inside a text: only its last part is shown
 _ABS_PATH = re.compile(r"(?<![\w.:/])(?:~|[A-Za-z]:\\|/)[^\s,;'\"()\[\]]*")
+
+
+# options of a training command that say where one run kept its files or which folds it ran, not
+# what was measured: left out of the command `info` shows for reproducing a figure
+_RUN_OPTIONS = {"--data", "--reports", "--out", "--cache", "--tag", "--save-probs", "--folds", "--threads"}
+_RUN_FLAGS = {"--no-curve"}
+
+
+def reproduce(command: str | None) -> str | None:
+    """The command that measures a figure again, from the one recorded with it: the first run of a
+    merged CV (``tools.cv_merge <run> <run>``), without the run's own paths, folds and threads."""
+    if not command:
+        return None
+    runs = re.findall(r"<([^<>]*)>", command)
+    command = runs[0] if command.startswith("python -m tools.cv_merge") and runs else command
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    out: list[str] = []
+    skip = False
+    for w in words:
+        if skip:
+            skip = False
+            continue
+        name = w.split("=", 1)[0]
+        if name in _RUN_OPTIONS:
+            skip = "=" not in w
+            continue
+        if w in _RUN_FLAGS:
+            continue
+        out.append(_public(w))
+    return " ".join(out)
 
 
 def _public(value: Any) -> Any:
@@ -79,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         "normalisation_prior_frames": meta.normalisation.prior_frames,
         "gate": gate_dict(meta.gate),
         "runtime": runtime_name(),
-        "evaluation": _public(meta.extra.get("evaluation")),
+        "evaluation": _with_commands(meta.extra.get("evaluation")),
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -95,11 +129,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"speech     {line}")
     print(f"runtime    {info['runtime']}")
     ev = info["evaluation"]
+    shown = None
     if isinstance(ev, dict):
         for k, v in ev.items():
             if isinstance(v, (int, float, str)):
                 print(f"eval       {k}: {v}")
             elif isinstance(v, dict) and "accuracy" in v:  # a test condition: its headline figures
+                if v.get("reproduce") and v["reproduce"] != shown:
+                    shown = v["reproduce"]
+                    print(f"eval       measured by: {shown}")
                 f1 = f", macro-F1 {v['macro_f1']}" if "macro_f1" in v else ""
                 print(f"eval       {k}: accuracy {v['accuracy']}{f1}")
+            elif k == "calibration" and isinstance(v, dict) and "temperature" in v:
+                print(f"eval       calibration: temperature {v['temperature']}, expected calibration error "
+                      f"{v.get('ece')} before, {v.get('ece_after')} after")
     return 0
+
+
+def _with_commands(ev: Any) -> Any:
+    """The public evaluation block, each test condition with the command that measures it again
+    (``reproduce``): its own report's, else that of the condition before it (a protocol's continuous
+    figures follow its per-clip ones), else the headline CV's."""
+    if not isinstance(ev, dict):
+        return _public(ev)
+    out = _public(ev)
+    current = reproduce(ev.get("command"))
+    for k, v in ev.items():
+        if isinstance(v, dict) and "accuracy" in v:
+            current = reproduce(v.get("command")) or current
+            if current:
+                out[k] = {**out[k], "reproduce": current}
+    return out
