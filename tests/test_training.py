@@ -458,9 +458,13 @@ def test_corpus_labels_mask_only_what_another_corpus_has():
     only = corpus_label_mask(d, np.arange(13), ("surprised", "calm"))
     np.testing.assert_array_equal(only, m)
     assert (corpus_label_mask(d, np.arange(13), ("surprised",)) == 1).all()  # nobody has surprised
+    soft = corpus_label_mask(d, np.arange(13), ("calm",), 0.3)
+    np.testing.assert_allclose(soft[7], [1, 0.3, 1, 1, 1, 1, 1, 1])  # calm kept at 0.3 for EmoDB clips
+    assert (soft[:7] == 1).all()
     from tools.training.recipe import RecipeError, recipe
 
-    for bad in ({"corpus_labels": ["bored"]}, {"corpus_labels": ["all"], "label_smoothing": 0.1}):
+    for bad in ({"corpus_labels": ["bored"]}, {"corpus_labels": ["all"], "label_smoothing": 0.1},
+                {"corpus_labels": ["calm"], "corpus_label_weight": 1.0}, {"corpus_label_weight": 0.3}):
         with pytest.raises(RecipeError):
             recipe("default", **bad)
 
@@ -567,6 +571,35 @@ def test_masked_crossentropy_is_a_softmax_over_the_allowed_labels():
     mixed[0, 1] = 0.3
     l2 = masked_crossentropy(tf.constant(np.concatenate([t, mixed], 1)), tf.nn.softmax(z)).numpy()
     assert l2[0] > loss.numpy()[0] and np.allclose(l2[1:], loss.numpy()[1:])
+
+
+def test_soft_corpus_label_weight_lowers_the_labels_logit_in_that_clips_loss():
+    """--corpus-label-weight w: a label kept at weight w is a softmax with its logit lowered by log(1/w);
+    the clip still pushes it down, more weakly than with the full label."""
+    tf = pytest.importorskip("tensorflow")
+    from tools.training.loop import masked_crossentropy
+
+    rng = np.random.default_rng(5)
+    z = tf.Variable(rng.normal(size=(3, 8)).astype(np.float32))
+    t = np.eye(8, dtype=np.float32)[[0, 3, 5]]
+    full, soft = np.ones((3, 8), np.float32), np.ones((3, 8), np.float32)
+    soft[:, 1] = 0.3
+    grads = []
+    for m in (full, soft):
+        with tf.GradientTape() as tape:
+            loss = masked_crossentropy(tf.constant(np.concatenate([t, m], 1)), tf.nn.softmax(z))
+            total = tf.reduce_sum(loss)
+        grads.append(tape.gradient(total, z).numpy())
+        if m is soft:
+            zz = z.numpy().copy()
+            zz[:, 1] += np.log(0.3)
+            ref = -np.log(np.exp(zz[np.arange(3), [0, 3, 5]]) / np.exp(zz).sum(1))
+            np.testing.assert_allclose(loss.numpy(), ref, rtol=1e-4)
+    # calm's gradient (pushing its logit down) stays positive and is smaller under the soft weight
+    assert (grads[1][:, 1] > 1e-4).all() and (grads[1][:, 1] < grads[0][:, 1]).all()
+    from tools.training.recipe import recipe
+
+    assert recipe("default", corpus_labels=["calm"], corpus_label_weight=0.3).corpus_label_weight == 0.3
 
 
 @pytest.mark.train

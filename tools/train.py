@@ -94,6 +94,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--corpus-labels", nargs="?", const="all", default=None, metavar="LABELS",
                    help="labels (comma-separated; alone: all) a clip's loss leaves out where its corpus lacks "
                         "them and another training corpus has them")
+    r.add_argument("--corpus-label-weight", type=float, metavar="W",
+                   help="the weight (0-1) --corpus-labels' left-out labels keep in those clips' loss "
+                        "(0: left out; e.g. 0.3: a softer 'not calm')")
     r.add_argument("--class-weight", choices=["none", "corpus", "ravdess", "emodb"],
                    help="corpus: weight each clip's loss so every label of its corpus weighs the same; "
                         "a corpus's name: balance that corpus's labels only")
@@ -116,7 +119,7 @@ def _overrides(args: argparse.Namespace) -> dict:
                 mask_c=args.mask_c, lr=args.lr, batch=args.batch, std_pool=args.std_pool or None,
                 mask_domain=args.mask_domain, mixup=args.mixup, swa=args.swa, straddle=args.straddle, corpus_labels=args.corpus_labels.split(",") if args.corpus_labels else None,
                 weight_decay=args.weight_decay, pool=args.pool, narrowband_prior=args.narrowband_prior,
-                class_weight=args.class_weight)
+                class_weight=args.class_weight, corpus_label_weight=args.corpus_label_weight)
     if args.blocks:
         over["blocks"] = [tuple(int(v) for v in b.split(":")) for b in args.blocks.split(",")]
     if args.versions:

@@ -56,19 +56,20 @@ def mixup(X: np.ndarray, y: np.ndarray, alpha: float, rng) -> tuple[np.ndarray, 
     return lx * X + (1 - lx) * X[perm], lam[:, None] * y + (1 - lam[:, None]) * y[perm]
 
 
-def corpus_label_mask(data, idx, labels=("all",)) -> np.ndarray:
-    """[clips, labels]: 1 where clip ``idx[j]``'s loss may see the label, 0 where it may not.
+def corpus_label_mask(data, idx, labels=("all",), weight: float = 0.0) -> np.ndarray:
+    """[clips, labels]: 1 where clip ``idx[j]``'s loss sees the label fully, ``weight`` where its corpus lacks it.
 
     A label of ``labels`` ("all": any) is left out for a clip when the clip's corpus never has it among
     ``idx`` but another corpus there does; labels no corpus has stay in (the network learns that they
-    never occur), and so do labels not named.
+    never occur), and so do labels not named. A ``weight`` above 0 keeps the left-out label in that
+    clip's loss at that weight (a softer "this voice is not calm": see :func:`masked_crossentropy`).
     """
     n = len(LABELS)
     named = np.array([("all" in labels) or (lab in labels) for lab in LABELS])
     corpora = data.corpus[idx]
     has = {c: np.bincount(data.y[idx][corpora == c], minlength=n) > 0 for c in np.unique(corpora)}
     anywhere = np.any(list(has.values()), axis=0)
-    rows = {c: (h | ~anywhere | ~named).astype(np.float32) for c, h in has.items()}
+    rows = {c: np.where(h | ~anywhere | ~named, 1.0, float(weight)).astype(np.float32) for c, h in has.items()}
     return np.stack([rows[c] for c in corpora])
 
 
@@ -97,14 +98,16 @@ def class_weights(data, idx, only: str | None = None) -> np.ndarray:
 def masked_crossentropy(y_true, y_pred):
     """Cross-entropy over the allowed labels: ``y_true`` is [target | mask] ([B, 2 x labels]).
 
-    The probabilities are renormalised over the labels the mask (or the target itself) allows, the
-    same as a softmax over those labels' logits; a mask mixed by mixup allows either window's labels.
+    The probabilities are weighted by the mask (a label the target holds always weighs 1) and
+    renormalised: a 0/1 mask is a softmax over the allowed labels' logits; a weight w in (0, 1) is
+    that label's logit lowered by log(1/w) in this clip's loss only, so the clip still pushes the label
+    down, more weakly. A mask mixed by mixup weighs labels by the mix.
     """
     import tensorflow as tf
 
     n = len(LABELS)
     t, m = y_true[:, :n], y_true[:, n:]
-    allow = tf.cast((m > 0) | (t > 0), y_pred.dtype)
+    allow = tf.maximum(m, tf.cast(t > 0, y_pred.dtype))
     q = y_pred * allow
     q = q / (tf.reduce_sum(q, axis=-1, keepdims=True) + 1e-7)
     return -tf.reduce_sum(t * tf.math.log(q + 1e-7), axis=-1)
@@ -220,8 +223,8 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
     steps = int(np.ceil(len(tr) / rcp.batch)) * rcp.epochs
     ls = float(rcp.label_smoothing)
     mix = float(rcp.mixup)
-    lab_mask = corpus_label_mask(data, tr, rcp.corpus_labels) if rcp.corpus_labels else None
-    if lab_mask is not None and lab_mask.all():
+    lab_mask = corpus_label_mask(data, tr, rcp.corpus_labels, rcp.corpus_label_weight) if rcp.corpus_labels else None
+    if lab_mask is not None and (lab_mask == 1).all():
         lab_mask = None  # one corpus (or corpora with the same labels): the plain loss, exactly as before
     cls_w = None if rcp.class_weight == "none" else class_weights(
         data, tr, None if rcp.class_weight == "corpus" else rcp.class_weight)

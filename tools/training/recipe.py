@@ -69,6 +69,9 @@ class Recipe:
     # ("all", or label names; EmoDB has no calm or surprised: its clips then do not teach the network
     # that a voice like theirs is never calm or surprised); empty: every clip's loss over every label
     corpus_labels: tuple[str, ...] = ()
+    # the weight those labels keep in such a clip's loss (0: left out; 0 < w < 1: a softer "not calm",
+    # the label's logit lowered by log(1/w) in that clip's loss only)
+    corpus_label_weight: float = 0.0
     # none | corpus | a corpus's name: each clip's loss weighted so that within its corpus (corpus:
     # every corpus; a name: that corpus only) every label it has weighs the same (EmoDB has 127 angry
     # clips and 71 happy ones; a balanced set is what "no label above 35 %" is measured on)
@@ -121,6 +124,10 @@ class Recipe:
             raise RecipeError("a narrowband prior needs a running normalisation (add --narrowband-prior none)")
         if self.class_weight not in ("none", "corpus", "ravdess", "emodb"):
             raise RecipeError(f"class weight is none, corpus or a corpus (ravdess, emodb), not {self.class_weight}")
+        if not 0.0 <= self.corpus_label_weight < 1.0:
+            raise RecipeError(f"corpus label weight is in [0, 1), not {self.corpus_label_weight}")
+        if self.corpus_label_weight and not self.corpus_labels:
+            raise RecipeError("a corpus label weight needs corpus labels (add --corpus-labels)")
         if self.corpus_labels and self.label_smoothing:
             raise RecipeError("corpus labels do not combine with label smoothing")
 
