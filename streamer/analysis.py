@@ -84,6 +84,8 @@ class ChannelAnalyzer:
         self.norm = Normaliser(norm or meta.normalisation, f.n_channels, bool(narrowband))
         self.band = BandDetector(f) if (narrowband is None and self.norm.has_narrowband
                                         and BandDetector.usable(f)) else None
+        # the first frame normalised from the narrowband prior (0: all of them; None: none yet)
+        self.narrow_from: int | None = 0 if self.norm.narrowband else None
         # one extra column carries each frame's speech flag, so a window's speech fraction comes
         # out of the same running-sum means as its features
         self.windows = WindowAssembler(f, f.n_channels + 1)
@@ -100,6 +102,8 @@ class ChannelAnalyzer:
     def prime(self, feats: np.ndarray, speech: np.ndarray) -> None:
         """Feed frames to the normaliser only: speech heard earlier on the stream (no windows)."""
         self.norm.push(feats, speech, self._band(feats, speech))
+        if self.norm.narrowband and self.narrow_from is None:
+            self.narrow_from = 0  # heard before any window: every window starts from the narrowband prior
 
     def _band(self, feats: np.ndarray, speech: np.ndarray) -> int | None:
         return self.band.push(feats, speech) if self.band is not None else None
@@ -109,11 +113,24 @@ class ChannelAnalyzer:
         """Whether the channel is being normalised as telephone-band audio."""
         return self.norm.narrowband
 
+    def bands(self, w: Windows) -> list[str] | None:
+        """Per window, the prior its features were normalised from: ``"telephone"`` or ``"wideband"``
+        (None: the model has no narrowband prior). A window is normalised by the statistics at its
+        last frame, so it is telephone from the window that ends on the switching frame on."""
+        if not self.norm.has_narrowband:
+            return None
+        ends = np.asarray(w.starts) + max(int(w.frames), 1) - 1
+        at = self.narrow_from
+        return ["telephone" if at is not None and e >= at else "wideband" for e in ends]
+
     def push_frames(self, feats: np.ndarray, speech: np.ndarray) -> Windows:
         """Frame features [n, C] and speech flags [n] -> the windows completed by them."""
         C = self.cfg.n_channels
-        stats = self.norm.push(feats, speech, self._band(feats, speech))
         first = self.windows.frames_in
+        switch = self._band(feats, speech)
+        stats = self.norm.push(feats, speech, switch)
+        if self.norm.narrowband and self.narrow_from is None:
+            self.narrow_from = first + (switch or 0)
         rows = np.concatenate([feats, np.asarray(speech)[:, None].astype(np.float32)], axis=1) if len(feats) else \
             np.zeros((0, C + 1), np.float32)
         starts, means = self.windows.push(rows)

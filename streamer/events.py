@@ -191,12 +191,17 @@ class Window(_Wire):
         speech: whether the speech detector found speech; without it there is no label.
         label, confidence: the smoothed winner and its smoothed probability (None without speech).
         probs: smoothed probability per label (None without speech).
+        band: ``"telephone"`` or ``"wideband"``: the prior the window's features were normalised
+            from (a model with a narrowband prior: telephone-band sources, 8 kHz or less or found
+            to be so after their first second of speech, start from their own); None (left out)
+            for a model without one.
         raw: the model's own probabilities for this window (numpy float32 [labels]), kept in the
             process (``classify`` averages them); never on the wire or in a file.
         stream: the stream's id where a message names it.
     """
 
     type: ClassVar[str] = "window"
+    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"stream", "band"})
     _PRIVATE: ClassVar[frozenset[str]] = frozenset({"raw"})
 
     start: float
@@ -207,6 +212,7 @@ class Window(_Wire):
     label: str | None = None
     confidence: float | None = None
     probs: Mapping[str, float] | None = None
+    band: str | None = None
     raw: "np.ndarray | None" = field(default=None, compare=False, repr=False)
     stream: str | None = None
 

@@ -270,7 +270,8 @@ class JsonlWriter(_Base):
 
 
 class CsvWriter(_Base):
-    """One row per window; the ``alert`` column names the rules that fired at that window.
+    """One row per window; the ``alert`` column names the rules that fired at that window, ``band``
+    the prior the window was normalised from (``telephone``/``wideband``; empty for a model without one).
 
     The timeline may emit a window's alerts just after the window (or just before it), so rows wait
     in a short queue (at most one row per channel) until the next window of the same channel.
@@ -288,7 +289,7 @@ class CsvWriter(_Base):
     def _write_header(self) -> None:
         if not self._wrote_header:
             self._wrote_header = True
-            self._csv.writerow(self.FIXED + [f"p_{lb}" for lb in self.labels] + ["alert"])
+            self._csv.writerow(self.FIXED + [f"p_{lb}" for lb in self.labels] + ["alert", "band"])
 
     def _flush_through(self, idx: int) -> None:
         for ev, alerts in self._pending[: idx + 1]:
@@ -299,7 +300,7 @@ class CsvWriter(_Base):
                 "true" if ev.speech else "false",
                 ev.label or "", "" if conf is None else _p(conf),
                 *["" if probs.get(lb) is None else _p(probs[lb]) for lb in self.labels],
-                ";".join(alerts),
+                ";".join(alerts), ev.band or "",
             ])
         del self._pending[: idx + 1]
 

@@ -173,14 +173,15 @@ class Pipeline:
         f = self.meta.features
         sec = f.hop_length / f.sample_rate
         scored = classify_windows(self.classifier, parts, self.meta.gate.min_fraction, len(self.meta.labels))
-        todo = [(ch, p.starts, speech, probs, p.frames, p.pause)
+        todo = [(ch, p.starts, speech, probs, p.frames, p.pause, self.analyzers[ch].bands(p))
                 for ch, (p, (speech, probs)) in enumerate(zip(parts, scored)) if len(p.starts)]
         events: list[tuple[float, int, Events]] = []
-        for ch, starts, speech, probs, wf, pause in todo:
+        for ch, starts, speech, probs, wf, pause, bands in todo:
             for i, s in enumerate(starts):
                 t0 = float(s) * sec
                 evs = self.timeline.add(ch, t0, t0 + wf * sec, bool(speech[i]), probs[i] if speech[i] else None,
-                                        pause_s=float(pause[i]) if pause is not None else 0.0)
+                                        pause_s=float(pause[i]) if pause is not None else 0.0,
+                                        band=bands[i] if bands is not None else None)
                 events.append((t0, ch, evs))
                 self.windows_out += 1
         events.sort(key=lambda e: (e[0], e[1]))

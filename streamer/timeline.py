@@ -97,11 +97,12 @@ class Timeline:
         return [from_wire(a) for a in self._alerts.update(ev)]
 
     def add(self, channel: int, start: float, end: float, speech: bool, probs: np.ndarray | None,
-            pause_s: float = 0.0) -> list[Event]:
+            pause_s: float = 0.0, band: str | None = None) -> list[Event]:
         """Add one classified window of a channel (in time order); return the events it causes.
 
         ``pause_s``: the longest pause in the hop before the window's centre (restarts smoothing at
-        ``config.reset_pause_s``).
+        ``config.reset_pause_s``). ``band``: the window event's ``band`` (the prior its features
+        were normalised from), passed through.
         """
         ch = self._ch[channel]
         cfg = self.config
@@ -109,7 +110,7 @@ class Timeline:
         a, b = self._owned(start, end)
         if not speech or probs is None:
             ev = Window(start=round(start, 3), end=round(end, 3), channel=ch.index, channel_name=ch.name,
-                        speech=False)
+                        speech=False, band=band)
             if ch.silence_since is None:
                 ch.silence_since = a
             ch.first = False
@@ -133,7 +134,7 @@ class Timeline:
         k = int(np.argmax(sm))
         ev = Window(start=round(start, 3), end=round(end, 3), channel=ch.index, channel_name=ch.name,
                     speech=True, label=self.labels[k], confidence=round(float(sm[k]), 4),
-                    probs={lab: round(float(v), 4) for lab, v in zip(self.labels, sm)},
+                    probs={lab: round(float(v), 4) for lab, v in zip(self.labels, sm)}, band=band,
                     raw=np.asarray(probs, dtype=np.float32))
         out.append(ev)
         if ch.cur is None:

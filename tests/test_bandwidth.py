@@ -104,6 +104,11 @@ def test_the_switch_falls_at_one_frame_whatever_the_blocks(model, speech):
         parts.append(an.push_frames(feats[a:b], speech_flags[a:b]))
         a = b
     np.testing.assert_allclose(np.concatenate([p.feats for p in parts if len(p.starts)]), ref.feats, atol=1e-6)
+    # each window says which prior it was normalised from, the same whatever the blocks
+    assert whole.bands(ref) == ["telephone" if e else "wideband" for e in late]
+    assert [b for p in parts for b in (an.bands(p) if len(p.starts) else [])] == whole.bands(ref)
+    assert set(ChannelAnalyzer(nb, narrowband=True).bands(known)) == {"telephone"}
+    assert set(ChannelAnalyzer(nb, narrowband=False).bands(wideband)) == {"wideband"}
 
 
 def test_normaliser_switches_prior_inside_a_block():
@@ -186,7 +191,59 @@ def test_each_channel_of_a_stereo_call_is_heard_on_its_own(model, speech):
     y, sr = speech
     stereo = np.stack([y, augment.telephone(y[::-1].copy(), sr)], axis=1)
     pipe = Pipeline(meta, clf, in_rate=sr, in_channels=2, channels="split")
+    events = []
     for a in range(0, len(stereo), 4000):
-        pipe.feed(stereo[a : a + 4000])
-    pipe.finish()
+        events += pipe.feed(stereo[a : a + 4000])
+    events += pipe.finish()
     assert [an.narrowband for an in pipe.analyzers] == [False, True]
+    # the window events say so: the agent's all wideband, the customer's telephone once heard as such
+    bands = {ch: [e.band for e in events if e.type == "window" and e.channel == ch] for ch in (0, 1)}
+    assert set(bands[0]) == {"wideband"}
+    first = bands[1].index("telephone")
+    assert set(bands[1][first:]) == {"telephone"} and bands[1][-1] == "telephone"
+    assert all(b == "wideband" for b in bands[1][:first])
+
+
+def test_window_events_carry_the_band_in_every_output(model, speech):
+    """An 8 kHz call is telephone from its first window, in the Python API's timeline, ``label -f
+    json`` and jsonl; a model without a narrowband prior leaves the key out."""
+    import io
+    import json
+
+    import soxr
+
+    import streamer
+    from streamer.formats import open_writer
+
+    meta, clf = model
+    y, sr = speech
+    call = soxr.resample(y[: sr * 8], sr, 8000, quality="HQ").astype(np.float32)
+    tl = streamer.label(call, sample_rate=8000)
+    assert tl.windows and {w.band for w in tl.windows} == {"telephone"}
+    assert {w["band"] for w in tl.to_dict()["windows"]} == {"telephone"}
+    buf = io.StringIO()
+    writer = open_writer("jsonl", buf)
+    writer.header({"source": "call"})
+    for ev in tl.events:
+        writer.event(ev)
+    writer.close(duration=tl.duration)
+    rows = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert {r["band"] for r in rows if r["type"] == "window"} == {"telephone"}
+    buf = io.StringIO()
+    writer = open_writer("csv", buf)
+    writer.header({"source": "call", "model": {"labels": list(meta.labels)}})
+    for ev in tl.events:
+        writer.event(ev)
+    writer.close(duration=tl.duration)
+    import csv
+
+    assert {r["band"] for r in csv.DictReader(io.StringIO(buf.getvalue()))} == {"telephone"}
+    wide = streamer.label(y[: sr * 8], sample_rate=sr)
+    assert {w.band for w in wide.windows} == {"wideband"}
+    plain = replace(meta, normalisation=replace(meta.normalisation, narrowband_mean=None, narrowband_std=None))
+    from streamer.pipeline import Pipeline
+
+    pipe = Pipeline(plain, clf, in_rate=8000, in_channels=1)
+    evs = pipe.feed(call[:, None]) + pipe.finish()
+    wins = [e for e in evs if e.type == "window"]
+    assert wins and all(e.band is None and "band" not in e.to_wire() for e in wins)

@@ -259,8 +259,9 @@ def test_csv_columns_rows_and_alert_column():
     with io.StringIO(write("csv")) as f:
         columns = next(csv.reader(f))
     assert columns == ["start", "end", "channel", "channel_name", "speech", "label", "confidence",
-                       *[f"p_{lb}" for lb in LABELS], "alert"]
+                       *[f"p_{lb}" for lb in LABELS], "alert", "band"]
     assert len(rows) == 2 * int(DURATION)
+    assert {r["band"] for r in rows} == {""}  # these windows carry no band
     # Rows keep the order windows arrived in.
     assert [(float(r["start"]), int(r["channel"])) for r in rows] == \
         [(float(t), ch) for t in range(int(DURATION)) for ch in (0, 1)]

@@ -94,6 +94,9 @@ def test_current_emotion_per_channel_and_info():
     info = s.info()
     assert info["id"] == "call-1" and info["live"] and info["channels"] == ["agent", "customer"]
     assert [c["label"] for c in info["current"]] == ["calm", "angry"]
+    assert all("band" not in c for c in info["current"])  # a model without a narrowband prior says nothing
+    s.publish({**win(1, 1), "channel_name": "customer", "band": "telephone"})
+    assert [c.get("band") for c in s.info()["current"]] == [None, "telephone"]
 
 
 def test_hub_reserve_record_and_expiry(tmp_path):

@@ -573,6 +573,24 @@ def test_masked_crossentropy_is_a_softmax_over_the_allowed_labels():
     assert l2[0] > loss.numpy()[0] and np.allclose(l2[1:], loss.numpy()[1:])
 
 
+def test_refit_keeps_its_folders_gate_or_takes_the_shipped_one(tmp_path):
+    """The final fit keeps the speech detector: from the --out folder's own emotion.json, or, in a fresh
+    folder, from the shipped model's, whose detector file is copied beside the new model."""
+    from tools.training.export import _previous_meta
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    prev = _previous_meta(fresh, "emotion", log=lambda *a: None)
+    shipped = json.loads((ROOT / "model" / "emotion.json").read_text())
+    assert prev["gate"]["detector"] == shipped["gate"]["detector"]
+    assert (fresh / "speech.tflite").read_bytes() == (ROOT / "model" / "speech.tflite").read_bytes()
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "emotion.json").write_text(json.dumps({"gate": {"abs_db": -50.0}}))
+    assert _previous_meta(own, "emotion") == {"gate": {"abs_db": -50.0}}
+    assert not (own / "speech.tflite").exists()
+
+
 def test_soft_corpus_label_weight_lowers_the_labels_logit_in_that_clips_loss():
     """--corpus-label-weight w: a label kept at weight w is a softmax with its logit lowered by log(1/w);
     the clip still pushes it down, more weakly than with the full label."""
@@ -609,16 +627,13 @@ def test_corpus_labels_recipe_trains_on_two_corpora_and_records_it(tmp_path, dat
     converts it, and the shipped metadata's recipe says so; a refit over a model with a speech detector
     keeps the detector (its own network on frame features, not the emotion networks')."""
     pytest.importorskip("tensorflow")
-    import shutil
 
     from streamer.config import load_meta
     from tools import train
 
+    # a fresh --out folder: the shipped model's gate and speech detector come along
     out = tmp_path / "model"
-    out.mkdir()
-    shutil.copy(ROOT / "model" / "speech.tflite", out / "speech.tflite")
     shipped = json.loads((ROOT / "model" / "emotion.json").read_text())
-    (out / "emotion.json").write_text(json.dumps({"gate": shipped["gate"]}))
     assert train.main(_args(tmp_path, data_root, "--model", "default", "--seeds", "1", "--corpus-labels",
                             "--versions", "clean,tel", "--narrowband-prior", "none")) == 0
     meta = load_meta(tmp_path / "model" / "emotion.tflite")
@@ -626,6 +641,7 @@ def test_corpus_labels_recipe_trains_on_two_corpora_and_records_it(tmp_path, dat
     assert rec["corpus_labels"] == ["all"] and rec["corpora"] == ["ravdess", "emodb"]
     det = meta.gate.detector
     assert det is not None and det.threshold == shipped["gate"]["detector"]["threshold"]
+    assert (tmp_path / "model" / "speech.tflite").read_bytes() == (ROOT / "model" / "speech.tflite").read_bytes()
     p = _run_tflite(tmp_path / "model" / "emotion.tflite",
                     np.zeros((1, meta.features.window_steps, meta.features.n_channels)))
     np.testing.assert_allclose(p.sum(), 1.0, atol=1e-4)

@@ -162,12 +162,12 @@ class _Fan:
         self.main, self.others = main, others
         self.labels: dict[str, list[str | None]] = {k: [] for k in others}
 
-    def add(self, channel, start, end, speech, probs, pause_s=0.0):
+    def add(self, channel, start, end, speech, probs, pause_s=0.0, band=None):
         for name, t in self.others.items():
             for ev in t.add(channel, start, end, speech, probs, pause_s=pause_s):
                 if _get(ev, "type") == "window" and _get(ev, "speech"):
                     self.labels[name].append(_get(ev, "label"))
-        return self.main.add(channel, start, end, speech, probs, pause_s=pause_s)
+        return self.main.add(channel, start, end, speech, probs, pause_s=pause_s, band=band)
 
     def __getattr__(self, name):
         return getattr(self.main, name)

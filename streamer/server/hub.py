@@ -325,7 +325,8 @@ def window_summary(window: dict[str, Any]) -> dict[str, Any]:
     definition for this node's streams and the ones other nodes share through the backend."""
     return {"channel": window.get("channel", 0), "channel_name": window.get("channel_name"),
             "label": window.get("label"), "confidence": window.get("confidence"),
-            "speech": window.get("speech"), "start": window.get("start"), "end": window.get("end")}
+            "speech": window.get("speech"), "start": window.get("start"), "end": window.get("end"),
+            **({"band": window["band"]} if window.get("band") else {})}
 
 
 class _Feed:

@@ -87,8 +87,7 @@ def final_fit(data, rcp: Recipe, opts: FitOptions, log=print):
     tfl = out / f"{stem}.tflite"
     cv_path = Path(opts.reports) / f"cv_{rcp.name}.json"
     cv = json.loads(cv_path.read_text()) if cv_path.exists() else None
-    old = out / f"{stem}.json"
-    prev = json.loads(old.read_text()) if old.exists() else {}
+    prev = _previous_meta(out, stem, log)
     # blocks other parts of the project own survive a refit: the speech detector's (``speech``, or
     # ``gate.detector`` with its own model file beside this one)
     keep = {k: prev[k] for k in ("speech",) if k in prev}
@@ -129,6 +128,31 @@ def final_fit(data, rcp: Recipe, opts: FitOptions, log=print):
     (out / f"{stem}.json").write_text(json.dumps(d, indent=1) + "\n")
     log(f"wrote {tfl} and {out / (stem + '.json')}")
     return model
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "model"
+
+
+def _previous_meta(out: Path, stem: str, log=print) -> dict:
+    """The metadata a refit keeps blocks of: ``out``'s own, or else the shipped model's.
+
+    A fit into a fresh folder would otherwise ship without the speech detector (``gate.detector``):
+    the shipped one is taken, and its model file copied beside the new one.
+    """
+    old = out / f"{stem}.json"
+    if old.exists():
+        return json.loads(old.read_text())
+    shipped = SHIPPED / f"{stem}.json"
+    if not shipped.exists() or out.resolve() == SHIPPED:
+        return {}
+    prev = json.loads(shipped.read_text())
+    det = (prev.get("gate") or {}).get("detector") or {}
+    if det.get("model"):
+        src, dst = SHIPPED / det["model"], out / det["model"]
+        if src.exists() and not dst.exists():
+            dst.write_bytes(src.read_bytes())
+    log(f"{out} held no {stem}.json: the speech detector and gate come from the shipped {shipped}")
+    return prev
 
 
 def describe(rcp: Recipe) -> str:
