@@ -73,10 +73,14 @@ def browser(playwright):
 
 
 def _stereo(path: Path) -> float:
-    """agent (left) and customer (right): the clips one after the other with pauses, 16 kHz."""
+    """agent (left, a wideband headset) and customer (right, over the telephone network: nothing above
+    4 kHz): the clips one after the other with pauses, 16 kHz."""
+    import soxr
+
     a, sr = sf.read(AGENT, dtype="float32")
     c, sr2 = sf.read(CUSTOMER, dtype="float32")
     assert sr == sr2 == 16000
+    c = soxr.resample(soxr.resample(c, sr, 8000, quality="HQ"), 8000, sr, quality="HQ")[: len(c)].astype(np.float32)
     pause = np.zeros(sr, np.float32)
     n = len(a) + len(c) + 3 * len(pause)
     y = np.zeros((n, 2), np.float32)
@@ -216,6 +220,11 @@ def test_live_timeline_matches_the_server_and_survives_a_dropped_connection(brow
         want = last["label"] if last["speech"] else ""
         assert (cur.get_attribute("data-label") or "") == want
         assert cur.locator("[data-testid=current-label]").inner_text().lower() == (want or "silence")
+        # the customer's channel was heard as telephone audio, and the card says so; the agent's not
+        band = cur.locator("[data-testid=current-band]")
+        assert last["band"] == ("telephone" if ch == "customer" else "wideband")
+        assert band.get_attribute("data-band") == last["band"]
+        assert band.inner_text() == ("telephone" if ch == "customer" else "")
     assert page.locator("[data-testid=conn-state]").get_attribute("data-state") == "ended"
     # the card says the stream is over, not "Live"
     assert title.inner_text() == "Ended" and title.get_attribute("data-state") == "ended"

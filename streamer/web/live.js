@@ -83,7 +83,10 @@
       const lab = el("span", "label", "waiting"); lab.dataset.testid = "current-label";
       const conf = el("span", "conf"); conf.dataset.testid = "current-confidence";
       const at = el("span", "at"); at.dataset.testid = "current-time";
-      big.append(sw, lab, conf, at);
+      // telephone audio is normalised from the model's telephone prior: say so beside the label
+      const band = el("span", "band"); band.dataset.testid = "current-band";
+      band.title = "heard as telephone-band audio (nothing above 4 kHz)";
+      big.append(sw, lab, conf, band, at);
       const bars = el("div", "bars"); bars.dataset.testid = "probs"; const fills = {};
       for (const l of this.labels) {
         const tr = el("div", "track"); const f = el("div", "fill"); f.style.background = colour(l);
@@ -92,7 +95,7 @@
         bars.append(el("span", "name", l), tr, p);
       }
       box.append(nm, big, bars); this.nowRoot.append(box);
-      return { box, name: nm, sw, lab, conf, at, fills };
+      return { box, name: nm, sw, lab, conf, band, at, fills };
     }
     window(m) {
       const r = this.row(m.channel || 0, m.channel_name);
@@ -114,6 +117,8 @@
       n.lab.dataset.label = speech ? m.label : "";
       n.conf.textContent = speech ? pct(m.confidence) : "";
       n.at.textContent = `${clock(m.start)}–${clock(m.end)}`;
+      n.band.dataset.band = m.band || "";
+      n.band.textContent = m.band === "telephone" ? "telephone" : "";
       n.sw.style.background = colour(speech ? m.label : null);
       n.box.dataset.label = speech ? m.label : "";
       for (const l of this.labels) {
