@@ -33,9 +33,7 @@ TEST_SETS = {"clean": "clean_16k", "tel": "mulaw_8k", "clean_spk": "speaker_clea
              # the telephone copies arriving at 16 kHz (a call resampled upstream): band detected, or not at all
              "tel_detect": "mulaw_8k_as_16k", "tel_wide": "mulaw_8k_as_16k_wideband_prior",
              # the clean copies through the band detector (a false alarm would move them)
-             "clean_detect": "clean_16k_band_detected",
-             # each clip streamed after itself: its own statistics first (a two-pass classify)
-             "clean_self": "self_primed_clean_16k", "tel_self": "self_primed_mulaw_8k"}
+             "clean_detect": "clean_16k_band_detected"}
 
 
 def set_name(v: str) -> str:
@@ -85,7 +83,6 @@ def _test_sets(data, te, rcp: Recipe, meta, opts: CVOptions) -> dict:
     if rcp.norm in ("running", "running_mean"):
         for v in ("clean", "tel"):
             sets[v + "_spk"] = (eval_windows(data, te, v, meta, speaker=True), data.y[te])
-            sets[v + "_self"] = (eval_windows(data, te, v, meta, self_prime=True), data.y[te])
     if meta.normalisation.narrowband_mean is not None:
         for key, v, band in (("tel_detect", "tel", "detect"), ("tel_wide", "tel", "wide"),
                              ("clean_detect", "clean", "detect")):

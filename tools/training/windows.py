@@ -101,13 +101,11 @@ def stream_windows(mfcc, speech, meta: ModelMeta, ctx=None, narrowband: bool | N
 
 
 def eval_windows(data, idx, version: str, meta: ModelMeta, speaker: bool = False,
-                 hop_s: float | None = None, band: str = "rate", self_prime: bool = False) -> list[list[Windows]]:
+                 hop_s: float | None = None, band: str = "rate") -> list[list[Windows]]:
     """Streamer windows of clips ``idx`` in ``version``, one list per clip.
 
     Each clip is streamed alone (the default), or with ``speaker=True`` after all the same
-    speaker's other clips in ``idx`` (statistics of a long stream of that speaker), or with
-    ``self_prime=True`` after itself (a whole recording's own statistics first, as a two-pass
-    ``classify`` of a file could normalise it). ``hop_s``:
+    speaker's other clips in ``idx`` (statistics of a long stream of that speaker). ``hop_s``:
     windows this far apart instead of the model's hop (as ``emostream --hop``). ``band``: how the
     streamer knows a telephone copy is telephone-band: ``rate`` (its source is at 8 kHz, as a
     telephone copy is cut), ``detect`` (it arrives at 16 kHz: the band detector decides, as for any
@@ -126,8 +124,6 @@ def eval_windows(data, idx, version: str, meta: ModelMeta, speaker: bool = False
             others = [o for o in idx if data.speaker[o] == data.speaker[i] and o != i]
             ctx = (np.concatenate([data.cf.mfcc(o, v) for o in others]),
                    np.concatenate([data.speech[o][v] for o in others])) if others else None
-        elif self_prime:
-            ctx = (data.cf.mfcc(i, v), data.speech[i][v])
         narrow = {"rate": is_narrowband(version), "detect": None, "wide": False}[band]
         out.append(stream_windows(data.cf.mfcc(i, v), data.speech[i][v], meta, ctx, narrow))
     return out
