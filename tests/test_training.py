@@ -495,8 +495,18 @@ def test_class_weights_balance_labels_within_each_corpus():
     assert np.allclose(o1[:16], o1[0]) and o1.mean() == pytest.approx(1.0)
     e = d.corpus == "emodb"
     assert np.allclose([o1[e & (y == k)].sum() for k in (0, 2, 4)], o1[e & (y == 0)].sum())
+    # half-way (power 0.5): the same order, a narrower spread, each corpus still its share
+    Wh = class_weights(d, np.arange(25), "emodb", power=0.5)
+    oh = Wh[np.arange(25), y]
+    assert oh.mean() == pytest.approx(1.0) and np.allclose(oh[:16], oh[0])
+    assert oh[16] < oh[22] < oh[24] and oh[24] / oh[16] == pytest.approx(np.sqrt(o1[24] / o1[16]))
+    assert oh[e].sum() == pytest.approx(o1[e].sum())
     assert recipe("default", class_weight="corpus").class_weight == "corpus"
     assert recipe("default", class_weight="emodb").class_weight == "emodb"
+    assert recipe("default", class_weight_power=0.5).class_weight_power == 0.5
+    for bad in (0.0, 1.5):
+        with pytest.raises(RecipeError):
+            recipe("default", class_weight_power=bad)
     with pytest.raises(RecipeError):
         recipe("default", class_weight="global")
 

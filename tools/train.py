@@ -100,6 +100,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--class-weight", choices=["none", "corpus", "ravdess", "emodb"],
                    help="corpus: weight each clip's loss so every label of its corpus weighs the same; "
                         "a corpus's name: balance that corpus's labels only")
+    r.add_argument("--class-weight-power", type=float, metavar="P",
+                   help="balance part of the way: each --class-weight weight raised to P (0-1; 1: fully)")
     r.add_argument("--narrowband-prior", choices=["none", "model", "train"],
                    help="a prior for telephone-band sources from the telephone copies: model (the model "
                         "carries it) or train (training's telephone copies start from it too)")
@@ -119,7 +121,8 @@ def _overrides(args: argparse.Namespace) -> dict:
                 mask_c=args.mask_c, lr=args.lr, batch=args.batch, std_pool=args.std_pool or None,
                 mask_domain=args.mask_domain, mixup=args.mixup, swa=args.swa, straddle=args.straddle, corpus_labels=args.corpus_labels.split(",") if args.corpus_labels else None,
                 weight_decay=args.weight_decay, pool=args.pool, narrowband_prior=args.narrowband_prior,
-                class_weight=args.class_weight, corpus_label_weight=args.corpus_label_weight)
+                class_weight=args.class_weight, corpus_label_weight=args.corpus_label_weight,
+                class_weight_power=args.class_weight_power)
     if args.blocks:
         over["blocks"] = [tuple(int(v) for v in b.split(":")) for b in args.blocks.split(",")]
     if args.versions:

@@ -73,12 +73,14 @@ def corpus_label_mask(data, idx, labels=("all",), weight: float = 0.0) -> np.nda
     return np.stack([rows[c] for c in corpora])
 
 
-def class_weights(data, idx, only: str | None = None) -> np.ndarray:
+def class_weights(data, idx, only: str | None = None, power: float = 1.0) -> np.ndarray:
     """[clips, labels]: the loss weight of label k for clip ``idx[j]``, balanced within its corpus.
 
     Within a corpus every label it has among ``idx`` carries the same total weight (n_c / (K_c n_ck)
     per clip); with ``only`` (a corpus) the other corpora's labels keep their clips' counts (weight
-    1). The weights are then scaled to average 1 over the clips, so the loss keeps its scale.
+    1). ``power`` < 1 balances part of the way (each weight raised to it, then scaled so the corpus
+    keeps its share). The weights are then scaled to average 1 over the clips, so the loss keeps its
+    scale.
     """
     n = len(LABELS)
     corpora, y = data.corpus[idx], data.y[idx]
@@ -88,7 +90,8 @@ def class_weights(data, idx, only: str | None = None) -> np.ndarray:
         present = counts > 0
         w = np.zeros(n)
         balanced = only is None or c == only
-        w[present] = counts.sum() / (present.sum() * counts[present]) if balanced else 1.0
+        w[present] = (counts.sum() / (present.sum() * counts[present])) ** power if balanced else 1.0
+        w *= counts.sum() / (counts * w).sum()  # the corpus keeps its clips' share of the loss
         rows[c] = w
     W = np.stack([rows[c] for c in corpora])
     W /= W[np.arange(len(idx)), y].mean()
@@ -227,7 +230,7 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
     if lab_mask is not None and (lab_mask == 1).all():
         lab_mask = None  # one corpus (or corpora with the same labels): the plain loss, exactly as before
     cls_w = None if rcp.class_weight == "none" else class_weights(
-        data, tr, None if rcp.class_weight == "corpus" else rcp.class_weight)
+        data, tr, None if rcp.class_weight == "corpus" else rcp.class_weight, rcp.class_weight_power)
     soft = bool(ls or mix or rcp.straddle or lab_mask is not None)  # label distributions as targets
     if lab_mask is not None:
         loss = masked_crossentropy

@@ -76,6 +76,8 @@ class Recipe:
     # every corpus; a name: that corpus only) every label it has weighs the same (EmoDB has 127 angry
     # clips and 71 happy ones; a balanced set is what "no label above 35 %" is measured on)
     class_weight: str = "none"
+    # how far: each balancing weight raised to this power (1: fully balanced; 0.5: half-way in log terms)
+    class_weight_power: float = 1.0
     # a second prior for telephone-band sources (8 kHz or less), from the telephone copies' frames:
     # none | model (the model carries it; training as before) | train (training's telephone copies
     # start from it too)
@@ -128,6 +130,8 @@ class Recipe:
             raise RecipeError(f"corpus label weight is in [0, 1), not {self.corpus_label_weight}")
         if self.corpus_label_weight and not self.corpus_labels:
             raise RecipeError("a corpus label weight needs corpus labels (add --corpus-labels)")
+        if not 0.0 < self.class_weight_power <= 1.0:
+            raise RecipeError(f"class weight power is in (0, 1], not {self.class_weight_power}")
         if self.corpus_labels and self.label_smoothing:
             raise RecipeError("corpus labels do not combine with label smoothing")
 
