@@ -16,7 +16,9 @@ The result of `summarise` / `Summary.result`::
                    "dominant": label | None,          # most seconds; None without speech
                    "longest_negative": {"start", "end", "seconds", "label"} | None,
                    "alerts": [{"rule", "start", "end", "label"}],
-                   "trend": [{"start", "end", "dominant", "negative_share"}] * TREND_SLICES}]}
+                   "trend": [{"start", "end", "dominant", "negative_share"}] * TREND_SLICES,
+                   "band": "telephone" | "wideband"}]}            # the last window's; only with a model
+                                                      # that has a narrowband prior
 
 The trend cuts the call into `TREND_SLICES` equal slices; in each, ``dominant`` is the emotion with
 the most seconds (None without speech) and ``negative_share`` the negative emotions' share of the
@@ -58,6 +60,7 @@ class _Channel:
     # (start, end, label) of every counted segment piece, for the trend, silence and overlap: a few
     # per minute of speech, so this stays small even for hours
     spans: list[tuple[float, float, str]] = field(default_factory=list)
+    band: str | None = None  # the latest window's band (telephone / wideband), if it says
 
 
 class Summary:
@@ -100,6 +103,8 @@ class Summary:
         c = self._get(ev)
         if ev.get("end") is not None:
             self._max_end = max(self._max_end, float(ev["end"]))
+        if kind == "window" and ev.get("band"):
+            c.band = str(ev["band"])
         if kind == "segment":
             self._segment(c, ev)
         elif kind == "alert":
@@ -152,6 +157,7 @@ class Summary:
                 "longest_negative": dict(c.longest) if c.longest else None,
                 "alerts": list(c.alerts),
                 "trend": self._trend(c.spans, d),
+                **({"band": c.band} if c.band else {}),
             })
         silence, overlap = _silence_overlap([c.spans for c in self._ch.values()], d)
         return {"duration": _r(d), "silence_s": _r(silence), "overlap_s": _r(overlap), "channels": out}

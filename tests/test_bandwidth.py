@@ -238,6 +238,12 @@ def test_window_events_carry_the_band_in_every_output(model, speech):
     import csv
 
     assert {r["band"] for r in csv.DictReader(io.StringIO(buf.getvalue()))} == {"telephone"}
+    from streamer.summary import Summary
+
+    summ = Summary()
+    for ev in tl.events:
+        summ.add(ev.to_wire())
+    assert summ.result(tl.duration)["channels"][0]["band"] == "telephone"
     wide = streamer.label(y[: sr * 8], sample_rate=sr)
     assert {w.band for w in wide.windows} == {"wideband"}
     plain = replace(meta, normalisation=replace(meta.normalisation, narrowband_mean=None, narrowband_std=None))

@@ -95,7 +95,11 @@ def test_summary_observer_as_events_come():
     s.header({"channels": NAMES, "duration": None})
     for ev in sorted(events(), key=lambda e: e.get("end", 0.0)):  # segments arrive as they close
         s.event(ev)
-    check(s.result(DURATION))
+    res = s.result(DURATION)
+    check(res)
+    assert all("band" not in c for c in res["channels"])  # windows without a band: no key
+    s.event({"type": "window", "start": 0.0, "end": 3.0, "channel": 1, "speech": True, "band": "telephone"})
+    assert [c.get("band") for c in s.result(DURATION)["channels"]] == [None, "telephone"]
 
 
 def test_duration_defaults_and_empty_channel():
