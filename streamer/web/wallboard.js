@@ -25,7 +25,7 @@
     get count() { return calls.size; },
     order: () => [...grid.children].map((n) => n.dataset.stream),
     calls: () => [...calls.values()].map((c) => ({ id: c.id, live: c.live, alerts: c.alerts, source: c.source,
-      channels: c.chans.filter(Boolean).map((h) => ({ name: h.name, label: h.label, confidence: h.confidence,
+      channels: c.chans.filter(Boolean).map((h) => ({ name: h.name, label: h.label, confidence: h.confidence, band: h.band,
         negative: h.nSpeech ? h.nNeg / h.nSpeech : null, windows: h.windows })) })),
   };
 
@@ -44,7 +44,7 @@
     let h = c.chans[idx];
     if (!h) {
       h = c.chans[idx] = { name: name || (idx === 0 ? "mix" : `ch${idx + 1}`), label: null, confidence: null,
-        speech: false, ring: [], head: 0, nSpeech: 0, nNeg: 0, windows: 0 };
+        band: null, speech: false, ring: [], head: 0, nSpeech: 0, nNeg: 0, windows: 0 };
       if (c.parts) c.parts.rebuild = true;
     } else if (name && name !== h.name) { h.name = name; if (c.parts) c.parts.rebuild = true; }
     return h;
@@ -53,7 +53,7 @@
   function onWindow(c, m) {
     const h = getChan(c, m.channel || 0, m.channel_name);
     const label = m.speech ? m.label : null;
-    h.label = label; h.confidence = label ? m.confidence : null; h.windows += 1;
+    h.label = label; h.confidence = label ? m.confidence : null; h.windows += 1; h.band = m.band || null;
     // the last minute of this channel's windows, as a queue with running counts
     const neg = !!label && NEGATIVE.has(label);
     h.ring.push({ end: m.end, speech: !!label, neg });
@@ -103,6 +103,7 @@
       for (const cur of s.current || []) {
         const h = getChan(c, cur.channel || 0, cur.channel_name);
         h.label = cur.speech ? cur.label : null; h.confidence = cur.speech ? cur.confidence : null;
+        h.band = cur.band || null;
       }
       if (typeof s.alerts === "number" && s.alerts >= c.alerts) {
         c.alerts = s.alerts;
@@ -143,8 +144,11 @@
       lb.dataset.testid = "call-label"; cf.dataset.testid = "call-confidence"; now.append(sw, lb, cf);
       const neg = el("span", "neg"); const tr = el("span", "track"); const fill = el("span", "fill"); tr.append(fill);
       fill.dataset.testid = "neg-bar"; const np = el("span", "np"); np.dataset.testid = "neg-share"; neg.append(tr, np);
-      row.append(el("span", "cn", h.name), now, neg); p.rows.append(row);
-      p.chans.push({ h, row, sw, lb, cf, fill, np, shown: {} });
+      // a channel heard as telephone audio (its own prior): a small mark after its name
+      const cn = el("span", "cn", h.name); const tel = el("small", "tel"); tel.dataset.testid = "call-band";
+      tel.title = "telephone-band audio"; cn.append(tel);
+      row.append(cn, now, neg); p.rows.append(row);
+      p.chans.push({ h, row, sw, lb, cf, fill, np, tel, shown: {} });
     }
     p.rebuild = false;
   }
@@ -169,6 +173,7 @@
         r.lb.textContent = v || "silence"; r.row.dataset.label = v; r.sw.style.background = colour(v || null);
       });
       put(r.shown, "conf", h.confidence == null ? "" : pct(h.confidence), (v) => { r.cf.textContent = v; });
+      put(r.shown, "band", h.band || "", (v) => { r.row.dataset.band = v; r.tel.textContent = v === "telephone" ? " tel" : ""; });
       put(r.shown, "neg", share == null ? "" : share.toFixed(2), (v) => {
         r.fill.style.width = v === "" ? "0" : (Number(v) * 100).toFixed(0) + "%"; r.fill.dataset.share = v;
         r.np.textContent = v === "" ? "–" : pct(Number(v));
