@@ -705,6 +705,11 @@ def test_wallboard_shows_every_call_from_one_feed(browser, tmp_path):
                     ("tel" if last.get("band") == "telephone" else "")
                 if sid == "sad-1" and name == "customer":
                     assert last["band"] == "telephone"
+                    # the mark is drawn whole inside the row's name cell (a cut-off name is fine)
+                    mark = row.locator("[data-testid=call-band]").bounding_box()
+                    cell = row.locator(".cn").bounding_box()
+                    assert mark and cell and mark["width"] > 0
+                    assert cell["x"] <= mark["x"] and mark["x"] + mark["width"] <= cell["x"] + cell["width"] + 0.5
                 if want:
                     assert row.locator("[data-testid=call-confidence]").inner_text() == \
                         f"{round(last['confidence'] * 100)}%"

@@ -145,8 +145,9 @@
       const neg = el("span", "neg"); const tr = el("span", "track"); const fill = el("span", "fill"); tr.append(fill);
       fill.dataset.testid = "neg-bar"; const np = el("span", "np"); np.dataset.testid = "neg-share"; neg.append(tr, np);
       // a channel heard as telephone audio (its own prior): a small mark after its name
-      const cn = el("span", "cn", h.name); const tel = el("small", "tel"); tel.dataset.testid = "call-band";
-      tel.title = "telephone-band audio"; cn.append(tel);
+      // (the name gives way to the mark when the cell is narrow: the name is cut, never the mark)
+      const cn = el("span", "cn"); const tel = el("small", "tel"); tel.dataset.testid = "call-band";
+      tel.title = "telephone-band audio"; cn.append(el("span", "nm", h.name), tel);
       row.append(cn, now, neg); p.rows.append(row);
       p.chans.push({ h, row, sw, lb, cf, fill, np, tel, shown: {} });
     }
@@ -173,7 +174,7 @@
         r.lb.textContent = v || "silence"; r.row.dataset.label = v; r.sw.style.background = colour(v || null);
       });
       put(r.shown, "conf", h.confidence == null ? "" : pct(h.confidence), (v) => { r.cf.textContent = v; });
-      put(r.shown, "band", h.band || "", (v) => { r.row.dataset.band = v; r.tel.textContent = v === "telephone" ? " tel" : ""; });
+      put(r.shown, "band", h.band || "", (v) => { r.row.dataset.band = v; r.tel.textContent = v === "telephone" ? "tel" : ""; });
       put(r.shown, "neg", share == null ? "" : share.toFixed(2), (v) => {
         r.fill.style.width = v === "" ? "0" : (Number(v) * 100).toFixed(0) + "%"; r.fill.dataset.share = v;
         r.np.textContent = v === "" ? "–" : pct(Number(v));
