@@ -289,3 +289,47 @@ def test_a_followed_stream_that_stops_without_end_is_ended_here():
         assert s.ended and sub.closed
         await hub.aclose()
     asyncio.run(main())
+
+
+def test_subscribers_finding_a_far_stream_at_once_share_one_follower():
+    """Two subscribers asking for another node's stream at the same moment (the lookups interleave)
+    get the same local copy, and both see it to its end (a second copy once cancelled the first's
+    follower and left its subscriber waiting forever)."""
+    class SlowFar(FarBackend):
+        async def lookup(self, sid):
+            await asyncio.sleep(0.01)
+            return await super().lookup(sid)
+
+        async def list_streams(self):
+            await asyncio.sleep(0.01)
+            return await super().list_streams()
+
+    async def main():
+        far = SlowFar()
+        hub = Hub(backend=far)
+        a, b = await asyncio.gather(hub.find("far"), hub.find("far"))
+        assert a is b and len(hub._followers) == 1
+        subs = [hub.subscribe(s, 0)[0] for s in (a, b)]
+        far.go.set()
+        for sub in subs:
+            got = []
+            while not (sub.closed and not sub.queue):
+                await asyncio.wait_for(sub.wait(), 5)
+                got += [json.loads(f) for f in sub.take()]
+            assert got[-1]["type"] == "end"
+        assert not hub._followers
+        await hub.aclose()
+    asyncio.run(main())
+
+
+def test_a_far_stream_replaced_here_closes_its_subscribers():
+    """A followed stream replaced by a new one under its id leaves no subscriber waiting."""
+    async def main():
+        far = FarBackend()
+        hub = Hub(backend=far)
+        s = await hub.find("far")
+        sub, _, _ = hub.subscribe(s, 0)
+        hub.create("far", {"type": "hello", "labels": ["calm"]}, kind="ingest")
+        assert sub.closed and s.ended
+        await hub.aclose()
+    asyncio.run(main())

@@ -436,6 +436,9 @@ class Hub:
         """A new stream under ``stream_id`` (replacing an ended one)."""
         self.reserved.discard(stream_id)
         self._stop_following(stream_id)
+        old = self.streams.get(stream_id)
+        if old is not None and old.kind == "remote" and not old.ended:
+            old._close()  # nothing feeds it any more: its subscribers must not wait for an end
         rec = _Tagged(self._record, stream_id) if self._record is not None and kind != "remote" else None
         backend = self.backend
         if kind == "remote":  # another node's: a local cache of what we followed
@@ -474,13 +477,15 @@ class Hub:
             return stream
         if hello is None:
             return stream  # an ended followed stream stays readable here until it expires
+        if known_seq is None:
+            rows = [r for r in await self.backend.list_streams() if r.get("id") == stream_id]
+            known_seq = int(rows[0].get("seq") or 0) if rows else 0
+        # checked after the last await: two subscribers finding the same stream at once must share
+        # one follower (a second create would cancel the first's and leave its subscribers hanging)
         current = self.streams.get(stream_id)
         if current is not None and (current.kind != "remote" or stream_id in self._followers
                                     or (current.hello or {}).get("started") == hello.wire().get("started")):
             return current  # made meanwhile, or the same stream (ended) we followed already
-        if known_seq is None:
-            rows = [r for r in await self.backend.list_streams() if r.get("id") == stream_id]
-            known_seq = int(rows[0].get("seq") or 0) if rows else 0
         stream = self.create(stream_id, hello.wire(), kind="remote")
         stream.feed_after = known_seq
         self._followers[stream_id] = asyncio.get_running_loop().create_task(self._follow(stream))
@@ -498,7 +503,8 @@ class Hub:
             log.error("following stream %s failed: %s", stream.id, exc)
             stream.error(f"stream {stream.id} is no longer reachable: {exc}")
         finally:
-            self._followers.pop(stream.id, None)
+            if self._followers.get(stream.id) is asyncio.current_task():  # not a newer follower's entry
+                del self._followers[stream.id]
         if not stream.ended:  # the backend gave up on it without an end
             stream.error(f"stream {stream.id} stopped without its end: its node may be gone")
             stream._close()
