@@ -168,6 +168,17 @@ def test_cv_saved_members_merge_into_one_ensemble(tmp_path, data_root):
     summary = eval_summary(merged, recipe("default"))
     assert summary["clean_16k"]["accuracy"] == rep["clean_16k"]["accuracy"] and summary["models_per_fold"] == 2
     assert (tmp_path / "p" / "confusion_default_mulaw_8k.png").stat().st_size > 1000
+    # the same ensemble's recall split by RAVDESS intensity adds up to the report's recall per label
+    from tools import cv_breakdown
+
+    assert cv_breakdown.main([str(a), "--data", str(data_root), "--by", "intensity",
+                              "--json", str(tmp_path / "b.json")]) == 0
+    split = json.loads((tmp_path / "b.json").read_text())["recall"]
+    for label, groups in split.items():
+        right, n = sum(g["right"] for g in groups.values()), sum(g["n"] for g in groups.values())
+        assert set(groups) <= {"normal", "strong"}
+        assert round(right / n, 4) == rep["clean_16k"]["recall"][label]
+    assert sum(g["n"] for gs in split.values() for g in gs.values()) == sum(len(y) for y in ys.values())
 
 
 @pytest.mark.train
