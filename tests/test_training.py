@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tools.datasets import LABELS
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -520,6 +522,43 @@ def test_class_weights_balance_labels_within_each_corpus():
             recipe("default", class_weight_power=bad)
     with pytest.raises(RecipeError):
         recipe("default", class_weight="global")
+
+
+def test_label_weights_scale_one_corpus_label():
+    """--label-weight emodb:sad=0.3: EmoDB's sad clips weigh 0.3 of the others (on top of any class weight),
+    the clips' own labels still average 1, RAVDESS's sad is untouched; malformed entries are refused."""
+    from types import SimpleNamespace
+
+    from tools.training.loop import class_weights, scale_labels
+    from tools.training.recipe import RecipeError, recipe
+
+    sad, angry = LABELS.index("sad"), LABELS.index("angry")
+    y = np.array([sad] * 4 + [angry] * 4 + [sad] * 3 + [angry] * 5)
+    d = SimpleNamespace(corpus=np.array(["ravdess"] * 8 + ["emodb"] * 8), y=y)
+    idx = np.arange(16)
+    rcp = recipe("default", label_weights=["emodb:sad=0.3"])
+    assert rcp.label_weight_map() == {("emodb", "sad"): 0.3}
+    W = scale_labels(d, idx, None, rcp.label_weight_map())
+    own = W[idx, y]
+    assert own.mean() == pytest.approx(1.0)
+    assert own[8] == pytest.approx(0.3 * own[0]) and own[11] == pytest.approx(own[0])  # EmoDB sad; EmoDB angry
+    assert np.allclose(own[:8], own[0])  # RAVDESS untouched
+    B = class_weights(d, idx, "emodb")
+    Wb = scale_labels(d, idx, B, rcp.label_weight_map())
+    ratio = Wb[idx, y] / B[idx, y]
+    assert np.allclose(ratio[8:11], 0.3 * ratio[0]) and np.allclose(ratio[11:], ratio[0])
+    assert scale_labels(d, idx, B, {}) is B and scale_labels(d, idx, None, {}) is None
+    for bad in ("emodb:sad", "emodb:bored=0.3", "tess:sad=0.3", "emodb:sad=-1", "emodb:sad=x"):
+        with pytest.raises(RecipeError, match="corpus:label=w"):
+            recipe("default", label_weights=[bad])
+
+
+def test_a_malformed_label_weight_is_one_line_and_exit_2(capsys):
+    from tools import train
+
+    assert train.main(["--label-weight", "emodb:sad", "--cv"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "corpus:label=w" in err[0]
 
 
 @pytest.mark.train

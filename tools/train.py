@@ -102,6 +102,9 @@ def parser() -> argparse.ArgumentParser:
                         "a corpus's name: balance that corpus's labels only")
     r.add_argument("--class-weight-power", type=float, metavar="P",
                    help="balance part of the way: each --class-weight weight raised to P (0-1; 1: fully)")
+    r.add_argument("--label-weight", default=None, metavar="CORPUS:LABEL=W,...",
+                   help="that corpus's clips of that label weigh W in the loss (times --class-weight's), "
+                        "e.g. emodb:sad=0.3")
     r.add_argument("--narrowband-prior", choices=["none", "model", "train"],
                    help="a prior for telephone-band sources from the telephone copies: model (the model "
                         "carries it) or train (training's telephone copies start from it too)")
@@ -122,7 +125,8 @@ def _overrides(args: argparse.Namespace) -> dict:
                 mask_domain=args.mask_domain, mixup=args.mixup, swa=args.swa, straddle=args.straddle, corpus_labels=args.corpus_labels.split(",") if args.corpus_labels else None,
                 weight_decay=args.weight_decay, pool=args.pool, narrowband_prior=args.narrowband_prior,
                 class_weight=args.class_weight, corpus_label_weight=args.corpus_label_weight,
-                class_weight_power=args.class_weight_power)
+                class_weight_power=args.class_weight_power,
+                label_weights=args.label_weight.split(",") if args.label_weight else None)
     if args.blocks:
         over["blocks"] = [tuple(int(v) for v in b.split(":")) for b in args.blocks.split(",")]
     if args.versions:

@@ -14,8 +14,8 @@ from tools.training.network import build_model, optimizer, view_channels
 from tools.training.recipe import Recipe
 from tools.training.windows import clip_labels, eval_windows, predict_clips, sample_window, to_layout, training_meta
 
-__all__ = ["spec_mask", "mixup", "epoch_set", "corpus_label_mask", "class_weights", "masked_crossentropy", "fit",
-           "keras_predict"]
+__all__ = ["spec_mask", "mixup", "epoch_set", "corpus_label_mask", "class_weights", "scale_labels",
+           "masked_crossentropy", "fit", "keras_predict"]
 
 
 def spec_mask(X: np.ndarray, rng, max_t: int = 15, max_c: int = 8, n_mels: int = 0) -> np.ndarray:
@@ -96,6 +96,20 @@ def class_weights(data, idx, only: str | None = None, power: float = 1.0) -> np.
     W = np.stack([rows[c] for c in corpora])
     W /= W[np.arange(len(idx)), y].mean()
     return W.astype(np.float32)
+
+
+def scale_labels(data, idx, W: np.ndarray | None, scale: dict[tuple[str, str], float]) -> np.ndarray | None:
+    """Label weights [clips, labels] (``W``, or all ones) with ``scale``'s (corpus, label) entries applied to
+    that corpus's clips, rescaled so the clips' own labels still average 1; None when nothing is scaled."""
+    if not scale:
+        return W
+    n = len(LABELS)
+    W = np.ones((len(idx), n), np.float32) if W is None else np.array(W, np.float32)
+    corpora, y = data.corpus[idx], data.y[idx]
+    for (corpus, label), w in scale.items():
+        W[corpora == corpus, LABELS.index(label)] *= w
+    mean = W[np.arange(len(idx)), y].mean()
+    return W / mean if mean > 0 else W
 
 
 def masked_crossentropy(y_true, y_pred):
@@ -231,6 +245,7 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
         lab_mask = None  # one corpus (or corpora with the same labels): the plain loss, exactly as before
     cls_w = None if rcp.class_weight == "none" else class_weights(
         data, tr, None if rcp.class_weight == "corpus" else rcp.class_weight, rcp.class_weight_power)
+    cls_w = scale_labels(data, tr, cls_w, rcp.label_weight_map())
     soft = bool(ls or mix or rcp.straddle or lab_mask is not None)  # label distributions as targets
     if lab_mask is not None:
         loss = masked_crossentropy

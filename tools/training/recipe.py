@@ -78,6 +78,9 @@ class Recipe:
     class_weight: str = "none"
     # how far: each balancing weight raised to this power (1: fully balanced; 0.5: half-way in log terms)
     class_weight_power: float = 1.0
+    # "corpus:label=w": that corpus's clips of that label weigh w in the loss (times any class weight), e.g.
+    # "emodb:sad=0.3" where one corpus's label sounds unlike another's (EmoDB's quiet sad, RAVDESS's tearful one)
+    label_weights: tuple[str, ...] = ()
     # a second prior for telephone-band sources (8 kHz or less), from the telephone copies' frames:
     # none | model (the model carries it; training as before) | train (training's telephone copies
     # start from it too)
@@ -100,7 +103,7 @@ class Recipe:
         unknown = set(over) - {f.name for f in fields(Recipe)}
         if unknown:
             raise RecipeError(f"unknown recipe fields: {', '.join(sorted(unknown))}")
-        for k in ("train_versions", "views", "corpora", "corpus_labels"):
+        for k in ("train_versions", "views", "corpora", "corpus_labels", "label_weights"):
             if k in over:
                 over[k] = tuple(over[k])
         if "blocks" in over:
@@ -132,8 +135,29 @@ class Recipe:
             raise RecipeError("a corpus label weight needs corpus labels (add --corpus-labels)")
         if not 0.0 < self.class_weight_power <= 1.0:
             raise RecipeError(f"class weight power is in (0, 1], not {self.class_weight_power}")
+        self.label_weight_map()
         if self.corpus_labels and self.label_smoothing:
             raise RecipeError("corpus labels do not combine with label smoothing")
+
+    def label_weight_map(self) -> dict[tuple[str, str], float]:
+        """``label_weights`` as {(corpus, label): weight}.
+
+        Raises:
+            RecipeError: an entry that is not ``corpus:label=w`` with a known corpus and label and w >= 0.
+        """
+        out: dict[tuple[str, str], float] = {}
+        for entry in self.label_weights:
+            head, _, w = str(entry).partition("=")
+            corpus, _, label = head.partition(":")
+            try:
+                weight = float(w)
+            except ValueError:
+                weight = -1.0
+            if corpus not in ("ravdess", "emodb") or label not in LABELS or not weight >= 0.0:
+                raise RecipeError(f"a label weight is corpus:label=w (corpus ravdess or emodb, a label of "
+                                  f"{','.join(LABELS)}, w >= 0), not {entry!r}")
+            out[(corpus, label)] = weight
+        return out
 
     def to_json(self) -> dict[str, Any]:
         """The recipe as JSON-ready values (what reports and model metadata record)."""
