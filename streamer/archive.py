@@ -81,6 +81,7 @@ AUDIO_EXTENSIONS = frozenset({
 })
 MANIFEST = "manifest.jsonl"
 MAX_ATTEMPTS = 3  # dead worker processes a file may take down before it fails (Dask's default too)
+STOP_GRACE_S = 5.0  # after Ctrl-C, how long workers get to clean up before they are told, then made, to stop
 CONNECT_TIMEOUT_S = 10.0  # how long an unreachable scheduler is tried before exit 4
 
 
@@ -384,6 +385,47 @@ def _init_pool_process() -> None:
         os.environ.setdefault(var, "1")
 
 
+@contextlib.contextmanager
+def _interrupt_flag() -> Iterator[threading.Event]:
+    """While the pool runs, Ctrl-C sets an event instead of raising where it lands: a KeyboardInterrupt
+    inside the executor's own locking (``wait``, ``submit``) can leave a lock held, and the exit then
+    waits for it forever. The loop raises KeyboardInterrupt itself, between two waits."""
+    import signal
+
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop_workers(workers: list[Any]) -> None:
+    """Bounded stop of an interrupted pool's processes: a terminal's Ctrl-C reached them too, so they
+    get :data:`STOP_GRACE_S` to remove their temporary files and exit; then Ctrl-C of their own (only
+    this process was interrupted), then SIGTERM."""
+    import signal
+
+    for step in ("wait", "interrupt", "terminate"):
+        deadline = time.monotonic() + STOP_GRACE_S
+        for p in workers:
+            p.join(max(0.0, deadline - time.monotonic()))
+        alive = [p for p in workers if p.is_alive()]
+        if not alive:
+            return
+        for p in alive:
+            with contextlib.suppress(OSError):
+                if step == "wait":
+                    os.kill(p.pid, signal.SIGINT)
+                elif step == "interrupt":
+                    p.terminate()
+                else:
+                    p.kill()
+
+
 class LocalBackend:
     """A pool of ``workers`` processes on this machine."""
 
@@ -394,46 +436,63 @@ class LocalBackend:
     def run(self, jobs: list[Job], opts: LabelOptions, out_dir: str) -> Iterator[Outcome]:
         """Yield one outcome per job, as they finish."""
         import multiprocessing
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-        from concurrent.futures.process import BrokenProcessPool
 
         queue = deque(jobs)
         attempts: dict[str, int] = {}
         ctx = multiprocessing.get_context("spawn")
-        while queue:
-            pool = ProcessPoolExecutor(max_workers=min(self.workers, len(queue)), mp_context=ctx,
-                                       initializer=_init_pool_process)
-            inflight: dict[Any, Job] = {}
-            lost: list[Job] = []
-            try:
-                while queue or inflight:
-                    # no more in flight than processes: when one dies, the files it may have been
-                    # labelling are exactly the ones in flight
-                    while queue and len(inflight) < self.workers:
-                        job = queue.popleft()
-                        inflight[pool.submit(label_one, job, opts, out_dir)] = job
-                    done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        job = inflight.pop(fut)
-                        try:
-                            outcome = fut.result()
-                        except BrokenProcessPool:
-                            lost.append(job)
-                            continue
-                        yield outcome
-                    if lost:
-                        lost.extend(inflight.values())
-                        inflight.clear()
-                        break
-            finally:
-                pool.shutdown(wait=not lost and not inflight, cancel_futures=True)
-            for job in reversed(lost):
-                attempts[job.path] = attempts.get(job.path, 0) + 1
-                if attempts[job.path] >= MAX_ATTEMPTS:
-                    yield _failed(job, out_dir, f"a worker process died while labelling it "
-                                                f"({MAX_ATTEMPTS} times)")
-                else:
-                    queue.appendleft(job)
+        with _interrupt_flag() as interrupted:
+            while queue:
+                yield from self._one_pool(queue, attempts, ctx, interrupted, opts, out_dir)
+
+    def _one_pool(self, queue: deque, attempts: dict[str, int], ctx: Any, interrupted: threading.Event,
+                  opts: LabelOptions, out_dir: str) -> Iterator[Outcome]:
+        """Run the queue on one pool until it is empty or the pool breaks (its lost files go back)."""
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(queue)), mp_context=ctx,
+                                   initializer=_init_pool_process)
+        inflight: dict[Any, Job] = {}
+        lost: list[Job] = []
+        try:
+            while queue or inflight:
+                # no more in flight than processes: when one dies, the files it may have been
+                # labelling are exactly the ones in flight
+                while queue and len(inflight) < self.workers:
+                    job = queue.popleft()
+                    inflight[pool.submit(label_one, job, opts, out_dir)] = job
+                done: set = set()
+                while not done:
+                    if interrupted.is_set():
+                        raise KeyboardInterrupt
+                    done, _ = wait(inflight, timeout=0.2, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    job = inflight.pop(fut)
+                    try:
+                        outcome = fut.result()
+                    except BrokenProcessPool:
+                        lost.append(job)
+                        continue
+                    yield outcome
+                if lost:
+                    lost.extend(inflight.values())
+                    inflight.clear()
+                    break
+        except KeyboardInterrupt:  # also a worker's, handed back as its task's result
+            interrupted.set()
+            raise
+        finally:
+            workers = list((pool._processes or {}).values())  # shutdown forgets them
+            pool.shutdown(wait=not lost and not inflight, cancel_futures=True)
+            if interrupted.is_set():
+                _stop_workers(workers)
+        for job in reversed(lost):
+            attempts[job.path] = attempts.get(job.path, 0) + 1
+            if attempts[job.path] >= MAX_ATTEMPTS:
+                yield _failed(job, out_dir, f"a worker process died while labelling it "
+                                            f"({MAX_ATTEMPTS} times)")
+            else:
+                queue.appendleft(job)
 
     def close(self) -> None:
         """Nothing to release: each run's pool is shut down when it ends."""

@@ -508,6 +508,33 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_completes(tmp_path: Path, long_clip: P
 
 
 @pytest.mark.slow
+def test_ctrl_c_of_the_parent_alone_stops_its_workers_too(tmp_path: Path, long_clip: Path) -> None:
+    """SIGINT to the runner only (kill -INT PID, not the terminal's whole job): it tells its workers to
+    stop, waits for them a bounded time, and exits 130; nothing of the run is left running."""
+    psutil = pytest.importorskip("psutil")
+    _copies(long_clip, tmp_path / "in", 8)
+    out = tmp_path / "out"
+    proc = start_run(tmp_path / "in", out)
+    try:
+        _wait_lines(out, 2, proc)
+        family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        assert len(family) >= 3  # the runner and its two workers
+        t0 = time.monotonic()
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        _kill_group(proc)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and took < 30
+    t_end = time.monotonic() + 30
+    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in family):
+        assert time.monotonic() < t_end, "processes of the run outlived it"
+        time.sleep(0.1)
+    assert not parts(out)
+
+
+@pytest.mark.slow
 def test_a_lost_scheduler_is_exit_4_and_a_rerun_on_a_new_cluster_completes(tmp_path: Path, long_clip: Path) -> None:
     distributed = pytest.importorskip("distributed")
     inputs = _copies(long_clip, tmp_path / "in", 6)
