@@ -406,10 +406,13 @@ def _interrupt_flag() -> Iterator[threading.Event]:
 def _stop_workers(workers: list[Any]) -> None:
     """Bounded stop of an interrupted pool's processes: a terminal's Ctrl-C reached them too, so they
     get :data:`STOP_GRACE_S` to remove their temporary files and exit; then Ctrl-C of their own (only
-    this process was interrupted), then SIGTERM."""
+    this process was interrupted), then SIGTERM, then SIGKILL."""
     import signal
 
-    for step in ("wait", "interrupt", "terminate"):
+    def interrupt(p: Any) -> None:
+        os.kill(p.pid, signal.SIGINT)
+
+    for escalate in (interrupt, lambda p: p.terminate(), lambda p: p.kill()):
         deadline = time.monotonic() + STOP_GRACE_S
         for p in workers:
             p.join(max(0.0, deadline - time.monotonic()))
@@ -418,12 +421,7 @@ def _stop_workers(workers: list[Any]) -> None:
             return
         for p in alive:
             with contextlib.suppress(OSError):
-                if step == "wait":
-                    os.kill(p.pid, signal.SIGINT)
-                elif step == "interrupt":
-                    p.terminate()
-                else:
-                    p.kill()
+                escalate(p)
 
 
 class LocalBackend:
