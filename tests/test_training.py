@@ -293,8 +293,8 @@ def test_weight_averaging_is_the_mean_of_the_last_epochs(tmp_path, corpus, monke
     ncfg = norm_config(rcp, *data.prior(tr))
     snaps, build = [], loop.build_model
 
-    def build_and_watch(r, seed, view="all"):
-        m = build(r, seed, view)
+    def build_and_watch(r, seed, view="all", heads=1):
+        m = build(r, seed, view, heads)
         fit_once = m.fit
 
         def fit_and_snapshot(*a, **k):
@@ -575,8 +575,8 @@ def test_class_weighted_fit_passes_each_windows_weight(tmp_path, corpus, monkeyp
 
     seen, build = [], loop.build_model
 
-    def build_and_watch(r, seed, view="all"):
-        m = build(r, seed, view)
+    def build_and_watch(r, seed, view="all", heads=1):
+        m = build(r, seed, view, heads)
         fit_once = m.fit
 
         def fit_and_record(X, y, **k):
@@ -631,6 +631,80 @@ def test_masked_crossentropy_is_a_softmax_over_the_allowed_labels():
     mixed[0, 1] = 0.3
     l2 = masked_crossentropy(tf.constant(np.concatenate([t, mixed], 1)), tf.nn.softmax(z)).numpy()
     assert l2[0] > loss.numpy()[0] and np.allclose(l2[1:], loss.numpy()[1:])
+
+
+@pytest.mark.train
+def test_head_crossentropy_trains_each_clip_on_its_own_corpus_head():
+    """A clip's loss is the cross-entropy of its own corpus's head; the other head gets no gradient
+    from it, and label smoothing smooths the target as Keras does."""
+    tf = pytest.importorskip("tensorflow")
+    from tools.training.loop import head_crossentropy
+
+    rng = np.random.default_rng(4)
+    z = tf.Variable(rng.normal(size=(4, 2, 8)).astype(np.float32))
+    t = np.eye(8, dtype=np.float32)[[3, 3, 5, 0]]
+    c = np.eye(2, dtype=np.float32)[[0, 1, 1, 0]]
+    with tf.GradientTape() as tape:
+        p = tf.reshape(tf.nn.softmax(z, axis=-1), (4, 16))
+        loss = head_crossentropy(2)(tf.constant(np.concatenate([t, c], 1)), p)
+        total = tf.reduce_sum(loss)
+    probs = tf.nn.softmax(z, axis=-1).numpy()
+    own = probs[np.arange(4), [0, 1, 1, 0]]
+    np.testing.assert_allclose(loss.numpy(), -np.log(own[np.arange(4), [3, 3, 5, 0]]), rtol=1e-4)
+    g = tape.gradient(total, z).numpy()
+    other = g[np.arange(4), [1, 0, 0, 1]]
+    assert np.abs(other).max() < 1e-6 and np.abs(g[np.arange(4), [0, 1, 1, 0]]).max() > 0.05
+    ref = tf.keras.losses.CategoricalCrossentropy(label_smoothing=0.1, reduction="none")(t, own).numpy()
+    got = head_crossentropy(2, 0.1)(tf.constant(np.concatenate([t, c], 1)),
+                                    tf.constant(probs.reshape(4, 16))).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-4)
+
+
+def test_head_weights_are_checked_and_normalised():
+    """--head-weights gives each training corpus's head its share of the shipped mix; bad entries and
+    combinations the heads cannot train are one RecipeError each."""
+    from tools.training.recipe import RecipeError, recipe
+
+    assert recipe("default", heads="corpus").head_weight_list(["ravdess", "emodb"]) == [0.5, 0.5]
+    r = recipe("default", heads="corpus", head_weights=["ravdess=3", "emodb=1"])
+    assert r.head_weight_list(["ravdess", "emodb"]) == [0.75, 0.25]
+    assert recipe("default", heads="corpus", head_weights=["ravdess=1"]).head_weight_list(
+        ["ravdess", "emodb"]) == [1.0, 0.0]
+    for bad in (dict(head_weights=["ravdess=1"]), dict(heads="corpus", head_weights=["tess=1"]),
+                dict(heads="corpus", head_weights=["ravdess=x"]), dict(heads="corpus", head_weights=["emodb=0"]),
+                dict(heads="corpus", mixup=0.2), dict(heads="corpus", corpus_labels=["calm"]),
+                dict(heads="both")):
+        with pytest.raises(RecipeError):
+            recipe("default", **bad)
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_a_head_per_corpus_trains_scores_each_head_and_ships_their_mix(tmp_path, data_root):
+    """--heads corpus: the CV reports and saves each head's clip probabilities beside the mix, the mix is
+    the weighted mean of the heads, and the shipped model is one network with one output that TFLite runs."""
+    pytest.importorskip("tensorflow")
+    from streamer.config import load_meta
+    from tools import cv_members, train
+
+    npz = tmp_path / "h.npz"
+    heads = ["--heads", "corpus", "--head-weights", "ravdess=0.75,emodb=0.25", "--versions", "clean,tel"]
+    assert train.main(_args(tmp_path, data_root, "--model", "default", "--cv", "--folds", "1", "--no-continuous",
+                            "--seeds-cv", "1", "--save-probs", str(npz), *heads)) == 0
+    rep = json.loads((tmp_path / "reports" / "cv_default.json").read_text())
+    assert 0.0 <= rep["clean_16k_head_ravdess"]["accuracy"] <= 1.0 and "mulaw_8k_head_emodb" in rep
+    probs, _, _ = cv_members.load([str(npz)])
+    mix = 0.75 * probs["clean#ravdess/0"] + 0.25 * probs["clean#emodb/0"]
+    np.testing.assert_allclose(probs["clean/0"], mix, atol=1e-5)
+    assert np.abs(probs["clean#ravdess/0"] - probs["clean#emodb/0"]).max() > 1e-4
+    assert train.main(_args(tmp_path, data_root, "--model", "default", "--seeds", "2", *heads)) == 0
+    meta = load_meta(tmp_path / "model" / "emotion.tflite")
+    assert meta.extra["training"]["recipe"]["heads"] == "corpus"
+    assert meta.extra["tflite"]["keras_agreement"]["max_abs_diff"] < 0.05
+    p = _run_tflite(tmp_path / "model" / "emotion.tflite",
+                    np.random.default_rng(2).standard_normal((3, meta.features.window_steps, meta.features.n_channels)))
+    assert p.shape == (3, len(LABELS))
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-4)
 
 
 def test_refit_keeps_its_folders_gate_or_takes_the_shipped_one(tmp_path):

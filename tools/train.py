@@ -105,6 +105,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--label-weight", default=None, metavar="CORPUS:LABEL=W,...",
                    help="that corpus's clips of that label weigh W in the loss (times --class-weight's), "
                         "e.g. emodb:sad=0.3")
+    r.add_argument("--heads", choices=["one", "corpus"],
+                   help="corpus: one output layer per training corpus on a shared trunk, each clip's loss on "
+                        "its own corpus's layer; the model ships their mix (--head-weights)")
+    r.add_argument("--head-weights", default=None, metavar="CORPUS=W,...",
+                   help="with --heads corpus: the shipped probabilities mix the heads with these weights "
+                        "(corpora not named: 0), e.g. ravdess=1 or ravdess=0.7,emodb=0.3; default: alike")
     r.add_argument("--narrowband-prior", choices=["none", "model", "train"],
                    help="a prior for telephone-band sources from the telephone copies: model (the model "
                         "carries it) or train (training's telephone copies start from it too)")
@@ -126,7 +132,8 @@ def _overrides(args: argparse.Namespace) -> dict:
                 weight_decay=args.weight_decay, pool=args.pool, narrowband_prior=args.narrowband_prior,
                 class_weight=args.class_weight, corpus_label_weight=args.corpus_label_weight,
                 class_weight_power=args.class_weight_power,
-                label_weights=args.label_weight.split(",") if args.label_weight else None)
+                label_weights=args.label_weight.split(",") if args.label_weight else None,
+                heads=args.heads, head_weights=args.head_weights.split(",") if args.head_weights else None)
     if args.blocks:
         over["blocks"] = [tuple(int(v) for v in b.split(":")) for b in args.blocks.split(",")]
     if args.versions:

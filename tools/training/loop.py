@@ -10,12 +10,12 @@ from streamer.features import window_means
 from streamer.normalise import Normaliser
 from tools.augment import is_narrowband
 from tools.datasets import LABELS
-from tools.training.network import build_model, optimizer, view_channels
+from tools.training.network import build_model, head_mix_model, optimizer, view_channels
 from tools.training.recipe import Recipe
 from tools.training.windows import clip_labels, eval_windows, predict_clips, sample_window, to_layout, training_meta
 
 __all__ = ["spec_mask", "mixup", "epoch_set", "corpus_label_mask", "class_weights", "scale_labels",
-           "masked_crossentropy", "fit", "keras_predict"]
+           "masked_crossentropy", "head_crossentropy", "head_corpora", "fit", "keras_predict"]
 
 
 def spec_mask(X: np.ndarray, rng, max_t: int = 15, max_c: int = 8, n_mels: int = 0) -> np.ndarray:
@@ -130,6 +130,33 @@ def masked_crossentropy(y_true, y_pred):
     return -tf.reduce_sum(t * tf.math.log(q + 1e-7), axis=-1)
 
 
+def head_crossentropy(n_heads: int, label_smoothing: float = 0.0):
+    """Cross-entropy on each clip's own head: ``y_true`` is [target | corpus one-hot] ([B, labels + heads]),
+    ``y_pred`` the heads side by side ([B, heads x labels]); a clip's other heads get no gradient from it."""
+    import tensorflow as tf
+
+    n = len(LABELS)
+    ls = float(label_smoothing)
+
+    def loss(y_true, y_pred):
+        t, c = y_true[:, :n], y_true[:, n:]
+        if ls:
+            t = t * (1.0 - ls) + ls / n
+        p = tf.reduce_sum(tf.reshape(y_pred, (-1, n_heads, n)) * c[:, :, None], axis=1)
+        return -tf.reduce_sum(t * tf.math.log(p + 1e-7), axis=-1)
+
+    return loss
+
+
+def head_corpora(data, tr, rcp: Recipe) -> list[str]:
+    """The corpora that get a head of their own when training on clips ``tr`` (none: one head for all)."""
+    if rcp.heads != "corpus":
+        return []
+    present = set(data.corpus[tr].tolist())
+    out = [c for c in rcp.corpora if c in present]
+    return out if len(out) > 1 else []
+
+
 def _speech_span(speech: np.ndarray) -> tuple[int, int]:
     on = np.flatnonzero(speech)
     return (int(on[0]), int(on[-1]) + 1) if len(on) else (0, len(speech))
@@ -227,16 +254,24 @@ def keras_predict(model):
     return f
 
 
-def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=print, view: str = "all"):
+def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=print, view: str = "all",
+        head_models: dict | None = None):
     """Train one model on clips ``tr``; early stopping on clips ``val`` when the recipe says so.
 
     Returns (model, info) where info has the epochs run, the best epoch, and the curve (clip accuracy
-    on ``curve_sets`` every 5 epochs, for choosing the epoch count by CV).
+    on ``curve_sets`` every 5 epochs, for choosing the epoch count by CV). With a head per corpus the
+    model is the heads' mix (what ships); ``head_models`` (a dict) then receives each corpus's head
+    alone as a model of its own, for scoring the heads apart.
     """
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
-    model = build_model(rcp, seed, view)
+    heads = head_corpora(data, tr, rcp)
+    net = build_model(rcp, seed, view, max(1, len(heads)))
+    model = head_mix_model(net, rcp.head_weight_list(heads)) if heads else net
+    if heads and head_models is not None:
+        for h, c in enumerate(heads):
+            head_models[c] = head_mix_model(net, [float(h == k) for k in range(len(heads))])
     steps = int(np.ceil(len(tr) / rcp.batch)) * rcp.epochs
     ls = float(rcp.label_smoothing)
     mix = float(rcp.mixup)
@@ -246,15 +281,18 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
     cls_w = None if rcp.class_weight == "none" else class_weights(
         data, tr, None if rcp.class_weight == "corpus" else rcp.class_weight, rcp.class_weight_power)
     cls_w = scale_labels(data, tr, cls_w, rcp.label_weight_map())
-    soft = bool(ls or mix or rcp.straddle or lab_mask is not None)  # label distributions as targets
-    if lab_mask is not None:
+    soft = bool(ls or mix or rcp.straddle or lab_mask is not None or heads)  # label distributions as targets
+    onehot = (data.corpus[tr][:, None] == np.array(heads)[None, :]).astype(np.float32) if heads else None
+    if heads:
+        loss = head_crossentropy(len(heads), ls)
+    elif lab_mask is not None:
         loss = masked_crossentropy
     else:
         loss = tf.keras.losses.CategoricalCrossentropy(label_smoothing=ls) if soft else "sparse_categorical_crossentropy"
     # weight averaging over the last ``swa`` fraction of the epochs (one snapshot per epoch)
     swa_from = rcp.epochs - int(round(rcp.epochs * float(rcp.swa)))
     avg, n_avg = None, 0
-    model.compile(optimizer=optimizer(rcp, steps), loss=loss)
+    net.compile(optimizer=optimizer(rcp, steps), loss=loss)
     g = rcp.gate.min_fraction
     best, best_ep, best_w, wait = -1.0, 0, None, 0
     curve = []
@@ -272,18 +310,20 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
             sw = (y * cls_w).sum(1) if y.ndim == 2 else cls_w[np.arange(len(y)), y]
         if lab_mask is not None:
             y = np.concatenate([y, lab_mask], axis=1)  # rows follow ``tr``, as the windows do
+        if onehot is not None:
+            y = np.concatenate([y, onehot], axis=1)  # which head each clip's loss is on
         if mix:
             X, y = mixup(X, y, mix, rng)
-        h = model.fit(X, y, sample_weight=sw, batch_size=rcp.batch, epochs=1, verbose=0, shuffle=True)
+        h = net.fit(X, y, sample_weight=sw, batch_size=rcp.batch, epochs=1, verbose=0, shuffle=True)
         if ep >= swa_from:
-            w = model.get_weights()
+            w = net.get_weights()
             n_avg += 1
             avg = w if avg is None else [a + (b - a) / n_avg for a, b in zip(avg, w)]
         if vwins is not None and rcp.early_stopping:
             P = predict_clips(keras_predict(model), vwins, rcp.input_layout, g)
             acc = float(np.mean(clip_labels(P) == data.y[val]))
             if acc > best:
-                best, best_ep, best_w, wait = acc, ep + 1, model.get_weights(), 0
+                best, best_ep, best_w, wait = acc, ep + 1, net.get_weights(), 0
             else:
                 wait += 1
                 if wait >= rcp.patience:
@@ -296,8 +336,8 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
             curve.append(point)
             log(f"    epoch {ep + 1}: {point} ({time.time() - t0:.0f} s)")
     if best_w is not None:
-        model.set_weights(best_w)
+        net.set_weights(best_w)
     elif n_avg > 1:
-        model.set_weights(avg)
+        net.set_weights(avg)
     return model, {"epochs_run": ep + 1, "best_epoch": best_ep or ep + 1, "best_val": best, "curve": curve,
                    "seconds": round(time.time() - t0, 1)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tools.datasets import LABELS
 from tools.training.recipe import Recipe
 
-__all__ = ["build_model", "ensemble", "members_of", "view_channels", "optimizer"]
+__all__ = ["build_model", "ensemble", "members_of", "view_channels", "optimizer", "head_mix_model"]
 
 
 def view_channels(cfg, view: str) -> int:
@@ -18,8 +18,13 @@ def members_of(rcp: Recipe, n_seeds: int) -> list[tuple[int, str]]:
     return [(s, v) for s in range(n_seeds) for v in rcp.views]
 
 
-def build_model(rcp: Recipe, seed: int, view: str = "all"):
-    """One network of the recipe; ``view="mfcc"`` reads only the MFCC channels of pitch features."""
+def build_model(rcp: Recipe, seed: int, view: str = "all", heads: int = 1):
+    """One network of the recipe; ``view="mfcc"`` reads only the MFCC channels of pitch features.
+
+    ``heads`` > 1: one softmax layer per training corpus on the shared trunk (layers ``head_0``, ...),
+    their outputs side by side ([B, heads x labels]); :func:`head_mix_model` makes the one-output
+    network that ships.
+    """
     from tensorflow import keras
     from tensorflow.keras import layers as L
 
@@ -56,8 +61,25 @@ def build_model(rcp: Recipe, seed: int, view: str = "all"):
     x = L.Concatenate()(pools)
     x = L.Dense(int(rcp.dense), activation="relu")(x)
     x = L.Dropout(0.3)(x)
+    if heads > 1:
+        outs = [L.Dense(n_out, activation="softmax", name=f"head_{h}")(x) for h in range(heads)]
+        return keras.Model(inp, L.Concatenate(name="heads")(outs), name="cnn")
     out = L.Dense(n_out, activation="softmax")(x)
     return keras.Model(inp, out, name="cnn")
+
+
+def head_mix_model(model, weights: list[float]):
+    """A multi-head network (:func:`build_model` with ``heads``) as one network whose probabilities are
+    the heads' mixed with ``weights`` (summing to 1; a weight of 0 drops that head from the graph)."""
+    from tensorflow import keras
+    from tensorflow.keras import layers as L
+
+    parts = [(w, model.get_layer(f"head_{h}").output) for h, w in enumerate(weights) if w > 0]
+    if len(parts) == 1:
+        out = parts[0][1]
+    else:
+        out = L.Add()([L.Rescaling(float(w))(t) for w, t in parts])
+    return keras.Model(model.inputs[0], out, name=model.name)
 
 
 def ensemble(models):

@@ -37,9 +37,11 @@ TEST_SETS = {"clean": "clean_16k", "tel": "mulaw_8k", "clean_spk": "speaker_clea
 
 
 def set_name(v: str) -> str:
-    """Report name of a test set key; ``clean@0.5`` is the clean set scored with windows 0.5 s apart."""
+    """Report name of a test set key; ``clean@0.5`` is the clean set scored with windows 0.5 s apart,
+    ``clean#emodb`` the clean set scored by the EmoDB head alone (a head per corpus)."""
+    v, _, head = v.partition("#")
     base, _, hop = v.partition("@")
-    return TEST_SETS[base] + (f"_hop{hop}s" if hop else "")
+    return TEST_SETS[base] + (f"_hop{hop}s" if hop else "") + (f"_head_{head}" if head else "")
 
 
 @dataclass
@@ -101,19 +103,24 @@ def _fold(data, rcp: Recipe, tr, te, val, opts: CVOptions, fi: int, log) -> dict
     g = rcp.gate.min_fraction
     P = {k: 0 for k in sets}
     members: dict[str, list] = {}
+    head_members: dict[str, list] = {}
     infos, models = [], []
     for s, view in members_of(rcp, opts.seeds_cv):
         # the curve (for choosing the epoch count) is read from the first model of a fold only
         curve = sets if opts.curve and not rcp.early_stopping and not infos else None
+        heads: dict = {}
         model, info = fit(data, tr, rcp, ncfg, seed=opts.seed + 1000 * fi + s, val=val, curve_sets=curve,
-                          log=log, view=view)
+                          log=log, view=view, head_models=heads)
         infos.append(info)
         models.append(model)
         for v in P:
             p = predict_clips(keras_predict(model), sets[v][0], rcp.input_layout, g)
             P[v] = P[v] + p
             members.setdefault(v, []).append(p)
-    out = {"P": P, "members": members, "infos": infos}
+            for c, hm in heads.items():  # each corpus's head alone (the shipped mix is ``model``)
+                head_members.setdefault(f"{v}#{c}", []).append(
+                    predict_clips(keras_predict(hm), sets[v][0], rcp.input_layout, g))
+    out = {"P": P, "members": members, "head_members": head_members, "infos": infos}
     if opts.continuous and rcp.input_layout == "steps":
         def predict(X):
             return np.mean([np.asarray(m(X, training=False)) for m in models], axis=0)
@@ -183,6 +190,9 @@ def _run_folds(data, rcp: Recipe, folds: list[tuple[int, np.ndarray, np.ndarray,
             probs.setdefault(v, []).append(P / len(f["infos"]))
             for p in f["members"][v]:
                 members.setdefault(f"{v}/{k}", []).append(p)
+        for v, ps in f["head_members"].items():
+            preds.setdefault(v, []).append(clip_labels(np.sum(ps, axis=0)))
+            members.setdefault(f"{v}/{k}", []).extend(ps)
         if "continuous" in f:
             cont.append(f["continuous"])
             fold["continuous_16k"] = continuous.summarise(f["continuous"]["16k"])

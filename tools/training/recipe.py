@@ -81,6 +81,12 @@ class Recipe:
     # "corpus:label=w": that corpus's clips of that label weigh w in the loss (times any class weight), e.g.
     # "emodb:sad=0.3" where one corpus's label sounds unlike another's (EmoDB's quiet sad, RAVDESS's tearful one)
     label_weights: tuple[str, ...] = ()
+    # one | corpus: one softmax layer per training corpus on a shared trunk, each clip's loss on its own
+    # corpus's layer (EmoDB's quiet sad and RAVDESS's tearful one are then not one output's target)
+    heads: str = "one"
+    # the shipped network's probabilities with ``heads="corpus"``: the heads' mixed with these weights
+    # ("corpus=w"; corpora not named weigh 0); empty: every training corpus's head alike
+    head_weights: tuple[str, ...] = ()
     # a second prior for telephone-band sources (8 kHz or less), from the telephone copies' frames:
     # none | model (the model carries it; training as before) | train (training's telephone copies
     # start from it too)
@@ -103,7 +109,7 @@ class Recipe:
         unknown = set(over) - {f.name for f in fields(Recipe)}
         if unknown:
             raise RecipeError(f"unknown recipe fields: {', '.join(sorted(unknown))}")
-        for k in ("train_versions", "views", "corpora", "corpus_labels", "label_weights"):
+        for k in ("train_versions", "views", "corpora", "corpus_labels", "label_weights", "head_weights"):
             if k in over:
                 over[k] = tuple(over[k])
         if "blocks" in over:
@@ -136,6 +142,14 @@ class Recipe:
         if not 0.0 < self.class_weight_power <= 1.0:
             raise RecipeError(f"class weight power is in (0, 1], not {self.class_weight_power}")
         self.label_weight_map()
+        if self.heads not in ("one", "corpus"):
+            raise RecipeError(f"heads is one or corpus, not {self.heads}")
+        if self.heads == "corpus" and (self.arch == "seed" or self.mixup or self.corpus_labels):
+            raise RecipeError("a head per corpus needs the CNN and works without mixup and corpus labels "
+                              "(each head only sees its own corpus's labels)")
+        if self.head_weights and self.heads != "corpus":
+            raise RecipeError("head weights need a head per corpus (add --heads corpus)")
+        self.head_weight_list(self.corpora)
         if self.corpus_labels and self.label_smoothing:
             raise RecipeError("corpus labels do not combine with label smoothing")
 
@@ -158,6 +172,31 @@ class Recipe:
                                   f"{','.join(LABELS)}, w >= 0), not {entry!r}")
             out[(corpus, label)] = weight
         return out
+
+    def head_weight_list(self, corpora: list[str] | tuple[str, ...]) -> list[float]:
+        """The mixing weight of each of ``corpora``'s heads (in that order), summing to 1.
+
+        Raises:
+            RecipeError: an entry that is not ``corpus=w`` (w >= 0) with a corpus of the recipe, or weights
+                that leave every one of ``corpora`` at 0.
+        """
+        if not self.head_weights:
+            return [1.0 / len(corpora)] * len(corpora)
+        given: dict[str, float] = {}
+        for entry in self.head_weights:
+            corpus, _, w = str(entry).partition("=")
+            try:
+                weight = float(w)
+            except ValueError:
+                weight = -1.0
+            if corpus not in self.corpora or not weight >= 0.0:
+                raise RecipeError(f"a head weight is corpus=w (corpus of {','.join(self.corpora)}, w >= 0), "
+                                  f"not {entry!r}")
+            given[corpus] = weight
+        ws = [given.get(c, 0.0) for c in corpora]
+        if sum(ws) <= 0:
+            raise RecipeError(f"head weights {','.join(self.head_weights)} give none of {','.join(corpora)} a weight")
+        return [w / sum(ws) for w in ws]
 
     def to_json(self) -> dict[str, Any]:
         """The recipe as JSON-ready values (what reports and model metadata record)."""
