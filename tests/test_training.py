@@ -293,8 +293,8 @@ def test_weight_averaging_is_the_mean_of_the_last_epochs(tmp_path, corpus, monke
     ncfg = norm_config(rcp, *data.prior(tr))
     snaps, build = [], loop.build_model
 
-    def build_and_watch(r, seed, view="all", heads=1):
-        m = build(r, seed, view, heads)
+    def build_and_watch(r, seed, view="all", heads=1, extra=0):
+        m = build(r, seed, view, heads, extra)
         fit_once = m.fit
 
         def fit_and_snapshot(*a, **k):
@@ -575,8 +575,8 @@ def test_class_weighted_fit_passes_each_windows_weight(tmp_path, corpus, monkeyp
 
     seen, build = [], loop.build_model
 
-    def build_and_watch(r, seed, view="all", heads=1):
-        m = build(r, seed, view, heads)
+    def build_and_watch(r, seed, view="all", heads=1, extra=0):
+        m = build(r, seed, view, heads, extra)
         fit_once = m.fit
 
         def fit_and_record(X, y, **k):
@@ -705,6 +705,53 @@ def test_a_head_per_corpus_trains_scores_each_head_and_ships_their_mix(tmp_path,
                     np.random.default_rng(2).standard_normal((3, meta.features.window_steps, meta.features.n_channels)))
     assert p.shape == (3, len(LABELS))
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-4)
+
+
+def test_split_labels_move_one_corpus_label_to_its_own_output():
+    """--split-labels emodb:sad: EmoDB's sad clips (and a straddling window's sad share) target an output of
+    their own; other corpora and labels keep theirs; bad entries are one RecipeError each."""
+    from tools.training.loop import split_targets
+    from tools.training.recipe import RecipeError, recipe
+
+    sad = LABELS.index("sad")
+    r = recipe("default", split_labels=["emodb:sad"])
+    assert r.split_outputs() == [("emodb", sad)]
+    assert len(recipe("default", split_labels=["emodb:all"]).split_outputs()) == len(LABELS)
+    y = np.zeros((3, len(LABELS)), np.float32)
+    y[0, sad] = y[1, sad] = 1.0
+    y[2, sad], y[2, 0] = 0.4, 0.6
+    out = split_targets(y, np.array(["ravdess", "emodb", "emodb"]), r.split_outputs())
+    assert out.shape == (3, len(LABELS) + 1)
+    np.testing.assert_allclose(out.sum(1), 1.0)
+    assert out[0, sad] == 1.0 and out[0, -1] == 0.0
+    assert out[1, sad] == 0.0 and out[1, -1] == 1.0
+    assert out[2, sad] == 0.0 and out[2, -1] == np.float32(0.4) and out[2, 0] == np.float32(0.6)
+    for bad in (["tess:sad"], ["emodb:sadness"], ["emodb:sad", "emodb:all"]):
+        with pytest.raises(RecipeError):
+            recipe("default", split_labels=bad)
+    with pytest.raises(RecipeError):
+        recipe("default", split_labels=["emodb:sad"], heads="corpus")
+
+
+@pytest.mark.train
+def test_merged_split_model_adds_each_extra_output_to_its_label():
+    """The shipped network of a split-label recipe has the labels' outputs only: each extra output's
+    probability is added to its label's, and it is fixed (not trained)."""
+    pytest.importorskip("tensorflow")
+    from tools.training.network import build_model, merge_split_model
+    from tools.training.recipe import recipe
+
+    r = recipe("default", split_labels=["emodb:sad", "emodb:angry"])
+    net = build_model(r, 1, extra=2)
+    merged = merge_split_model(net, [k for _, k in r.split_outputs()])
+    X = np.random.default_rng(0).standard_normal((4, r.features.window_steps, r.features.n_channels)).astype(np.float32)
+    p9, p8 = np.asarray(net(X)), np.asarray(merged(X))
+    assert p9.shape == (4, len(LABELS) + 2) and p8.shape == (4, len(LABELS))
+    want = p9[:, : len(LABELS)].copy()
+    want[:, LABELS.index("sad")] += p9[:, -2]
+    want[:, LABELS.index("angry")] += p9[:, -1]
+    np.testing.assert_allclose(p8, want, atol=1e-6)
+    assert not merged.get_layer("merge_split").trainable_weights
 
 
 def test_refit_keeps_its_folders_gate_or_takes_the_shipped_one(tmp_path):

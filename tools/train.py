@@ -111,6 +111,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--head-weights", default=None, metavar="CORPUS=W,...",
                    help="with --heads corpus: the shipped probabilities mix the heads with these weights "
                         "(corpora not named: 0), e.g. ravdess=1 or ravdess=0.7,emodb=0.3; default: alike")
+    r.add_argument("--split-labels", default=None, metavar="CORPUS:LABEL,...",
+                   help="that corpus's clips of that label (or CORPUS:all: of every label) train an output of "
+                        "their own, added to the label's in the shipped model, e.g. emodb:sad")
     r.add_argument("--narrowband-prior", choices=["none", "model", "train"],
                    help="a prior for telephone-band sources from the telephone copies: model (the model "
                         "carries it) or train (training's telephone copies start from it too)")
@@ -133,7 +136,7 @@ def _overrides(args: argparse.Namespace) -> dict:
                 class_weight=args.class_weight, corpus_label_weight=args.corpus_label_weight,
                 class_weight_power=args.class_weight_power,
                 label_weights=args.label_weight.split(",") if args.label_weight else None,
-                heads=args.heads, head_weights=args.head_weights.split(",") if args.head_weights else None)
+                split_labels=args.split_labels.split(",") if args.split_labels else None, heads=args.heads, head_weights=args.head_weights.split(",") if args.head_weights else None)
     if args.blocks:
         over["blocks"] = [tuple(int(v) for v in b.split(":")) for b in args.blocks.split(",")]
     if args.versions:

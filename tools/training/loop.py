@@ -10,12 +10,12 @@ from streamer.features import window_means
 from streamer.normalise import Normaliser
 from tools.augment import is_narrowband
 from tools.datasets import LABELS
-from tools.training.network import build_model, head_mix_model, optimizer, view_channels
+from tools.training.network import build_model, head_mix_model, merge_split_model, optimizer, view_channels
 from tools.training.recipe import Recipe
 from tools.training.windows import clip_labels, eval_windows, predict_clips, sample_window, to_layout, training_meta
 
 __all__ = ["spec_mask", "mixup", "epoch_set", "corpus_label_mask", "class_weights", "scale_labels",
-           "masked_crossentropy", "head_crossentropy", "head_corpora", "fit", "keras_predict"]
+           "masked_crossentropy", "head_crossentropy", "head_corpora", "split_targets", "fit", "keras_predict"]
 
 
 def spec_mask(X: np.ndarray, rng, max_t: int = 15, max_c: int = 8, n_mels: int = 0) -> np.ndarray:
@@ -148,6 +148,17 @@ def head_crossentropy(n_heads: int, label_smoothing: float = 0.0):
     return loss
 
 
+def split_targets(y: np.ndarray, corpora: np.ndarray, splits: list[tuple[str, int]]) -> np.ndarray:
+    """Targets [B, labels] as targets of the network with ``splits``' extra outputs [B, labels + extras]:
+    a clip of corpus c moves its share of label k to the extra output of (c, k)."""
+    out = np.concatenate([y, np.zeros((len(y), len(splits)), y.dtype)], axis=1)
+    for e, (corpus, k) in enumerate(splits):
+        rows = corpora == corpus
+        out[rows, len(LABELS) + e] = out[rows, k]
+        out[rows, k] = 0.0
+    return out
+
+
 def head_corpora(data, tr, rcp: Recipe) -> list[str]:
     """The corpora that get a head of their own when training on clips ``tr`` (none: one head for all)."""
     if rcp.heads != "corpus":
@@ -267,8 +278,12 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
 
     rng = np.random.default_rng(seed)
     heads = head_corpora(data, tr, rcp)
-    net = build_model(rcp, seed, view, max(1, len(heads)))
-    model = head_mix_model(net, rcp.head_weight_list(heads)) if heads else net
+    splits = rcp.split_outputs()
+    net = build_model(rcp, seed, view, max(1, len(heads)), len(splits))
+    if heads:
+        model = head_mix_model(net, rcp.head_weight_list(heads))
+    else:
+        model = merge_split_model(net, [k for _, k in splits]) if splits else net
     if heads and head_models is not None:
         for h, c in enumerate(heads):
             head_models[c] = head_mix_model(net, [float(h == k) for k in range(len(heads))])
@@ -281,7 +296,8 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
     cls_w = None if rcp.class_weight == "none" else class_weights(
         data, tr, None if rcp.class_weight == "corpus" else rcp.class_weight, rcp.class_weight_power)
     cls_w = scale_labels(data, tr, cls_w, rcp.label_weight_map())
-    soft = bool(ls or mix or rcp.straddle or lab_mask is not None or heads)  # label distributions as targets
+    soft = bool(ls or mix or rcp.straddle or lab_mask is not None or heads
+                or splits)  # label distributions as targets
     onehot = (data.corpus[tr][:, None] == np.array(heads)[None, :]).astype(np.float32) if heads else None
     if heads:
         loss = head_crossentropy(len(heads), ls)
@@ -308,8 +324,10 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
         if cls_w is not None:
             # a straddling window's weight is its target's mix of its labels' weights
             sw = (y * cls_w).sum(1) if y.ndim == 2 else cls_w[np.arange(len(y)), y]
+        if splits:
+            y = split_targets(y, data.corpus[tr], splits)  # rows follow ``tr``, as the windows do
         if lab_mask is not None:
-            y = np.concatenate([y, lab_mask], axis=1)  # rows follow ``tr``, as the windows do
+            y = np.concatenate([y, lab_mask], axis=1)
         if onehot is not None:
             y = np.concatenate([y, onehot], axis=1)  # which head each clip's loss is on
         if mix:

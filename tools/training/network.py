@@ -5,7 +5,7 @@ from __future__ import annotations
 from tools.datasets import LABELS
 from tools.training.recipe import Recipe
 
-__all__ = ["build_model", "ensemble", "members_of", "view_channels", "optimizer", "head_mix_model"]
+__all__ = ["build_model", "ensemble", "members_of", "view_channels", "optimizer", "head_mix_model", "merge_split_model"]
 
 
 def view_channels(cfg, view: str) -> int:
@@ -18,19 +18,20 @@ def members_of(rcp: Recipe, n_seeds: int) -> list[tuple[int, str]]:
     return [(s, v) for s in range(n_seeds) for v in rcp.views]
 
 
-def build_model(rcp: Recipe, seed: int, view: str = "all", heads: int = 1):
+def build_model(rcp: Recipe, seed: int, view: str = "all", heads: int = 1, extra: int = 0):
     """One network of the recipe; ``view="mfcc"`` reads only the MFCC channels of pitch features.
 
     ``heads`` > 1: one softmax layer per training corpus on the shared trunk (layers ``head_0``, ...),
     their outputs side by side ([B, heads x labels]); :func:`head_mix_model` makes the one-output
-    network that ships.
+    network that ships. ``extra``: that many more outputs in the softmax (one corpus's own version of
+    a label, ``Recipe.split_labels``); :func:`merge_split_model` adds each to its label.
     """
     from tensorflow import keras
     from tensorflow.keras import layers as L
 
     keras.utils.set_random_seed(seed)
     cfg = rcp.features
-    n_out = len(LABELS)
+    n_out = len(LABELS) + int(extra)
     if rcp.arch == "seed":
         inp = keras.Input((cfg.n_channels * cfg.window_steps, 1))
         x = L.Conv1D(128, 5, padding="same")(inp)
@@ -66,6 +67,22 @@ def build_model(rcp: Recipe, seed: int, view: str = "all", heads: int = 1):
         return keras.Model(inp, L.Concatenate(name="heads")(outs), name="cnn")
     out = L.Dense(n_out, activation="softmax")(x)
     return keras.Model(inp, out, name="cnn")
+
+
+def merge_split_model(model, labels_of_extra: list[int]):
+    """A network with extra outputs (:func:`build_model` with ``extra``) as one with the labels' outputs
+    only: each extra output's probability added to its label's (a fixed, untrained matrix)."""
+    import numpy as np
+    from tensorflow import keras
+    from tensorflow.keras import layers as L
+
+    n = len(LABELS)
+    M = np.zeros((n + len(labels_of_extra), n), np.float32)
+    M[np.arange(n), np.arange(n)] = 1.0
+    M[n + np.arange(len(labels_of_extra)), labels_of_extra] = 1.0
+    merge = L.Dense(n, use_bias=False, trainable=False, kernel_initializer=keras.initializers.Constant(M),
+                    name="merge_split")
+    return keras.Model(model.inputs[0], merge(model.outputs[0]), name=model.name)
 
 
 def head_mix_model(model, weights: list[float]):

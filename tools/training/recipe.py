@@ -87,6 +87,10 @@ class Recipe:
     # the shipped network's probabilities with ``heads="corpus"``: the heads' mixed with these weights
     # ("corpus=w"; corpora not named weigh 0); empty: every training corpus's head alike
     head_weights: tuple[str, ...] = ()
+    # "corpus:label" (or "corpus:all"): that corpus's clips of that label train an output of their own,
+    # added to the label's at the end (EmoDB's quiet sad and RAVDESS's tearful one as two outputs of
+    # one softmax, so neither's voice has to look like the other's to be sad)
+    split_labels: tuple[str, ...] = ()
     # a second prior for telephone-band sources (8 kHz or less), from the telephone copies' frames:
     # none | model (the model carries it; training as before) | train (training's telephone copies
     # start from it too)
@@ -109,7 +113,7 @@ class Recipe:
         unknown = set(over) - {f.name for f in fields(Recipe)}
         if unknown:
             raise RecipeError(f"unknown recipe fields: {', '.join(sorted(unknown))}")
-        for k in ("train_versions", "views", "corpora", "corpus_labels", "label_weights", "head_weights"):
+        for k in ("train_versions", "views", "corpora", "corpus_labels", "label_weights", "head_weights", "split_labels"):
             if k in over:
                 over[k] = tuple(over[k])
         if "blocks" in over:
@@ -150,6 +154,9 @@ class Recipe:
         if self.head_weights and self.heads != "corpus":
             raise RecipeError("head weights need a head per corpus (add --heads corpus)")
         self.head_weight_list(self.corpora)
+        self.split_outputs()
+        if self.split_labels and (self.heads != "one" or self.corpus_labels or self.arch == "seed"):
+            raise RecipeError("split labels need the CNN with one head and no corpus labels")
         if self.corpus_labels and self.label_smoothing:
             raise RecipeError("corpus labels do not combine with label smoothing")
 
@@ -171,6 +178,25 @@ class Recipe:
                 raise RecipeError(f"a label weight is corpus:label=w (corpus ravdess or emodb, a label of "
                                   f"{','.join(LABELS)}, w >= 0), not {entry!r}")
             out[(corpus, label)] = weight
+        return out
+
+    def split_outputs(self) -> list[tuple[str, int]]:
+        """(corpus, label index) of each extra output ``split_labels`` asks for, in order.
+
+        Raises:
+            RecipeError: an entry that is not ``corpus:label`` (or ``corpus:all``) with a corpus of
+                ravdess, emodb and a known label, or one asked twice.
+        """
+        out: list[tuple[str, int]] = []
+        for entry in self.split_labels:
+            corpus, _, label = str(entry).partition(":")
+            if corpus not in ("ravdess", "emodb") or label not in set(LABELS) | {"all"}:
+                raise RecipeError(f"a split label is corpus:label or corpus:all (corpus ravdess or emodb, a label "
+                                  f"of {','.join(LABELS)}), not {entry!r}")
+            for k in range(len(LABELS)) if label == "all" else [LABELS.index(label)]:
+                if (corpus, k) in out:
+                    raise RecipeError(f"split label {corpus}:{LABELS[k]} is asked twice")
+                out.append((corpus, k))
         return out
 
     def head_weight_list(self, corpora: list[str] | tuple[str, ...]) -> list[float]:
