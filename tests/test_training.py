@@ -697,6 +697,13 @@ def test_a_head_per_corpus_trains_scores_each_head_and_ships_their_mix(tmp_path,
     mix = 0.75 * probs["clean#ravdess/0"] + 0.25 * probs["clean#emodb/0"]
     np.testing.assert_allclose(probs["clean/0"], mix, atol=1e-5)
     assert np.abs(probs["clean#ravdess/0"] - probs["clean#emodb/0"]).max() > 1e-4
+    # any other mix is scored from the saved heads without training again
+    other = cv_members.mix_heads(probs, {"ravdess": 1.0, "emodb": 3.0})
+    np.testing.assert_allclose(other["clean/0"], 0.25 * probs["clean#ravdess/0"] + 0.75 * probs["clean#emodb/0"],
+                               atol=1e-6)
+    assert not any("#" in k for k in other)
+    assert cv_members.main([str(npz), "--head-weights", "ravdess=1,emodb=3", "--json", str(tmp_path / "m.json")]) == 0
+    assert cv_members.main([str(npz), "--head-weights", "tess=1"]) == 2
     assert train.main(_args(tmp_path, data_root, "--model", "default", "--seeds", "2", *heads)) == 0
     meta = load_meta(tmp_path / "model" / "emotion.tflite")
     assert meta.extra["training"]["recipe"]["heads"] == "corpus"

@@ -9,6 +9,9 @@ names its folds (files written before it did take them after a colon, ``runs/f23
 
     python -m tools.cv_members runs/a.npz runs/b.npz [--json out.json]
     python -m tools.cv_members runs/f1.npz runs/f23.npz runs/f45.npz
+
+A CV of a head per corpus (``--heads corpus``) saves every head's probabilities too; ``--head-weights
+ravdess=0.75,emodb=0.25`` scores the mix those weights would ship, without training again.
 """
 from __future__ import annotations
 
@@ -95,6 +98,26 @@ def only_seeds(probs: dict[str, np.ndarray], seeds: list[int], keep: list[int]) 
     return {k: v[idx] for k, v in probs.items()}, [seeds[i] for i in idx]
 
 
+def mix_heads(probs: dict[str, np.ndarray], weights: dict[str, float]) -> dict[str, np.ndarray]:
+    """Each test set's members as the heads' mix with ``weights`` ({corpus: w}, normalised to sum 1) in
+    place of the saved mix; only the sets the heads were scored on stay."""
+    total = sum(weights.values())
+    if total <= 0 or any(w < 0 for w in weights.values()):
+        raise ValueError("head weights are >= 0 and not all 0")
+    out = {}
+    for k in probs:
+        v, _, fold = k.rpartition("/")
+        if "#" in v:
+            continue
+        parts = [(w / total, probs.get(f"{v}#{c}/{fold}")) for c, w in weights.items() if w > 0]
+        if any(p is None for _, p in parts):
+            continue
+        out[k] = sum(w * p for w, p in parts)
+    if not out:
+        raise ValueError(f"the runs hold no head probabilities of {', '.join(weights)} (a --heads corpus CV saves them)")
+    return out
+
+
 def combine(p: np.ndarray, geometric: bool = False) -> np.ndarray:
     """Members' clip probabilities [models, clips, labels] -> the ensemble's: their mean, or with
     ``geometric`` the mean of their logs (a label's order is all a clip's label needs)."""
@@ -120,6 +143,8 @@ def main(argv=None) -> int:
                     help="average the models' log-probabilities instead of their probabilities (the shipped graph "
                          "averages probabilities)")
     ap.add_argument("--seeds", default=None, help="only the models of these seeds, e.g. 1,2,3")
+    ap.add_argument("--head-weights", default=None, metavar="CORPUS=W,...",
+                    help="score the mix of a --heads corpus CV's heads with these weights, e.g. ravdess=0.75,emodb=0.25")
     ap.add_argument("--json", default=None, help="write the full ensemble's metrics here (a CV report: "
                     "python -m tools.train --refresh-meta reads it as reports/cv_<model>.json)")
     ap.add_argument("--plots", default=None, help="write the full ensemble's confusion-matrix PNGs here")
@@ -129,6 +154,11 @@ def main(argv=None) -> int:
         probs, ys, seeds = load(args.runs)
         if args.seeds:
             probs, seeds = only_seeds(probs, seeds, [int(x) for x in args.seeds.split(",")])
+        if args.head_weights:
+            pairs = [e.partition("=") for e in args.head_weights.split(",")]
+            if any(not c or not w for c, _, w in pairs):
+                raise ValueError(f"head weights are CORPUS=W,..., not {args.head_weights!r}")
+            probs = mix_heads(probs, {c: float(w) for c, _, w in pairs})
     except (OSError, ValueError, KeyError) as exc:
         print(f"cv_members: error: {exc}", file=sys.stderr)
         return 2
