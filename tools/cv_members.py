@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tools.training.protocols import FOLDS, set_name
+from tools.training.recipe import split_weight
 from tools.training.reports import plot_confusion, pooled_metrics
 from tools.training.windows import clip_labels
 
@@ -155,10 +156,10 @@ def main(argv=None) -> int:
         if args.seeds:
             probs, seeds = only_seeds(probs, seeds, [int(x) for x in args.seeds.split(",")])
         if args.head_weights:
-            pairs = [e.partition("=") for e in args.head_weights.split(",")]
-            if any(not c or not w for c, _, w in pairs):
-                raise ValueError(f"head weights are CORPUS=W,..., not {args.head_weights!r}")
-            probs = mix_heads(probs, {c: float(w) for c, _, w in pairs})
+            pairs = [split_weight(e) for e in args.head_weights.split(",")]
+            if any(not c or w is None for c, w in pairs):
+                raise ValueError(f"head weights are CORPUS=W,... (W >= 0), not {args.head_weights!r}")
+            probs = mix_heads(probs, dict(pairs))
     except (OSError, ValueError, KeyError) as exc:
         print(f"cv_members: error: {exc}", file=sys.stderr)
         return 2

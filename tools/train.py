@@ -136,7 +136,8 @@ def _overrides(args: argparse.Namespace) -> dict:
                 class_weight=args.class_weight, corpus_label_weight=args.corpus_label_weight,
                 class_weight_power=args.class_weight_power,
                 label_weights=args.label_weight.split(",") if args.label_weight else None,
-                split_labels=args.split_labels.split(",") if args.split_labels else None, heads=args.heads, head_weights=args.head_weights.split(",") if args.head_weights else None)
+                split_labels=args.split_labels.split(",") if args.split_labels else None, heads=args.heads,
+                head_weights=args.head_weights.split(",") if args.head_weights else None)
     if args.blocks:
         over["blocks"] = [tuple(int(v) for v in b.split(":")) for b in args.blocks.split(",")]
     if args.versions:

@@ -8,7 +8,7 @@ from typing import Any
 from streamer.config import FeatureConfig, GateConfig
 from tools.datasets import LABELS
 
-__all__ = ["Recipe", "PRESETS", "recipe", "cached_versions", "GATE", "DEFAULT_BLOCKS", "RecipeError"]
+__all__ = ["Recipe", "PRESETS", "recipe", "cached_versions", "GATE", "DEFAULT_BLOCKS", "RecipeError", "split_weight"]
 
 DEFAULT_BLOCKS = ((64, 5), (96, 5), (96, 3), (128, 3))  # Conv1D (filters, kernel) of the CNN
 
@@ -21,6 +21,16 @@ GATE = GateConfig(abs_db=-65.0, rel_db=35.0, peak_decay_db_per_s=1.0, min_fracti
 
 class RecipeError(ValueError):
     """An unknown preset or an impossible combination of options."""
+
+
+def split_weight(entry: str) -> tuple[str, float | None]:
+    """``"key=w"`` -> (key, w); w is None unless it is a number >= 0 (the caller names what was wrong)."""
+    key, _, w = str(entry).partition("=")
+    try:
+        weight = float(w)
+    except ValueError:
+        return key, None
+    return key, weight if weight >= 0.0 else None
 
 
 def cached_versions(train_versions: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -168,13 +178,9 @@ class Recipe:
         """
         out: dict[tuple[str, str], float] = {}
         for entry in self.label_weights:
-            head, _, w = str(entry).partition("=")
+            head, weight = split_weight(entry)
             corpus, _, label = head.partition(":")
-            try:
-                weight = float(w)
-            except ValueError:
-                weight = -1.0
-            if corpus not in ("ravdess", "emodb") or label not in LABELS or not weight >= 0.0:
+            if corpus not in ("ravdess", "emodb") or label not in LABELS or weight is None:
                 raise RecipeError(f"a label weight is corpus:label=w (corpus ravdess or emodb, a label of "
                                   f"{','.join(LABELS)}, w >= 0), not {entry!r}")
             out[(corpus, label)] = weight
@@ -210,12 +216,8 @@ class Recipe:
             return [1.0 / len(corpora)] * len(corpora)
         given: dict[str, float] = {}
         for entry in self.head_weights:
-            corpus, _, w = str(entry).partition("=")
-            try:
-                weight = float(w)
-            except ValueError:
-                weight = -1.0
-            if corpus not in self.corpora or not weight >= 0.0:
+            corpus, weight = split_weight(entry)
+            if corpus not in self.corpora or weight is None:
                 raise RecipeError(f"a head weight is corpus=w (corpus of {','.join(self.corpora)}, w >= 0), "
                                   f"not {entry!r}")
             given[corpus] = weight
