@@ -422,6 +422,8 @@ def _stop_workers(workers: list[Any]) -> None:
         for p in alive:
             with contextlib.suppress(OSError):
                 escalate(p)
+    for p in workers:  # killed: gone as soon as the kernel has reaped them
+        p.join(STOP_GRACE_S)
 
 
 class LocalBackend:
@@ -465,12 +467,14 @@ class LocalBackend:
                         raise KeyboardInterrupt
                     done, _ = wait(inflight, timeout=0.2, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    job = inflight.pop(fut)
+                    job = inflight[fut]  # popped once its result is in: a worker's Ctrl-C leaves it in flight
                     try:
                         outcome = fut.result()
                     except BrokenProcessPool:
+                        del inflight[fut]
                         lost.append(job)
                         continue
+                    del inflight[fut]
                     yield outcome
                 if lost:
                     lost.extend(inflight.values())
@@ -484,6 +488,12 @@ class LocalBackend:
             pool.shutdown(wait=not lost and not inflight, cancel_futures=True)
             if interrupted.is_set():
                 _stop_workers(workers)
+                # the workers are gone: a temporary file of a file they were writing is theirs, left when
+                # the interrupt landed where their own clean-up could not run (or the stop had to kill them)
+                for job in inflight.values():
+                    for part in _stale_parts(job.output):
+                        with contextlib.suppress(OSError):
+                            os.unlink(part)
         for job in reversed(lost):
             attempts[job.path] = attempts.get(job.path, 0) + 1
             if attempts[job.path] >= MAX_ATTEMPTS:

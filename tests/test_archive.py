@@ -535,6 +535,40 @@ def test_ctrl_c_of_the_parent_alone_stops_its_workers_too(tmp_path: Path, long_c
 
 
 @pytest.mark.slow
+def test_ctrl_c_removes_the_temporary_files_of_workers_that_had_to_be_killed(tmp_path: Path,
+                                                                             long_clip: Path) -> None:
+    """Workers that cannot run their own clean-up (stopped here; in life, stuck in native code past the
+    grace time) are killed, and the runner removes the temporary files of the files they were writing."""
+    psutil = pytest.importorskip("psutil")
+    _copies(long_clip, tmp_path / "in", 8)
+    out = tmp_path / "out"
+    proc = start_run(tmp_path / "in", out)
+    try:
+        _wait_lines(out, 1, proc)
+        workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(c.cmdline())]  # not multiprocessing's resource tracker
+        assert len(workers) == 2
+        t_end = time.monotonic() + 120
+        while True:  # stopped in the middle of writing: their temporary files are there
+            for w in workers:
+                w.suspend()
+            if parts(out):
+                break
+            for w in workers:
+                w.resume()
+            assert time.monotonic() < t_end and proc.poll() is None, "no temporary file seen"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        _kill_group(proc)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert not any(psutil.pid_exists(w.pid) and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    assert not parts(out)
+
+
+@pytest.mark.slow
 def test_a_lost_scheduler_is_exit_4_and_a_rerun_on_a_new_cluster_completes(tmp_path: Path, long_clip: Path) -> None:
     distributed = pytest.importorskip("distributed")
     inputs = _copies(long_clip, tmp_path / "in", 6)
