@@ -300,6 +300,13 @@ def start_run(inputs: Path, out: Path) -> subprocess.Popen:
                             preexec_fn=_terminal_signals)
 
 
+def start_run_on_copies(tmp_path: Path, clip: Path, n: int = 8) -> tuple[list[Path], Path, subprocess.Popen]:
+    """``n`` copies of ``clip`` in tmp_path/in, and :func:`start_run` of them into tmp_path/out."""
+    inputs = _copies(clip, tmp_path / "in", n)
+    out = tmp_path / "out"
+    return inputs, out, start_run(tmp_path / "in", out)
+
+
 def _wait_lines(out: Path, n: int, proc: subprocess.Popen, limit: float = 240) -> None:
     t_end = time.monotonic() + limit
     while time.monotonic() < t_end:
@@ -485,9 +492,7 @@ def test_workers_keep_freed_memory_under_dasks_malloc_setting(tmp_path: Path, lo
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_a_rerun_completes(tmp_path: Path, long_clip: Path) -> None:
     psutil = pytest.importorskip("psutil")
-    inputs = _copies(long_clip, tmp_path / "in", 8)
-    out = tmp_path / "out"
-    proc = start_run(tmp_path / "in", out)
+    inputs, out, proc = start_run_on_copies(tmp_path, long_clip)
     try:
         _wait_lines(out, 2, proc)
         family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
@@ -512,9 +517,7 @@ def test_ctrl_c_of_the_parent_alone_stops_its_workers_too(tmp_path: Path, long_c
     """SIGINT to the runner only (kill -INT PID, not the terminal's whole job): it tells its workers to
     stop, waits for them a bounded time, and exits 130; nothing of the run is left running."""
     psutil = pytest.importorskip("psutil")
-    _copies(long_clip, tmp_path / "in", 8)
-    out = tmp_path / "out"
-    proc = start_run(tmp_path / "in", out)
+    _, out, proc = start_run_on_copies(tmp_path, long_clip)
     try:
         _wait_lines(out, 2, proc)
         family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
@@ -540,9 +543,7 @@ def test_ctrl_c_removes_the_temporary_files_of_workers_that_had_to_be_killed(tmp
     """Workers that cannot run their own clean-up (stopped here; in life, stuck in native code past the
     grace time) are killed, and the runner removes the temporary files of the files they were writing."""
     psutil = pytest.importorskip("psutil")
-    _copies(long_clip, tmp_path / "in", 8)
-    out = tmp_path / "out"
-    proc = start_run(tmp_path / "in", out)
+    _, out, proc = start_run_on_copies(tmp_path, long_clip)
     try:
         _wait_lines(out, 1, proc)
         workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
