@@ -293,8 +293,8 @@ def test_weight_averaging_is_the_mean_of_the_last_epochs(tmp_path, corpus, monke
     ncfg = norm_config(rcp, *data.prior(tr))
     snaps, build = [], loop.build_model
 
-    def build_and_watch(r, seed, view="all", heads=1, extra=0):
-        m = build(r, seed, view, heads, extra)
+    def build_and_watch(r, seed, *rest):
+        m = build(r, seed, *rest)
         fit_once = m.fit
 
         def fit_and_snapshot(*a, **k):
@@ -575,8 +575,8 @@ def test_class_weighted_fit_passes_each_windows_weight(tmp_path, corpus, monkeyp
 
     seen, build = [], loop.build_model
 
-    def build_and_watch(r, seed, view="all", heads=1, extra=0):
-        m = build(r, seed, view, heads, extra)
+    def build_and_watch(r, seed, *rest):
+        m = build(r, seed, *rest)
         fit_once = m.fit
 
         def fit_and_record(X, y, **k):
@@ -708,6 +708,94 @@ def test_a_head_per_corpus_trains_scores_each_head_and_ships_their_mix(tmp_path,
     meta = load_meta(tmp_path / "model" / "emotion.tflite")
     assert meta.extra["training"]["recipe"]["heads"] == "corpus"
     assert meta.extra["tflite"]["keras_agreement"]["max_abs_diff"] < 0.05
+    p = _run_tflite(tmp_path / "model" / "emotion.tflite",
+                    np.random.default_rng(2).standard_normal((3, meta.features.window_steps, meta.features.n_channels)))
+    assert p.shape == (3, len(LABELS))
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-4)
+
+
+@pytest.mark.train
+def test_gradient_reversal_passes_values_and_reverses_the_scaled_gradient():
+    """The adversary's layer is the identity forward; backward it multiplies the gradient by -scale."""
+    tf = pytest.importorskip("tensorflow")
+    from tools.training.network import gradient_reversal
+
+    layer = gradient_reversal()
+    x = tf.Variable(np.random.default_rng(1).normal(size=(3, 5)).astype(np.float32))
+    layer(x)
+    for scale in (0.0, 0.25):
+        layer.scale.assign(scale)
+        with tf.GradientTape() as tape:
+            y = layer(x)
+            total = tf.reduce_sum(y * np.arange(5, dtype=np.float32))
+        np.testing.assert_allclose(y.numpy(), x.numpy())
+        np.testing.assert_allclose(tape.gradient(total, x).numpy(), -scale * np.tile(np.arange(5.0), (3, 1)),
+                                   atol=1e-7)
+
+
+def test_adversary_targets_ramp_and_recipe_checks(corpus, tmp_path):
+    """--adversary speaker: one class per training speaker (none with one speaker); the reversed gradient's
+    scale ramps from 0 to the weight; combinations it cannot train are one RecipeError each."""
+    from tools.training.loop import adversary_scale, adversary_targets
+    from tools.training.recipe import RecipeError, recipe
+
+    class D:
+        speaker = np.array(["a", "b", "a", "c", "c"])
+        corpus = np.array(["ravdess"] * 5)
+
+    r = recipe("default", adversary="speaker", adversary_weight=0.2)
+    np.testing.assert_array_equal(adversary_targets(D, np.array([0, 1, 2, 3]), r), [0, 1, 0, 2])
+    assert adversary_targets(D, np.array([0, 2]), r) is None
+    assert adversary_targets(D, np.arange(5), recipe("default", adversary="corpus")) is None
+    assert adversary_targets(D, np.arange(5), recipe("default")) is None
+    ramp = [adversary_scale(r, e) for e in range(r.epochs)]
+    assert ramp[0] == 0.0 and np.all(np.diff(ramp) > 0) and 0.19 < ramp[-1] < 0.2
+    for bad in (dict(adversary="actor"), dict(adversary="speaker", adversary_weight=0.0),
+                dict(adversary="speaker", heads="corpus"), dict(adversary="speaker", mixup=0.2),
+                dict(adversary="speaker", split_labels=["emodb:sad"])):
+        with pytest.raises(RecipeError):
+            recipe("default", **bad)
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_a_speaker_adversary_trains_the_trunk_and_ships_the_emotion_output_only(tmp_path, data_root):
+    """--adversary speaker: the adversary learns, the reversal reaches the trunk, and the exported model is
+    one network with the 8 emotion outputs that TFLite runs."""
+    pytest.importorskip("tensorflow")
+    from streamer.config import load_meta
+    from tools import train
+    from tools.training import loop
+    from tools.training.data import Data
+    from tools.training.recipe import recipe
+    from tools.training.windows import norm_config
+
+    from tools.training.data import load_corpora
+
+    def trained(weight):
+        rcp = recipe("default", epochs=3, adversary="speaker", adversary_weight=weight, train_versions=["clean"],
+                     corpora=["ravdess", "emodb"])
+        data = Data(load_corpora(data_root, rcp.corpora), rcp, cache_dir=str(tmp_path / "cache"))
+        tr = np.arange(len(data.items))
+        model, info = loop.fit(data, tr, rcp, norm_config(rcp, *data.prior(tr)), seed=2)
+        assert info["epochs_run"] == 3
+        return model, loop.build_model(rcp, 2, adversary=int(loop.adversary_targets(data, tr, rcp).max()) + 1)
+
+    faint, start = trained(1e-9)
+    strong, _ = trained(1.0)
+    assert len(strong.outputs) == 1 and strong.outputs[0].shape[-1] == len(LABELS)
+    # the adversary learned (its layer is part of the training network, not of the shipped one) ...
+    assert not any(layer.name.startswith("adversary") for layer in strong.layers)
+    # ... and with the same seed and data, the trunk differs only by the reversed gradient's scale
+    conv = [w for w in faint.get_weights() if w.ndim == 3]
+    conv_strong = [w for w in strong.get_weights() if w.ndim == 3]
+    conv_start = [w for w in start.get_weights() if w.ndim == 3]
+    assert max(float(np.abs(a - b).max()) for a, b in zip(conv, conv_start)) > 1e-3
+    assert max(float(np.abs(a - b).max()) for a, b in zip(conv, conv_strong)) > 1e-4
+    assert train.main(_args(tmp_path, data_root, "--model", "default", "--adversary", "speaker",
+                            "--versions", "clean,tel")) == 0
+    meta = load_meta(tmp_path / "model" / "emotion.tflite")
+    assert meta.extra["training"]["recipe"]["adversary"] == "speaker"
     p = _run_tflite(tmp_path / "model" / "emotion.tflite",
                     np.random.default_rng(2).standard_normal((3, meta.features.window_steps, meta.features.n_channels)))
     assert p.shape == (3, len(LABELS))

@@ -114,6 +114,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--split-labels", default=None, metavar="CORPUS:LABEL,...",
                    help="that corpus's clips of that label (or CORPUS:all: of every label) train an output of "
                         "their own, added to the label's in the shipped model, e.g. emodb:sad")
+    r.add_argument("--adversary", choices=["none", "speaker", "corpus"],
+                   help="an adversary learns the training clips' speakers (or corpora) from the last hidden "
+                        "layer; its gradient reaches the network reversed (not part of the shipped model)")
+    r.add_argument("--adversary-weight", type=float, metavar="W",
+                   help="the reversed gradient's scale (default 0.1)")
     r.add_argument("--narrowband-prior", choices=["none", "model", "train"],
                    help="a prior for telephone-band sources from the telephone copies: model (the model "
                         "carries it) or train (training's telephone copies start from it too)")
@@ -137,7 +142,8 @@ def _overrides(args: argparse.Namespace) -> dict:
                 class_weight_power=args.class_weight_power,
                 label_weights=args.label_weight.split(",") if args.label_weight else None,
                 split_labels=args.split_labels.split(",") if args.split_labels else None, heads=args.heads,
-                head_weights=args.head_weights.split(",") if args.head_weights else None)
+                head_weights=args.head_weights.split(",") if args.head_weights else None,
+                adversary=args.adversary, adversary_weight=args.adversary_weight)
     if args.blocks:
         over["blocks"] = [tuple(int(v) for v in b.split(":")) for b in args.blocks.split(",")]
     if args.versions:

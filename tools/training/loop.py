@@ -10,12 +10,13 @@ from streamer.features import window_means
 from streamer.normalise import Normaliser
 from tools.augment import is_narrowband
 from tools.datasets import LABELS
-from tools.training.network import build_model, head_mix_model, merge_split_model, optimizer, view_channels
+from tools.training.network import (build_model, emotion_model, head_mix_model, merge_split_model, optimizer,
+                                    view_channels)
 from tools.training.recipe import Recipe
 from tools.training.windows import clip_labels, eval_windows, predict_clips, sample_window, to_layout, training_meta
 
 __all__ = ["spec_mask", "mixup", "epoch_set", "corpus_label_mask", "class_weights", "scale_labels",
-           "masked_crossentropy", "head_crossentropy", "head_corpora", "split_targets", "fit", "keras_predict"]
+           "masked_crossentropy", "head_crossentropy", "head_corpora", "split_targets", "adversary_targets", "adversary_scale", "fit", "keras_predict"]
 
 
 def spec_mask(X: np.ndarray, rng, max_t: int = 15, max_c: int = 8, n_mels: int = 0) -> np.ndarray:
@@ -168,6 +169,23 @@ def head_corpora(data, tr, rcp: Recipe) -> list[str]:
     return out if len(out) > 1 else []
 
 
+def adversary_targets(data, tr, rcp: Recipe) -> np.ndarray | None:
+    """The adversary's class of each clip of ``tr`` (its speaker's or corpus's index among those of
+    ``tr``), or None without an adversary or with a single class (nothing to tell apart)."""
+    if rcp.adversary == "none":
+        return None
+    keys = (data.speaker if rcp.adversary == "speaker" else data.corpus)[tr]
+    names, ids = np.unique(keys, return_inverse=True)
+    return ids.astype(np.int64) if len(names) > 1 else None
+
+
+def adversary_scale(rcp: Recipe, epoch: int) -> float:
+    """The reversed gradient's scale in ``epoch`` (0-based): DANN's ramp 2 / (1 + exp(-10 p)) - 1 of the
+    training's progress p, times ``rcp.adversary_weight`` (0 at the start, the full weight near the end)."""
+    p = epoch / max(1, rcp.epochs)
+    return float(rcp.adversary_weight) * (2.0 / (1.0 + np.exp(-10.0 * p)) - 1.0)
+
+
 def _speech_span(speech: np.ndarray) -> tuple[int, int]:
     on = np.flatnonzero(speech)
     return (int(on[0]), int(on[-1]) + 1) if len(on) else (0, len(speech))
@@ -279,8 +297,11 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
     rng = np.random.default_rng(seed)
     heads = head_corpora(data, tr, rcp)
     splits = rcp.split_outputs()
-    net = build_model(rcp, seed, view, max(1, len(heads)), len(splits))
-    if heads:
+    adv = adversary_targets(data, tr, rcp)
+    net = build_model(rcp, seed, view, max(1, len(heads)), len(splits), 0 if adv is None else int(adv.max()) + 1)
+    if adv is not None:
+        model = emotion_model(net)
+    elif heads:
         model = head_mix_model(net, rcp.head_weight_list(heads))
     else:
         model = merge_split_model(net, [k for _, k in splits]) if splits else net
@@ -308,6 +329,8 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
     # weight averaging over the last ``swa`` fraction of the epochs (one snapshot per epoch)
     swa_from = rcp.epochs - int(round(rcp.epochs * float(rcp.swa)))
     avg, n_avg = None, 0
+    if adv is not None:
+        loss = [loss, "sparse_categorical_crossentropy"]
     net.compile(optimizer=optimizer(rcp, steps), loss=loss)
     g = rcp.gate.min_fraction
     best, best_ep, best_w, wait = -1.0, 0, None, 0
@@ -332,6 +355,9 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
             y = np.concatenate([y, onehot], axis=1)  # which head each clip's loss is on
         if mix:
             X, y = mixup(X, y, mix, rng)
+        if adv is not None:
+            net.get_layer("gradient_reversal").scale.assign(adversary_scale(rcp, ep))
+            y = (y, adv)  # rows follow ``tr``, as the windows do
         h = net.fit(X, y, sample_weight=sw, batch_size=rcp.batch, epochs=1, verbose=0, shuffle=True)
         if ep >= swa_from:
             w = net.get_weights()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from tools.datasets import LABELS
 from tools.training.recipe import Recipe
 
-__all__ = ["build_model", "ensemble", "members_of", "view_channels", "optimizer", "head_mix_model", "merge_split_model"]
+__all__ = ["build_model", "ensemble", "members_of", "view_channels", "optimizer", "head_mix_model", "merge_split_model",
+           "gradient_reversal", "emotion_model"]
 
 
 def view_channels(cfg, view: str) -> int:
@@ -18,13 +19,44 @@ def members_of(rcp: Recipe, n_seeds: int) -> list[tuple[int, str]]:
     return [(s, v) for s in range(n_seeds) for v in rcp.views]
 
 
-def build_model(rcp: Recipe, seed: int, view: str = "all", heads: int = 1, extra: int = 0):
+def gradient_reversal():
+    """A Keras layer that passes its input on and multiplies the gradient flowing back by ``-scale``
+    (``layer.scale``, a variable the training loop ramps up; 0 at first)."""
+    import tensorflow as tf
+    from tensorflow import keras
+
+    class GradientReversal(keras.layers.Layer):
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(), initializer="zeros", trainable=False, name="scale")
+
+        def call(self, x):
+            s = tf.cast(self.scale, x.dtype)
+
+            @tf.custom_gradient
+            def rev(t):
+                return tf.identity(t), lambda dy: -s * dy
+
+            return rev(x)
+
+    return GradientReversal(name="gradient_reversal")
+
+
+def emotion_model(net):
+    """The emotion output of a network built with an adversary, as a one-output model (what ships)."""
+    from tensorflow import keras
+
+    return keras.Model(net.inputs[0], net.outputs[0], name=net.name)
+
+
+def build_model(rcp: Recipe, seed: int, view: str = "all", heads: int = 1, extra: int = 0, adversary: int = 0):
     """One network of the recipe; ``view="mfcc"`` reads only the MFCC channels of pitch features.
 
     ``heads`` > 1: one softmax layer per training corpus on the shared trunk (layers ``head_0``, ...),
     their outputs side by side ([B, heads x labels]); :func:`head_mix_model` makes the one-output
     network that ships. ``extra``: that many more outputs in the softmax (one corpus's own version of
-    a label, ``Recipe.split_labels``); :func:`merge_split_model` adds each to its label.
+    a label, ``Recipe.split_labels``); :func:`merge_split_model` adds each to its label. ``adversary``:
+    that many classes (speakers or corpora) for a second output read from the last hidden layer through
+    :func:`gradient_reversal` (outputs [emotions, adversary]; :func:`emotion_model` drops it).
     """
     from tensorflow import keras
     from tensorflow.keras import layers as L
@@ -61,7 +93,12 @@ def build_model(rcp: Recipe, seed: int, view: str = "all", heads: int = 1, extra
         pools.append(L.Flatten()(L.Dot(axes=1)([w, x])))
     x = L.Concatenate()(pools)
     x = L.Dense(int(rcp.dense), activation="relu")(x)
+    emb = x
     x = L.Dropout(0.3)(x)
+    if adversary:
+        a = L.Dense(64, activation="relu", name="adversary_hidden")(gradient_reversal()(emb))
+        adv = L.Dense(int(adversary), activation="softmax", name="adversary")(a)
+        return keras.Model(inp, [L.Dense(n_out, activation="softmax", name="emotion")(x), adv], name="cnn")
     if heads > 1:
         outs = [L.Dense(n_out, activation="softmax", name=f"head_{h}")(x) for h in range(heads)]
         return keras.Model(inp, L.Concatenate(name="heads")(outs), name="cnn")
