@@ -741,12 +741,17 @@ def test_adversary_targets_ramp_and_recipe_checks(corpus, tmp_path):
 
     class D:
         speaker = np.array(["a", "b", "a", "c", "c"])
-        corpus = np.array(["ravdess"] * 5)
+        corpus = np.array(["ravdess", "ravdess", "ravdess", "emodb", "emodb"])
 
-    r = recipe("default", adversary="speaker", adversary_weight=0.2)
+    r = recipe("default", adversary="speaker_all", adversary_weight=0.2)
     np.testing.assert_array_equal(adversary_targets(D, np.array([0, 1, 2, 3]), r), [0, 1, 0, 2])
     assert adversary_targets(D, np.array([0, 2]), r) is None
-    assert adversary_targets(D, np.arange(5), recipe("default", adversary="corpus")) is None
+    # within each corpus: the target speaker, and only the speakers of the clip's own corpus allowed
+    t = adversary_targets(D, np.array([0, 1, 3]), recipe("default", adversary="speaker"))
+    np.testing.assert_array_equal(t, [[1, 0, 0, 1, 1, 0], [0, 1, 0, 1, 1, 0], [0, 0, 1, 0, 0, 1]])
+    np.testing.assert_array_equal(adversary_targets(D, np.arange(5), recipe("default", adversary="corpus")),
+                                  [1, 1, 1, 0, 0])
+    assert adversary_targets(D, np.arange(3), recipe("default", adversary="corpus")) is None
     assert adversary_targets(D, np.arange(5), recipe("default")) is None
     ramp = [adversary_scale(r, e) for e in range(r.epochs)]
     assert ramp[0] == 0.0 and np.all(np.diff(ramp) > 0) and 0.19 < ramp[-1] < 0.2
@@ -760,7 +765,7 @@ def test_adversary_targets_ramp_and_recipe_checks(corpus, tmp_path):
 @pytest.mark.train
 @pytest.mark.slow
 def test_a_speaker_adversary_trains_the_trunk_and_ships_the_emotion_output_only(tmp_path, data_root):
-    """--adversary speaker: the adversary learns, the reversal reaches the trunk, and the exported model is
+    """--adversary speaker (speakers told apart within each corpus): the adversary learns, the reversal reaches the trunk, and the exported model is
     one network with the 8 emotion outputs that TFLite runs."""
     pytest.importorskip("tensorflow")
     from streamer.config import load_meta
@@ -779,7 +784,7 @@ def test_a_speaker_adversary_trains_the_trunk_and_ships_the_emotion_output_only(
         tr = np.arange(len(data.items))
         model, info = loop.fit(data, tr, rcp, norm_config(rcp, *data.prior(tr)), seed=2)
         assert info["epochs_run"] == 3
-        return model, loop.build_model(rcp, 2, adversary=int(loop.adversary_targets(data, tr, rcp).max()) + 1)
+        return model, loop.build_model(rcp, 2, adversary=loop.adversary_targets(data, tr, rcp).shape[1] // 2)
 
     faint, start = trained(1e-9)
     strong, _ = trained(1.0)

@@ -114,9 +114,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--split-labels", default=None, metavar="CORPUS:LABEL,...",
                    help="that corpus's clips of that label (or CORPUS:all: of every label) train an output of "
                         "their own, added to the label's in the shipped model, e.g. emodb:sad")
-    r.add_argument("--adversary", choices=["none", "speaker", "corpus"],
-                   help="an adversary learns the training clips' speakers (or corpora) from the last hidden "
-                        "layer; its gradient reaches the network reversed (not part of the shipped model)")
+    r.add_argument("--adversary", choices=["none", "speaker", "speaker_all", "corpus"],
+                   help="an adversary learns the training clips' speakers (speaker: within each corpus; "
+                        "speaker_all: among all) or corpora from the last hidden layer; its gradient reaches "
+                        "the network reversed (not part of the shipped model)")
     r.add_argument("--adversary-weight", type=float, metavar="W",
                    help="the reversed gradient's scale (default 0.1)")
     r.add_argument("--narrowband-prior", choices=["none", "model", "train"],

@@ -16,7 +16,7 @@ from tools.training.recipe import Recipe
 from tools.training.windows import clip_labels, eval_windows, predict_clips, sample_window, to_layout, training_meta
 
 __all__ = ["spec_mask", "mixup", "epoch_set", "corpus_label_mask", "class_weights", "scale_labels",
-           "masked_crossentropy", "head_crossentropy", "head_corpora", "split_targets", "adversary_targets", "adversary_scale", "fit", "keras_predict"]
+           "masked_crossentropy", "masked_crossentropy_of", "head_crossentropy", "head_corpora", "split_targets", "adversary_targets", "adversary_scale", "fit", "keras_predict"]
 
 
 def spec_mask(X: np.ndarray, rng, max_t: int = 15, max_c: int = 8, n_mels: int = 0) -> np.ndarray:
@@ -113,6 +113,20 @@ def scale_labels(data, idx, W: np.ndarray | None, scale: dict[tuple[str, str], f
     return W / mean if mean > 0 else W
 
 
+def masked_crossentropy_of(n: int):
+    """:func:`masked_crossentropy` over ``n`` classes (``y_true`` is [target | mask], [B, 2 x n])."""
+    import tensorflow as tf
+
+    def loss(y_true, y_pred):
+        t, m = y_true[:, :n], y_true[:, n:]
+        allow = tf.maximum(m, tf.cast(t > 0, y_pred.dtype))
+        q = y_pred * allow
+        q = q / (tf.reduce_sum(q, axis=-1, keepdims=True) + 1e-7)
+        return -tf.reduce_sum(t * tf.math.log(q + 1e-7), axis=-1)
+
+    return loss
+
+
 def masked_crossentropy(y_true, y_pred):
     """Cross-entropy over the allowed labels: ``y_true`` is [target | mask] ([B, 2 x labels]).
 
@@ -121,14 +135,7 @@ def masked_crossentropy(y_true, y_pred):
     that label's logit lowered by log(1/w) in this clip's loss only, so the clip still pushes the label
     down, more weakly. A mask mixed by mixup weighs labels by the mix.
     """
-    import tensorflow as tf
-
-    n = len(LABELS)
-    t, m = y_true[:, :n], y_true[:, n:]
-    allow = tf.maximum(m, tf.cast(t > 0, y_pred.dtype))
-    q = y_pred * allow
-    q = q / (tf.reduce_sum(q, axis=-1, keepdims=True) + 1e-7)
-    return -tf.reduce_sum(t * tf.math.log(q + 1e-7), axis=-1)
+    return masked_crossentropy_of(len(LABELS))(y_true, y_pred)
 
 
 def head_crossentropy(n_heads: int, label_smoothing: float = 0.0):
@@ -170,13 +177,25 @@ def head_corpora(data, tr, rcp: Recipe) -> list[str]:
 
 
 def adversary_targets(data, tr, rcp: Recipe) -> np.ndarray | None:
-    """The adversary's class of each clip of ``tr`` (its speaker's or corpus's index among those of
-    ``tr``), or None without an adversary or with a single class (nothing to tell apart)."""
+    """The adversary's targets for the clips of ``tr``, or None without an adversary or with a single
+    class (nothing to tell apart).
+
+    ``speaker_all`` and ``corpus``: each clip's class index among the speakers (corpora) of ``tr``.
+    ``speaker``: [one-hot speaker | mask of the speakers of the clip's own corpus] ([clips, 2 x speakers],
+    for :func:`masked_crossentropy_of`): the adversary tells apart the speakers within a corpus only,
+    so what it reverses is who speaks, not which corpus (German or English, one studio or another).
+    """
     if rcp.adversary == "none":
         return None
-    keys = (data.speaker if rcp.adversary == "speaker" else data.corpus)[tr]
+    keys = (data.corpus if rcp.adversary == "corpus" else data.speaker)[tr]
     names, ids = np.unique(keys, return_inverse=True)
-    return ids.astype(np.int64) if len(names) > 1 else None
+    if len(names) < 2:
+        return None
+    if rcp.adversary != "speaker":
+        return ids.astype(np.int64)
+    corpus_of = {name: c for name, c in zip(keys, data.corpus[tr])}
+    mask = (data.corpus[tr][:, None] == np.array([corpus_of[n] for n in names])[None, :]).astype(np.float32)
+    return np.concatenate([np.eye(len(names), dtype=np.float32)[ids], mask], axis=1)
 
 
 def adversary_scale(rcp: Recipe, epoch: int) -> float:
@@ -298,7 +317,8 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
     heads = head_corpora(data, tr, rcp)
     splits = rcp.split_outputs()
     adv = adversary_targets(data, tr, rcp)
-    net = build_model(rcp, seed, view, max(1, len(heads)), len(splits), 0 if adv is None else int(adv.max()) + 1)
+    n_adv = 0 if adv is None else (adv.shape[1] // 2 if adv.ndim == 2 else int(adv.max()) + 1)
+    net = build_model(rcp, seed, view, max(1, len(heads)), len(splits), n_adv)
     if adv is not None:
         model = emotion_model(net)
     elif heads:
@@ -330,7 +350,7 @@ def fit(data, tr, rcp: Recipe, ncfg, seed: int, val=None, curve_sets=None, log=p
     swa_from = rcp.epochs - int(round(rcp.epochs * float(rcp.swa)))
     avg, n_avg = None, 0
     if adv is not None:
-        loss = [loss, "sparse_categorical_crossentropy"]
+        loss = [loss, masked_crossentropy_of(n_adv) if adv.ndim == 2 else "sparse_categorical_crossentropy"]
     net.compile(optimizer=optimizer(rcp, steps), loss=loss)
     g = rcp.gate.min_fraction
     best, best_ep, best_w, wait = -1.0, 0, None, 0

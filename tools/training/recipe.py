@@ -105,10 +105,11 @@ class Recipe:
     # none | model (the model carries it; training as before) | train (training's telephone copies
     # start from it too)
     narrowband_prior: str = "none"
-    # none | speaker | corpus: an adversary on the network's last hidden layer learns to tell the training
-    # clips' speakers (or corpora) apart and its gradient reaches the trunk reversed (domain-adversarial
-    # training), so what the trunk learns is pushed away from who is speaking (or which corpus) towards
-    # what is shared; the adversary is not part of the shipped network
+    # none | speaker | speaker_all | corpus: an adversary on the network's last hidden layer learns to tell
+    # the training clips' speakers apart (speaker: within each corpus; speaker_all: among all, which also
+    # tells the corpora apart), or the corpora, and its gradient reaches the trunk reversed
+    # (domain-adversarial training), so what the trunk learns is pushed away from who is speaking (or
+    # which corpus) towards what is shared; the adversary is not part of the shipped network
     adversary: str = "none"
     # the reversed gradient's scale (reached by a ramp over the first epochs, as in DANN)
     adversary_weight: float = 0.1
@@ -174,8 +175,8 @@ class Recipe:
         self.split_outputs()
         if self.split_labels and (self.heads != "one" or self.corpus_labels or self.arch == "seed"):
             raise RecipeError("split labels need the CNN with one head and no corpus labels")
-        if self.adversary not in ("none", "speaker", "corpus"):
-            raise RecipeError(f"adversary is none, speaker or corpus, not {self.adversary}")
+        if self.adversary not in ("none", "speaker", "speaker_all", "corpus"):
+            raise RecipeError(f"adversary is none, speaker, speaker_all or corpus, not {self.adversary}")
         if self.adversary != "none" and (self.arch == "seed" or self.heads != "one" or self.split_labels
                                          or self.mixup):
             raise RecipeError("an adversary needs the CNN with one head, no split labels and no mixup")
