@@ -749,6 +749,9 @@ def test_adversary_targets_ramp_and_recipe_checks(corpus, tmp_path):
     # within each corpus: the target speaker, and only the speakers of the clip's own corpus allowed
     t = adversary_targets(D, np.array([0, 1, 3]), recipe("default", adversary="speaker"))
     np.testing.assert_array_equal(t, [[1, 0, 0, 1, 1, 0], [0, 1, 0, 1, 1, 0], [0, 0, 1, 0, 0, 1]])
+    # one corpus's speakers only: the other corpus's clips have no target (no loss) and no class
+    t = adversary_targets(D, np.array([0, 1, 3]), recipe("default", adversary="speaker", adversary_corpora=["ravdess"]))
+    np.testing.assert_array_equal(t, [[1, 0, 1, 1], [0, 1, 1, 1], [0, 0, 0, 0]])
     np.testing.assert_array_equal(adversary_targets(D, np.arange(5), recipe("default", adversary="corpus")),
                                   [1, 1, 1, 0, 0])
     assert adversary_targets(D, np.arange(3), recipe("default", adversary="corpus")) is None
@@ -757,7 +760,8 @@ def test_adversary_targets_ramp_and_recipe_checks(corpus, tmp_path):
     assert ramp[0] == 0.0 and np.all(np.diff(ramp) > 0) and 0.19 < ramp[-1] < 0.2
     for bad in (dict(adversary="actor"), dict(adversary="speaker", adversary_weight=0.0),
                 dict(adversary="speaker", heads="corpus"), dict(adversary="speaker", mixup=0.2),
-                dict(adversary="speaker", split_labels=["emodb:sad"])):
+                dict(adversary="speaker", split_labels=["emodb:sad"]), dict(adversary="corpus", adversary_corpora=["emodb"]),
+                dict(adversary="speaker", adversary_corpora=["tess"])):
         with pytest.raises(RecipeError):
             recipe("default", **bad)
 

@@ -120,6 +120,8 @@ def parser() -> argparse.ArgumentParser:
                         "the network reversed (not part of the shipped model)")
     r.add_argument("--adversary-weight", type=float, metavar="W",
                    help="the reversed gradient's scale (default 0.1)")
+    r.add_argument("--adversary-corpora", default=None, metavar="CORPUS,...",
+                   help="the corpora whose clips the adversary learns from (default: all), e.g. ravdess")
     r.add_argument("--narrowband-prior", choices=["none", "model", "train"],
                    help="a prior for telephone-band sources from the telephone copies: model (the model "
                         "carries it) or train (training's telephone copies start from it too)")
@@ -144,7 +146,8 @@ def _overrides(args: argparse.Namespace) -> dict:
                 label_weights=args.label_weight.split(",") if args.label_weight else None,
                 split_labels=args.split_labels.split(",") if args.split_labels else None, heads=args.heads,
                 head_weights=args.head_weights.split(",") if args.head_weights else None,
-                adversary=args.adversary, adversary_weight=args.adversary_weight)
+                adversary=args.adversary, adversary_weight=args.adversary_weight,
+                adversary_corpora=args.adversary_corpora.split(",") if args.adversary_corpora else None)
     if args.blocks:
         over["blocks"] = [tuple(int(v) for v in b.split(":")) for b in args.blocks.split(",")]
     if args.versions:

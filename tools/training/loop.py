@@ -184,18 +184,28 @@ def adversary_targets(data, tr, rcp: Recipe) -> np.ndarray | None:
     ``speaker``: [one-hot speaker | mask of the speakers of the clip's own corpus] ([clips, 2 x speakers],
     for :func:`masked_crossentropy_of`): the adversary tells apart the speakers within a corpus only,
     so what it reverses is who speaks, not which corpus (German or English, one studio or another).
+    With ``rcp.adversary_corpora`` the classes are those corpora's speakers and every other clip's
+    target row is zeros (no loss, no reversed gradient); this needs the masked form, so it is ``speaker``'s.
     """
     if rcp.adversary == "none":
         return None
     keys = (data.corpus if rcp.adversary == "corpus" else data.speaker)[tr]
-    names, ids = np.unique(keys, return_inverse=True)
+    own = np.ones(len(tr), bool)
+    if rcp.adversary_corpora:
+        own = np.isin(data.corpus[tr], list(rcp.adversary_corpora))
+    names, ids = np.unique(keys[own], return_inverse=True)
     if len(names) < 2:
         return None
     if rcp.adversary != "speaker":
+        if not own.all():
+            raise ValueError("adversary corpora need the speaker adversary")
         return ids.astype(np.int64)
     corpus_of = {name: c for name, c in zip(keys, data.corpus[tr])}
-    mask = (data.corpus[tr][:, None] == np.array([corpus_of[n] for n in names])[None, :]).astype(np.float32)
-    return np.concatenate([np.eye(len(names), dtype=np.float32)[ids], mask], axis=1)
+    n = len(names)
+    target = np.zeros((len(tr), n), np.float32)
+    target[np.flatnonzero(own), ids] = 1.0
+    mask = (data.corpus[tr][:, None] == np.array([corpus_of[k] for k in names])[None, :]).astype(np.float32)
+    return np.concatenate([target, mask * own[:, None]], axis=1)
 
 
 def adversary_scale(rcp: Recipe, epoch: int) -> float:

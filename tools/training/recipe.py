@@ -113,6 +113,9 @@ class Recipe:
     adversary: str = "none"
     # the reversed gradient's scale (reached by a ramp over the first epochs, as in DANN)
     adversary_weight: float = 0.1
+    # the corpora whose clips the adversary learns from (empty: all): a speaker adversary is safe where each
+    # speaker voices every label alike (RAVDESS), and removes emotion where speakers' label mixes differ (EmoDB)
+    adversary_corpora: tuple[str, ...] = ()
     std_pool: bool = False
     seeds: int = 1
     input_layout: str = "steps"  # steps | coefficients
@@ -131,7 +134,8 @@ class Recipe:
         unknown = set(over) - {f.name for f in fields(Recipe)}
         if unknown:
             raise RecipeError(f"unknown recipe fields: {', '.join(sorted(unknown))}")
-        for k in ("train_versions", "views", "corpora", "corpus_labels", "label_weights", "head_weights", "split_labels"):
+        for k in ("train_versions", "views", "corpora", "corpus_labels", "label_weights", "head_weights", "split_labels",
+                  "adversary_corpora"):
             if k in over:
                 over[k] = tuple(over[k])
         if "blocks" in over:
@@ -180,6 +184,10 @@ class Recipe:
         if self.adversary != "none" and (self.arch == "seed" or self.heads != "one" or self.split_labels
                                          or self.mixup):
             raise RecipeError("an adversary needs the CNN with one head, no split labels and no mixup")
+        if self.adversary_corpora and self.adversary != "speaker":
+            raise RecipeError("adversary corpora need the speaker adversary (--adversary speaker)")
+        if set(self.adversary_corpora) - {"ravdess", "emodb"}:
+            raise RecipeError(f"adversary corpora are of ravdess, emodb, not {','.join(self.adversary_corpora)}")
         if not self.adversary_weight > 0.0:
             raise RecipeError(f"adversary weight is above 0, not {self.adversary_weight}")
         if self.corpus_labels and self.label_smoothing:
