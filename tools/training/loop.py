@@ -16,7 +16,8 @@ from tools.training.recipe import Recipe
 from tools.training.windows import clip_labels, eval_windows, predict_clips, sample_window, to_layout, training_meta
 
 __all__ = ["spec_mask", "mixup", "epoch_set", "corpus_label_mask", "class_weights", "scale_labels",
-           "masked_crossentropy", "masked_crossentropy_of", "head_crossentropy", "head_corpora", "split_targets", "adversary_targets", "adversary_scale", "fit", "keras_predict"]
+           "masked_crossentropy", "masked_crossentropy_of", "head_crossentropy", "head_corpora", "split_targets",
+           "adversary_targets", "adversary_scale", "fit", "keras_predict"]
 
 
 def spec_mask(X: np.ndarray, rng, max_t: int = 15, max_c: int = 8, n_mels: int = 0) -> np.ndarray:
@@ -196,9 +197,7 @@ def adversary_targets(data, tr, rcp: Recipe) -> np.ndarray | None:
     names, ids = np.unique(keys[own], return_inverse=True)
     if len(names) < 2:
         return None
-    if rcp.adversary != "speaker":
-        if not own.all():
-            raise ValueError("adversary corpora need the speaker adversary")
+    if rcp.adversary != "speaker":  # the recipe allows adversary corpora with ``speaker`` only
         return ids.astype(np.int64)
     corpus_of = {name: c for name, c in zip(keys, data.corpus[tr])}
     n = len(names)
